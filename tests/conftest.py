@@ -1,0 +1,28 @@
+"""Shared fixtures: small generated data sets in SOP list format."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """A small demo set (12 train + 10 test classes x 4 images, 48 px) built by data/make_demo.py."""
+    out = tmp_path_factory.mktemp("demo")
+    subprocess.run(
+        [sys.executable, os.path.join(ROOT, "data", "make_demo.py"), "--out", str(out),
+         "--train_classes", "12", "--test_classes", "10", "--images_per_class", "4", "--size", "48"],
+        check=True, capture_output=True,
+    )
+    return str(out)
+
+
+def write_list(path, rows):
+    """Write an SOP list: header, then (image_id, class_id, super_class_id, path) rows."""
+    with open(path, "w") as handle:
+        handle.write("image_id class_id super_class_id path\n")
+        for row in rows:
+            handle.write(" ".join(str(v) for v in row) + "\n")

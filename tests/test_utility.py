@@ -1,0 +1,56 @@
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+import utility
+
+
+@pytest.mark.parametrize("text, value", [("True", True), ("true", True), ("1", True), ("False", False),
+                                         ("false", False), ("0", False), ("YES", True), ("off", False)])
+def test_bool_flags(text, value):
+    parser = argparse.ArgumentParser()
+    utility.add_arguments("flag", bool, True, "a flag.", parser)
+    assert parser.parse_args([f"--flag={text}"]).flag is value
+
+
+def test_bool_flag_rejects_junk(capsys):
+    parser = argparse.ArgumentParser()
+    utility.add_arguments("flag", bool, True, "a flag.", parser)
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["--flag=maybe"])
+    assert exc.value.code == 2
+    assert "expected True or False" in capsys.readouterr().err
+
+
+def test_print_arguments_block(capsys):
+    utility.print_arguments(argparse.Namespace(b=2, a="x"))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["-----------  Configuration Arguments -----------", "a: x", "b: 2",
+                     "------------------------------------------------"]
+
+
+def test_fmt_time_format():
+    import time
+
+    parsed = time.strptime(utility.fmt_time(), "%Y-%m-%d %H:%M:%S")
+    assert abs(time.mktime(parsed) - time.time()) < 5
+
+
+def test_cpu_fallback_announced_in_one_line():
+    code = "import utility; print(utility.choose_device(True))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    lines = out.strip().splitlines()
+    assert lines[-1] == "cpu"
+    assert sum("running on CPU" in line for line in lines) == 1
+
+
+def test_run_cli_turns_user_error_into_one_line(capsys):
+    def main():
+        raise utility.UserError("bad thing: do this instead")
+
+    with pytest.raises(SystemExit) as exc:
+        utility.run_cli(main)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == "error: bad thing: do this instead\n"
