@@ -1,0 +1,246 @@
+"""`--pretrained_model`: load weights of any supported format into an embedding network.
+
+Formats, recognised by content:
+  * this toolkit's checkpoint: a directory holding `model.pdparams`, or a `.pdparams`
+    file, with `backbone.*` / `embedding.*` keys (and `loss.*`, which belong to the loss
+    layer and are skipped here; the trainer reads them through `read_state`);
+  * a paddle.vision ImageNet state dict (`conv1.weight`, `layer1.0.bn1._mean`, `fc.*`);
+  * a legacy Fluid directory of one-file-per-variable tensors with the original names;
+  * `imagenet`: paddle.vision's published weights of the model, via Paddle's downloader.
+"""
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import paddle
+import paddle.utils.download as paddle_download
+import paddle.vision.models.resnet as vision_resnet
+from paddle.base.data_feeder import convert_dtype
+
+from utility import UserError
+
+from .fluid_tensor import FluidTensorError, read_tensor_file
+from .legacy_names import legacy_name_map
+
+CHECKPOINT_FILE = "model.pdparams"
+CHECKPOINT_DIR = "toolkit checkpoint directory"
+CHECKPOINT = "toolkit checkpoint file"
+VISION = "paddle.vision ImageNet state dict"
+LEGACY = "legacy Fluid directory"
+UNKNOWN = "state dict of unknown layout"
+LOSS_PREFIX = "loss."
+# Files in a legacy directory that are not tensors (the saved program).
+_LEGACY_NON_TENSORS = {"__model__"}
+_SHOW_MISSING = 8
+
+
+@dataclass
+class LoadReport:
+    """What `load_pretrained` did: `loaded` holds the network's keys that received a
+    value, `skipped` (name in the source, reason) what did not fit, and `missing` the
+    network's keys that the source did not provide (they keep their initial values)."""
+
+    path: str
+    format: str
+    loaded: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    missing: list = field(default_factory=list)
+
+    def lines(self):
+        total = len(self.loaded) + len(self.missing)
+        out = [f"Pretrained weights {self.path}: {self.format}, loaded {len(self.loaded)} of {total} network tensors"]
+        if self.skipped:
+            out.append(f"Skipped {len(self.skipped)} tensors of {self.path} that do not fit:")
+            out += [f"  {name}: {reason}" for name, reason in self.skipped]
+        if self.missing:
+            shown = ", ".join(self.missing[:_SHOW_MISSING]) + (", ..." if len(self.missing) > _SHOW_MISSING else "")
+            out.append(f"{len(self.missing)} network tensors not in the file keep their initial values: {shown}")
+        return out
+
+
+def read_state(path):
+    """Read any supported weights file or directory without a model.
+
+    Returns (format name, {name: numpy array}) with the names as stored (for this
+    toolkit's checkpoints: `backbone.*`, `embedding.*`, `loss.*`).
+    """
+    fmt, state, _ = _read(path)
+    return fmt, state
+
+
+def load_pretrained(model, path, verbose=True):
+    """Copy every fitting weight of `path` into `model` (an EmbeddingNet); print and
+    return a LoadReport. Loading nothing at all is a UserError."""
+    path = str(path)
+    if path == "imagenet":
+        path = _fetch_imagenet(model.spec)
+    legacy_names = legacy_name_map(model.spec.depth)
+    fmt, state, unread = _read(path, legacy_names)
+    report = LoadReport(path=path, format=fmt)
+    report.skipped += [(name, f"no counterpart in {model.model_name}") for name in unread]
+    targets = _targets(fmt, state, legacy_names, report)
+    copies, clashes = _plan(model, state, targets, report)
+    if not copies:
+        raise UserError(
+            f"no weights of {path} fit {model.model_name} (it looked like a {fmt}; "
+            f"{len(report.skipped)} tensors skipped, e.g. {_examples(report.skipped)})"
+        )
+    _check_same_backbone(model, path, fmt, report, clashes)
+    _copy(model, copies)
+    if verbose:
+        print("\n".join(report.lines()), flush=True)
+    return report
+
+
+def _check_same_backbone(model, path, fmt, report, clashes):
+    """Refuse a half-load: a backbone weight of another shape, or backbone weights the
+    source lacks, mean it holds another network (ResNet18 weights fit the first blocks
+    of a ResNet34) or is incomplete. Heads (embedding, classifier) may differ freely."""
+    absent = [key for key in report.missing if key.startswith("backbone.")]
+    if not (clashes or absent):
+        return
+    problems = []
+    if clashes:
+        problems.append(f"{len(clashes)} backbone tensors have other shapes, e.g. {_examples(clashes, 2)}")
+    if absent:
+        problems.append(f"{len(absent)} backbone tensors are absent, e.g. {', '.join(absent[:3])}")
+    raise UserError(
+        f"{path} does not hold a complete {model.model_name} (it looked like a {fmt}; {'; '.join(problems)}); "
+        f"choose the --model those weights belong to"
+    )
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _examples(skipped, count=3):
+    return "; ".join(f"{name}: {reason}" for name, reason in skipped[:count]) or "none found"
+
+
+def _fetch_imagenet(spec):
+    url, md5 = vision_resnet.model_urls[spec.arch]
+    try:
+        return paddle_download.get_weights_path_from_url(url, md5)
+    except Exception as exc:  # any downloader failure means the same thing to the user
+        raise UserError(
+            f"cannot download the ImageNet weights of {spec.name} from {url} (no network? {_first_line(exc)}); "
+            f"fetch that file elsewhere and pass it as --pretrained_model=/path/to/{spec.arch}.pdparams"
+        ) from None
+
+
+def _read(path, legacy_names=None):
+    """Return (format, {name: array}, names present but not read)."""
+    if not os.path.exists(path):
+        raise UserError(f"pretrained model {path} does not exist")
+    if os.path.isdir(path):
+        checkpoint = os.path.join(path, CHECKPOINT_FILE)
+        if os.path.exists(checkpoint):
+            state = _read_pdparams(checkpoint)
+            fmt = _classify(state)
+            return (CHECKPOINT_DIR if fmt == CHECKPOINT else fmt), state, []
+        return (LEGACY,) + _read_legacy_dir(path, legacy_names)
+    state = _read_pdparams(path)
+    return _classify(state), state, []
+
+
+def _read_pdparams(path):
+    try:
+        obj = paddle.load(path, return_numpy=True)
+    except Exception as exc:  # paddle.load raises ValueError, EOFError, pickle errors, ...
+        raise UserError(f"cannot read weights file {path}: corrupt, truncated or not a .pdparams file ({_first_line(exc)})") from None
+    if not isinstance(obj, dict) or not obj:
+        what = f"an empty {type(obj).__name__}" if not obj else f"a {type(obj).__name__}"
+        raise UserError(f"weights file {path} holds {what}, not a state dict of name -> tensor")
+    return {str(name): value for name, value in obj.items()}
+
+
+def _classify(state):
+    names = list(state)
+    if any(name.startswith("backbone.") for name in names):
+        return CHECKPOINT
+    if "conv1.weight" in state or any(name.startswith("layer1.") for name in names):
+        return VISION
+    return UNKNOWN
+
+
+def _read_legacy_dir(path, wanted):
+    """Read the files named in `wanted` (all tensor files when None)."""
+    files = sorted(
+        name for name in os.listdir(path)
+        if os.path.isfile(os.path.join(path, name)) and name not in _LEGACY_NON_TENSORS and not name.startswith(".")
+    )
+    if not files:
+        raise UserError(f"pretrained model directory {path} holds neither {CHECKPOINT_FILE} nor legacy weight files")
+    state, unread = {}, []
+    for name in files:
+        if wanted is not None and name not in wanted:
+            unread.append(name)
+            continue
+        file_path = os.path.join(path, name)
+        try:
+            state[name] = read_tensor_file(file_path)
+        except (FluidTensorError, OSError) as exc:
+            raise UserError(f"cannot read legacy weight file {file_path}: {exc}") from None
+    return state, unread
+
+
+def _targets(fmt, state, legacy_names, report):
+    """{source name: network key} for the names this format maps; the rest are skipped."""
+    targets = {}
+    for name in state:
+        if fmt in (CHECKPOINT, CHECKPOINT_DIR) and name.startswith(LOSS_PREFIX):
+            report.skipped.append((name, "loss-layer parameter, not part of the network"))
+        elif fmt == VISION and name.startswith("fc."):
+            report.skipped.append((name, "ImageNet classifier, not part of the network"))
+        elif fmt == LEGACY:
+            targets[name] = legacy_names[name]
+        elif fmt == VISION:
+            targets[name] = "backbone." + name
+        else:
+            targets[name] = name
+    return targets
+
+
+def _as_array(value):
+    if isinstance(value, paddle.Tensor):
+        return value.numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    return None
+
+
+def _plan(model, state, targets, report):
+    """Decide which source tensor goes where. Returns ([(network key, array)] to copy,
+    [(name, reason)] of backbone tensors whose shape differs)."""
+    params = model.state_dict()
+    copies, clashes = [], []
+    for name, key in targets.items():
+        array = _as_array(state[name])
+        if array is None:
+            report.skipped.append((name, f"a {type(state[name]).__name__}, not a tensor"))
+        elif key not in params:
+            report.skipped.append((name, _absent_reason(model, key)))
+        elif list(array.shape) != list(params[key].shape):
+            report.skipped.append((name, f"shape {list(array.shape)} does not fit {key} {list(params[key].shape)}"))
+            if key.startswith("backbone."):
+                clashes.append(report.skipped[-1])
+        else:
+            copies.append((key, array))
+    filled = {key for key, _ in copies}
+    report.loaded = [key for key, _ in copies]
+    report.missing = [key for key in params if key not in filled]
+    return copies, clashes
+
+
+def _copy(model, copies):
+    params = model.state_dict()
+    for key, array in copies:
+        params[key].set_value(array.astype(convert_dtype(params[key].dtype), copy=False))
+
+
+def _absent_reason(model, key):
+    if key.startswith("embedding.") and model.embedding is None:
+        return "the model has no embedding layer (embedding_size=0)"
+    return f"{model.model_name} has no weight {key}"
