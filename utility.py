@@ -7,6 +7,11 @@ import argparse
 import os
 import sys
 import time
+import warnings
+
+# Paddle's import-time and BatchNorm notices say nothing a user of these scripts can act on.
+warnings.filterwarnings("ignore", message="No ccache found")
+warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
 
 
 class UserError(Exception):
@@ -138,3 +143,5 @@ def add_training_arguments(parser, *, train_batch_size, lr, lr_steps, total_iter
     add_arguments("checkpoint", str, None, "Checkpoint directory to resume the same run from.", parser)
     add_arguments("model_save_dir", str, "output", "model save directory", parser)
     add_arguments("loss_name", str, loss_name, f"Set the loss type to use: {loss_help}.", parser)
+    add_arguments("amp", bool, False, "Mixed precision (float16 autocast, dynamic loss scaling) on GPU; "
+                  "ignored on CPU.", parser)

@@ -1,0 +1,38 @@
+"""Feature extraction over a test loader: the one computation behind the training
+script's periodic test, eval.py and infer.py."""
+import sys
+
+import numpy as np
+import paddle
+
+
+def progress(iterable, total, desc, enabled=None):
+    """A tqdm bar on a terminal; the plain iterable when output is not a terminal."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False)
+
+
+@paddle.no_grad()
+def extract_features(model, loader, show_progress=None):
+    """Run `model` in eval mode over a test loader.
+
+    Returns (features [N,D] float32, labels [N], skipped [N] bool); rows of unreadable
+    images are kept in place (zeros in, features out) and flagged in `skipped`.
+    """
+    was_training = model.training
+    model.eval()
+    feats, labels, skipped = [], [], []
+    try:
+        for images, batch_labels, batch_skipped in progress(loader, len(loader), "features", show_progress):
+            feats.append(model(images).numpy().astype(np.float32, copy=False))
+            labels.append(batch_labels.numpy().reshape(-1))
+            skipped.append(batch_skipped.numpy().reshape(-1).astype(bool))
+    finally:
+        if was_training:
+            model.train()
+    return np.concatenate(feats), np.concatenate(labels), np.concatenate(skipped)

@@ -1,0 +1,38 @@
+"""Run by tests, alone or under paddle.distributed.launch: gradients of a BatchNorm-free
+embedding model on a fixed global batch, this rank's share, data parallel.
+
+    dist_grads.py OUT_DIR LOSS_NAME [R/N]
+Writes OUT_DIR/grads_rank<r>_of<n>.pdparams (gradients after DataParallel's all-reduce).
+With R/N in a single process, it computes on share R of N of the batch instead.
+"""
+import os
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import paddle
+
+import losses
+import reader
+import trainer
+
+out_dir, loss_name = sys.argv[1], sys.argv[2]
+rank, nranks = trainer.init_distributed()
+world = nranks
+if len(sys.argv) > 3:
+    rank, nranks = (int(v) for v in sys.argv[3].split("/"))
+paddle.seed(5)
+model = paddle.nn.Sequential(paddle.nn.Linear(10, 16), paddle.nn.Tanh(), paddle.nn.Linear(16, 8))
+flags = SimpleNamespace(class_dim=6, train_batch_size=12, samples_each_class=2)
+loss = losses.build_loss(loss_name, flags, 8, per_device_batch=12 // nranks)
+net = trainer.TrainStep(model, loss)
+step = paddle.DataParallel(net) if world > 1 else net
+
+rng = np.random.default_rng(0)
+inputs = rng.normal(size=(12, 10)).astype("float32")
+labels = np.repeat(np.arange(6), 2).astype("int64")
+mine = reader.shard(list(range(12)), rank, nranks)
+cost, _, _ = step(paddle.to_tensor(inputs[mine]), paddle.to_tensor(labels[mine]))
+cost.backward()
+grads = {k: p.grad.numpy() for k, p in net.named_parameters()}
+paddle.save(grads, os.path.join(out_dir, f"grads_rank{rank}_of{nranks}.pdparams"))
