@@ -1,26 +1,141 @@
-"""Score a trained embedding network by Recall@K on the test list."""
-import argparse
+"""Score a trained embedding network by Recall@K and MAP@R on the test list.
 
-from utility import add_arguments, add_data_arguments, print_arguments, run_cli, UserError
+Prints the original line `[<time>] End test <n>, test_recall <Recall@1>`, then a table
+of every metric. Unreadable images are reported and left out, as in training's
+periodic test, so both print the same Recall@1 for the same weights.
+"""
+import argparse
+import os
+
+import numpy as np
+
+import features
+import imgtool
+import metrics
+import models
+import reader
+import retrieval_grid
+from utility import (UserError, write_json_atomic, add_arguments, add_data_arguments, choose_device, fmt_time, print_arguments,
+                     run_cli)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments("model", str, "ResNet50", "Set the network to use.", parser)
     add_arguments("embedding_size", int, 0, "Embedding size.", parser)
     add_arguments("batch_size", int, 10, "Minibatch size.", parser)
     add_arguments("image_shape", str, "3,224,224", "Input image size.", parser)
     add_arguments("use_gpu", bool, True, "Whether to use GPU or not.", parser)
     add_arguments("with_mem_opt", bool, False, "Accepted for compatibility; a no-op.", parser)
-    add_arguments("pretrained_model", str, None, "Whether to use pretrained model.", parser)
+    add_arguments("pretrained_model", str, None,
+                  "Weights to evaluate (required): a checkpoint directory or .pdparams of this toolkit, "
+                  "a paddle.vision state dict, or a legacy Fluid directory.", parser)
     add_data_arguments(parser, train=False)
+    add_arguments("recall_k", str, "1,10,100,1000", "Comma-separated K of the Recall@K to report.", parser)
+    add_arguments("save_json", str, None, "Also write the metrics and what was evaluated to this JSON file.",
+                  parser)
+    add_arguments("save_retrievals", str, None,
+                  "Directory for PNG grids of retrieval results (query, then its top-K framed green "
+                  "for the same class, red otherwise).", parser)
+    add_arguments("num_queries", int, 10, "Queries shown by --save_retrievals (drawn with --seed).", parser)
+    add_arguments("topk", int, 5, "Results shown per query by --save_retrievals.", parser)
     return parser
+
+
+def parse_recall_k(text):
+    """'1,10,100' -> [1, 10, 100] (sorted, unique, each >= 1)."""
+    try:
+        ks = sorted({int(v) for v in str(text).split(",") if v.strip()})
+    except ValueError:
+        ks = []
+    if not ks or ks[0] < 1:
+        raise UserError(f"--recall_k={text!r} must be positive integers separated by commas, e.g. 1,10,100,1000")
+    return ks
+
+
+def check_flags(args):
+    """Reject impossible flag values in one line each; return (image size, recall ks)."""
+    if not args.pretrained_model:
+        raise UserError("--pretrained_model is required: the checkpoint or weights to evaluate "
+                        "(e.g. output/ResNet50/30000)")
+    if args.model not in models.MODEL_NAMES:
+        raise UserError(f"unknown --model={args.model!r}; available models: {', '.join(models.MODEL_NAMES)}")
+    for name in ("batch_size", "num_queries", "topk"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name}={getattr(args, name)} must be positive")
+    if args.num_workers < 0:
+        raise UserError(f"--num_workers={args.num_workers} must be 0 or more")
+    check_output_file(args.save_json, "--save_json")
+    return imgtool.parse_image_shape(args.image_shape)[1], parse_recall_k(args.recall_k)
+
+
+def check_output_file(path, flag):
+    """Fail before the long run, not after it, when an output file cannot be written there."""
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UserError(f"{flag} {path!r}: directory {parent!r} does not exist")
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path!r} is a directory; give a file name")
+
+
+def metrics_table(result, ks):
+    """The metrics as a small aligned text table."""
+    rows = [("Recall@%d" % k, result["recall@%d" % k]) for k in ks] + [("MAP@R", result["map@r"])]
+    width = max(len(name) for name, _ in rows)
+    lines = ["%-*s  %s" % (width, "metric", "value")]
+    lines += ["%-*s  %.5f" % (width, name, value) for name, value in rows]
+    return "\n".join(lines)
+
+
+def evaluate(args):
+    """Run the whole evaluation described by the parsed flags; return the JSON summary."""
+    size, ks = check_flags(args)
+    device = choose_device(args.use_gpu)
+    test_list = reader.read_list(args.data_dir, args.test_list, "test")
+    model = models.build_model(args.model, args.embedding_size)
+    report = models.load_pretrained(model, args.pretrained_model)
+
+    loader = reader.test_loader(test_list, size, args.batch_size, args.num_workers)
+    fea, lab, skipped = features.extract_features(model, loader)
+    reader.SkipReport(test_list).note(np.flatnonzero(skipped).tolist())
+    kept = np.flatnonzero(~skipped)
+    if len(kept) < 2:
+        raise UserError(f"only {len(kept)} readable image(s) in {test_list.list_path}: need at least 2 to evaluate")
+    fea, lab = fea[kept], lab[kept]
+
+    result = metrics.retrieval_metrics(fea, lab, ks=sorted(set(ks) | {1}), map_at_r=True)
+    print("[%s] End test %d, test_recall %.5f" % (fmt_time(), len(fea), result["recall@1"]), flush=True)
+    print(metrics_table(result, ks), flush=True)
+
+    summary = {
+        "metrics": {key: result[key] for key in ["recall@%d" % k for k in ks] + ["map@r"]},
+        "model": args.model, "embedding_size": args.embedding_size, "image_shape": args.image_shape,
+        "pretrained_model": os.path.abspath(args.pretrained_model), "weights_format": report.format,
+        "data_dir": os.path.abspath(args.data_dir), "test_list": os.path.abspath(test_list.list_path),
+        "num_images": int(len(fea)), "num_skipped": int(skipped.sum()), "device": device,
+        "evaluated_at": fmt_time(),
+    }
+    if args.save_json:
+        write_json_atomic(args.save_json, summary)
+        print(f"metrics written to {args.save_json}")
+    if args.save_retrievals:
+        save_retrievals(args, fea, lab, [test_list.paths[i] for i in kept])
+    return summary
+
+
+def save_retrievals(args, fea, lab, paths):
+    queries = retrieval_grid.pick_queries(len(fea), args.num_queries, args.seed)
+    neighbours = retrieval_grid.nearest(fea, queries, args.topk)
+    for path in retrieval_grid.save_grids(args.save_retrievals, paths, lab, queries, neighbours):
+        print(f"retrieval grid written to {path}")
 
 
 def main():
     args = build_parser().parse_args()
     print_arguments(args)
-    raise UserError("eval.py is not implemented yet (issue 6)")
+    evaluate(args)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,191 @@
-"""Turn images into feature vectors with a trained embedding network."""
-import argparse
+"""Turn images into feature vectors with a trained embedding network.
 
-from utility import add_arguments, add_data_arguments, print_arguments, run_cli, UserError
+Inputs: the test list (default, as the original), `--image_list FILE` (an SOP-format
+list, paths relative to --data_dir; or one image path per line, relative paths taken
+from the list file's directory) or `--image_dir DIR` (every image under it, sorted).
+Weights: `--pretrained_model` (dynamic graph) or `--inference_model DIR` (a model
+written by export_model.py, run through paddle.inference).
+
+Prints `Test-<i>-feature: <first five values>` for the i-th input image (from 0).
+`--save_features PATH` writes the features of every readable image to PATH (.npy,
+float32 [N, D], raw network outputs, not normalised) and their paths, one a line, in
+the same order, to PATH with `.paths.txt` instead of `.npy` (plus `.labels.npy` when
+the input is an SOP list). An unreadable image is reported with its path and left out
+of both files, so row r of the .npy is always line r of the paths file.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+import features
+import imgtool
+import inference_model
+import models
+import reader
+from utility import (UserError, add_arguments, add_data_arguments, choose_device, print_arguments, run_cli,
+                     write_atomic)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments("model", str, "ResNet50", "Set the network to use.", parser)
     add_arguments("embedding_size", int, 0, "Embedding size.", parser)
     add_arguments("batch_size", int, 1, "Minibatch size.", parser)
     add_arguments("image_shape", str, "3,224,224", "Input image size.", parser)
     add_arguments("use_gpu", bool, True, "Whether to use GPU or not.", parser)
     add_arguments("with_mem_opt", bool, False, "Accepted for compatibility; a no-op.", parser)
-    add_arguments("pretrained_model", str, None, "Whether to use pretrained model.", parser)
+    add_arguments("pretrained_model", str, None,
+                  "Weights to run (this toolkit's checkpoint or .pdparams, a paddle.vision state dict, "
+                  "or a legacy Fluid directory); or use --inference_model.", parser)
     add_data_arguments(parser, train=False)
+    add_arguments("image_list", str, None,
+                  "Images to embed instead of the test list: an SOP-format list or one path per line.", parser)
+    add_arguments("image_dir", str, None, "Embed every image under this directory (sorted by path).", parser)
+    add_arguments("inference_model", str, None,
+                  "Directory written by export_model.py, run through paddle.inference "
+                  "(then --model, --embedding_size and --pretrained_model are not used).", parser)
+    add_arguments("save_features", str, None,
+                  "Write all features to this .npy file, and the image paths to <name>.paths.txt.", parser)
     return parser
+
+
+def companion(npy_path, suffix):
+    """`feats.npy` -> `feats<suffix>`: the files written beside the features."""
+    return npy_path[:-len(".npy")] + suffix
+
+
+def features_path(path):
+    return path if path.endswith(".npy") else path + ".npy"
+
+
+def check_flags(args):
+    """Reject impossible flag combinations in one line each."""
+    if args.image_list and args.image_dir:
+        raise UserError("give either --image_list or --image_dir, not both")
+    if args.inference_model is not None:
+        inference_model.model_files(args.inference_model)
+    elif not args.pretrained_model:
+        raise UserError("--pretrained_model (the weights to run) or --inference_model (a directory written "
+                        "by export_model.py) is required")
+    elif args.model not in models.MODEL_NAMES:
+        raise UserError(f"unknown --model={args.model!r}; available models: {', '.join(models.MODEL_NAMES)}")
+    if args.batch_size <= 0:
+        raise UserError(f"--batch_size={args.batch_size} must be positive")
+    if args.num_workers < 0:
+        raise UserError(f"--num_workers={args.num_workers} must be 0 or more")
+    if args.save_features:
+        parent = os.path.dirname(os.path.abspath(args.save_features))
+        if not os.path.isdir(parent):
+            raise UserError(f"--save_features {args.save_features!r}: directory {parent!r} does not exist")
+
+
+def read_plain_list(path):
+    """One image path per line (blank lines ignored); relative paths from the list's directory."""
+    base = os.path.dirname(os.path.abspath(path))
+    with open(path, encoding="utf-8") as handle:
+        paths = [line.strip() for line in handle if line.strip()]
+    return [p if os.path.isabs(p) else os.path.join(base, p) for p in paths]
+
+
+def looks_like_sop(path):
+    """True when the first non-blank line is the SOP header or an `id class super path` row."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            fields = line.split()
+            if fields:
+                return fields == reader.HEADER or (len(fields) == 4 and all(f.isdigit() for f in fields[:3]))
+    return False
+
+
+def images_under(directory):
+    """Every file with an image extension under `directory`, recursively, sorted."""
+    found = []
+    for root, _, names in os.walk(directory):
+        found += [os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found)
+
+
+def input_images(args):
+    """The ImageList to embed (labels are 0 except for SOP lists)."""
+    if args.image_dir:
+        if not os.path.isdir(args.image_dir):
+            raise UserError(f"--image_dir {args.image_dir!r} is not a directory")
+        paths = images_under(args.image_dir)
+        if not paths:
+            raise UserError(f"--image_dir {args.image_dir!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        return reader.ImageList(paths, np.zeros(len(paths), np.int64), args.image_dir), False
+    if args.image_list:
+        if not os.path.isfile(args.image_list):
+            raise UserError(f"--image_list {args.image_list!r} not found")
+        if looks_like_sop(args.image_list):
+            return reader.read_list(args.data_dir, os.path.abspath(args.image_list), "test"), True
+        paths = read_plain_list(args.image_list)
+        if not paths:
+            raise UserError(f"--image_list {args.image_list!r} lists no images")
+        return reader.ImageList(paths, np.zeros(len(paths), np.int64), args.image_list), False
+    return reader.read_list(args.data_dir, args.test_list, "test"), True
+
+
+def build_network(args, size):
+    """(network, image size): the dynamic-graph model with its weights, or the exported model."""
+    choose_device(args.use_gpu)
+    if args.inference_model:
+        exported = inference_model.read_info(args.inference_model).get("image_shape")
+        if exported and imgtool.parse_image_shape(exported)[1] != size:
+            print(f"--inference_model was exported for image_shape {exported}: using it instead of "
+                  f"{args.image_shape}")
+            size = imgtool.parse_image_shape(exported)[1]
+        return inference_model.Predictor(args.inference_model, args.use_gpu), size
+    model = models.build_model(args.model, args.embedding_size)
+    models.load_pretrained(model, args.pretrained_model)
+    return model, size
+
+
+def infer(args):
+    """Embed the input images; return (features of readable images, their paths, labels)."""
+    check_flags(args)
+    size = imgtool.parse_image_shape(args.image_shape)[1]
+    images, labelled = input_images(args)
+    network, size = build_network(args, size)
+    loader = reader.test_loader(images, size, args.batch_size, args.num_workers)
+    fea, lab, skipped = features.extract_features(network, loader)
+    report = reader.SkipReport(images)
+    for i in range(len(images)):
+        if skipped[i]:
+            report.note([i])
+        else:
+            print("Test-{0}-feature: {1}".format(i, first_values(fea[i])))
+    kept = np.flatnonzero(~skipped)
+    paths = [images.paths[i] for i in kept]
+    if args.save_features:
+        save_features(args.save_features, fea[kept], paths, lab[kept] if labelled else None)
+    return fea[kept], paths, lab[kept]
+
+
+def first_values(feature, count=5):
+    """The first values as numpy prints them (the original's line), never wrapped."""
+    return np.array2string(feature[:count], max_line_width=sys.maxsize)
+
+
+def save_features(path, fea, paths, labels=None):
+    """Write features (.npy), their paths (.paths.txt) and labels (.labels.npy), each atomically."""
+    path = features_path(path)
+    write_atomic(path, lambda handle: np.save(handle, fea))
+    write_atomic(companion(path, ".paths.txt"), lambda handle: handle.write("".join(p + "\n" for p in paths).encode()))
+    if labels is not None:
+        write_atomic(companion(path, ".labels.npy"), lambda handle: np.save(handle, labels))
+    print(f"{len(fea)} features of dimension {fea.shape[1]} written to {path} "
+          f"(paths: {companion(path, '.paths.txt')})")
 
 
 def main():
     args = build_parser().parse_args()
     print_arguments(args)
-    raise UserError("infer.py is not implemented yet (issue 6)")
+    infer(args)
 
 
 if __name__ == "__main__":

@@ -145,3 +145,24 @@ def add_training_arguments(parser, *, train_batch_size, lr, lr_steps, total_iter
     add_arguments("loss_name", str, loss_name, f"Set the loss type to use: {loss_help}.", parser)
     add_arguments("amp", bool, False, "Mixed precision (float16 autocast, dynamic loss scaling) on GPU; "
                   "ignored on CPU.", parser)
+
+
+def write_atomic(target, write):
+    """Call write(binary file handle) on a temporary sibling of `target`, then rename it
+    into place: readers see the old file or the complete new one, never a partial one."""
+    tmp = f"{target}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json_atomic(path, content):
+    """Write `content` as indented JSON to `path` atomically (see write_atomic)."""
+    import json
+
+    text = json.dumps(content, indent=1, sort_keys=True) + "\n"
+    write_atomic(path, lambda handle: handle.write(text.encode()))

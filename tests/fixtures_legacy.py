@@ -9,7 +9,6 @@ loader's name map against the original convention rather than against itself.
 Run as a script in a fresh process with FLAGS_enable_pir_api=0 (see `build_legacy_dir`):
     python fixtures_legacy.py OUTDIR NPZ MODEL EMBEDDING_SIZE SEED [--extras]
 """
-import json
 import os
 import subprocess
 import sys

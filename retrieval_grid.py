@@ -1,0 +1,102 @@
+"""Pictures of what was retrieved: one row per query, the query image then its top-K
+gallery images, each framed green (same class as the query) or red (another class),
+so a user can see what the model confuses.
+
+    queries = pick_queries(len(features), 10, seed)
+    neighbours = nearest(features, queries, k=5)
+    save_grids(out_dir, paths, labels, queries, neighbours)   # -> retrievals_000.png, ...
+"""
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+import imgtool
+
+THUMB = 96          # side of each image thumbnail, px
+FRAME = 5           # frame width around a thumbnail, px
+PAD = 6             # space between tiles and around the grid, px
+CAPTION = 14        # height of the caption strip under each tile, px
+ROWS_PER_GRID = 10  # queries per PNG file
+TILE = THUMB + 2 * FRAME
+
+BACKGROUND = (255, 255, 255)
+QUERY_FRAME = (60, 90, 200)
+HIT_FRAME = (0, 170, 0)
+MISS_FRAME = (220, 0, 0)
+TEXT = (0, 0, 0)
+UNREADABLE = (160, 160, 160)
+
+
+def pick_queries(num_items, count, seed):
+    """`count` distinct item indices drawn with `seed`, ascending (all when fewer)."""
+    count = min(count, num_items)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(num_items, size=count, replace=False))
+
+
+def nearest(fea, queries, k):
+    """[Q, k] indices of each query's k most cosine-similar items, itself excluded,
+    ties to the lower index (the order the metrics rank by)."""
+    fea = np.asarray(fea, dtype=np.float32)
+    norms = np.linalg.norm(fea, axis=1, keepdims=True)
+    fea = fea / np.where(norms > 0, norms, 1.0)
+    sims = fea[queries] @ fea.T
+    sims[np.arange(len(queries)), queries] = -np.inf
+    k = min(k, len(fea) - 1)
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def grid_size(num_rows, topk):
+    """(width, height) in px of a grid of `num_rows` queries with `topk` results each."""
+    width = PAD + (topk + 1) * (TILE + PAD)
+    height = PAD + num_rows * (TILE + CAPTION + PAD)
+    return width, height
+
+
+def thumbnail(path):
+    """The image scaled to fit THUMB x THUMB (aspect kept, white padding); grey if unreadable."""
+    try:
+        img = imgtool.decode_rgb(path)
+    except imgtool.DecodeError:
+        return Image.new("RGB", (THUMB, THUMB), UNREADABLE)
+    img = ImageOps.contain(img, (THUMB, THUMB), Image.LANCZOS)
+    tile = Image.new("RGB", (THUMB, THUMB), BACKGROUND)
+    tile.paste(img, ((THUMB - img.width) // 2, (THUMB - img.height) // 2))
+    return tile
+
+
+def draw_grid(paths, labels, queries, neighbours):
+    """One PIL image: row r = query `queries[r]`, then its `neighbours[r]` in rank order."""
+    topk = neighbours.shape[1]
+    canvas = Image.new("RGB", grid_size(len(queries), topk), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for row, (query, found) in enumerate(zip(queries, neighbours)):
+        y = PAD + row * (TILE + CAPTION + PAD)
+        tiles = [(query, QUERY_FRAME, f"query, class {labels[query]}")]
+        for rank, item in enumerate(found, start=1):
+            colour = HIT_FRAME if labels[item] == labels[query] else MISS_FRAME
+            tiles.append((item, colour, f"#{rank}, class {labels[item]}"))
+        for col, (item, colour, caption) in enumerate(tiles):
+            x = PAD + col * (TILE + PAD)
+            draw.rectangle([x, y, x + TILE - 1, y + TILE - 1], fill=colour)
+            canvas.paste(thumbnail(paths[item]), (x + FRAME, y + FRAME))
+            draw.text((x + 1, y + TILE + 1), caption, fill=TEXT, font=font)
+    return canvas
+
+
+def save_grids(directory, paths, labels, queries, neighbours, rows_per_grid=ROWS_PER_GRID):
+    """Write `retrievals_000.png`, ... (rows_per_grid queries each) to `directory`;
+    return the written paths."""
+    os.makedirs(directory, exist_ok=True)
+    written = []
+    for number, start in enumerate(range(0, len(queries), rows_per_grid)):
+        part = slice(start, start + rows_per_grid)
+        image = draw_grid(paths, labels, queries[part], neighbours[part])
+        path = os.path.join(directory, f"retrievals_{number:03d}.png")
+        tmp = f"{path}.tmp-{os.getpid()}.png"
+        image.save(tmp)
+        os.replace(tmp, path)
+        written.append(path)
+    return written

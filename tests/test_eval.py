@@ -1,0 +1,178 @@
+"""eval.py: the same Recall@1 as training's periodic test, metrics that agree with a
+brute-force numpy computation on the saved features, --save_json, retrieval grids,
+and user mistakes as one line with exit code 2."""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+from PIL import Image
+
+import checkpoint
+import eval as eval_script
+import losses
+import metrics
+import models
+import reader
+import retrieval_grid
+import trainer
+from utility import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 40
+MODEL_FLAGS = ["--model", "ResNet18", "--embedding_size", "16", "--image_shape", f"3,{SIZE},{SIZE}",
+               "--use_gpu", "False", "--num_workers", "0"]
+END_TEST = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] End test (\d+), test_recall (\d+\.\d{5})$", re.M)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A real checkpoint directory as training writes it (random ResNet18 weights)."""
+    paddle.seed(7)
+    model = models.build_model("ResNet18", 16)
+    loss = losses.SoftmaxLoss(10, 16)
+    optimizer = paddle.optimizer.Momentum(0.01, parameters=model.parameters() + loss.parameters())
+    directory = str(tmp_path_factory.mktemp("run") / "ResNet18" / "100")
+    checkpoint.save_checkpoint(directory, model, loss, optimizer, {"next_iter": 100, "model": "ResNet18",
+                                                                   "embedding_size": 16, "loss_name": "softmax"})
+    return directory
+
+
+def run_script(script, *flags):
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *flags], capture_output=True, text=True,
+                          cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def eval_run(ckpt, demo_dir, tmp_path_factory):
+    """One eval.py run with every output switched on."""
+    out = tmp_path_factory.mktemp("eval")
+    proc = run_script("eval.py", *MODEL_FLAGS, "--pretrained_model", ckpt, "--data_dir", demo_dir,
+                      "--batch_size", "10", "--recall_k", "1,2,4,8", "--save_json", str(out / "m.json"),
+                      "--save_retrievals", str(out / "grids"), "--num_queries", "3", "--topk", "4", "--seed", "5")
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, out
+
+
+@pytest.fixture(scope="module")
+def saved_features(ckpt, demo_dir, tmp_path_factory):
+    """infer.py --save_features on the same checkpoint and test list (same batch size)."""
+    path = str(tmp_path_factory.mktemp("feat") / "test_features.npy")
+    proc = run_script("infer.py", *MODEL_FLAGS, "--pretrained_model", ckpt, "--data_dir", demo_dir,
+                      "--batch_size", "10", "--save_features", path)
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+def brute_force(fea, lab, ks):
+    """Recall@K and MAP@R from the definitions: full stable sort of each row."""
+    unit = fea / np.linalg.norm(fea, axis=1, keepdims=True)
+    sims = unit.astype(np.float64) @ unit.T.astype(np.float64)
+    recalls, aps = {k: [] for k in ks}, []
+    for q in range(len(fea)):
+        others = np.array([i for i in range(len(fea)) if i != q])
+        order = others[np.argsort(-sims[q, others], kind="stable")]
+        hits = lab[order] == lab[q]
+        for k in ks:
+            recalls[k].append(hits[:k].any())
+        r = int(hits.sum())
+        if r:
+            precision = np.cumsum(hits[:r]) / np.arange(1, r + 1)
+            aps.append(float((precision * hits[:r]).sum() / r))
+    result = {"recall@%d" % k: float(np.mean(v)) for k, v in recalls.items()}
+    result["map@r"] = float(np.mean(aps))
+    return result
+
+
+def test_eval_prints_the_same_recall_as_the_training_test(ckpt, demo_dir, eval_run):
+    stdout, _ = eval_run
+    match = END_TEST.search(stdout)
+    assert match, stdout
+    model = models.build_model("ResNet18", 16)
+    models.load_pretrained(model, ckpt, verbose=False)
+    test_list = reader.read_list(demo_dir, "Ebay_test.txt", "test")
+    flags = argparse.Namespace(test_batch_size=10, num_workers=0)
+    recall, count = trainer.test_recall(model, test_list, flags, SIZE)
+    assert int(match.group(1)) == count == 40
+    assert match.group(2) == "%.5f" % recall
+
+
+def test_saved_features_reproduce_recall_and_metrics(eval_run, saved_features):
+    stdout, out = eval_run
+    fea = np.load(saved_features)
+    labels = np.load(saved_features.replace(".npy", ".labels.npy"))
+    assert fea.shape == (40, 16) and labels.shape == (40,)
+    printed = float(END_TEST.search(stdout).group(2))
+    assert "%.5f" % metrics.recall_topk(fea, labels, k=1) == "%.5f" % printed
+    expected = brute_force(fea, labels, (1, 2, 4, 8))
+    saved = json.load(open(out / "m.json"))["metrics"]
+    assert saved.keys() == expected.keys()
+    for key, value in expected.items():
+        assert saved[key] == pytest.approx(value, abs=1e-9), key
+    for key in ("Recall@1", "Recall@2", "Recall@4", "Recall@8", "MAP@R"):
+        value = expected[key.lower()]
+        assert re.search(r"^%s\s+%.5f$" % (re.escape(key), value), stdout, re.M), key
+
+
+def test_save_json_says_what_was_evaluated(ckpt, demo_dir, eval_run):
+    content = json.load(open(eval_run[1] / "m.json"))
+    assert content["model"] == "ResNet18" and content["embedding_size"] == 16
+    assert content["pretrained_model"] == os.path.abspath(ckpt)
+    assert content["data_dir"] == os.path.abspath(demo_dir)
+    assert content["test_list"] == os.path.join(os.path.abspath(demo_dir), "Ebay_test.txt")
+    assert content["num_images"] == 40 and content["num_skipped"] == 0
+    assert not [name for name in os.listdir(eval_run[1]) if ".tmp" in name]
+
+
+def test_retrieval_grid_frames_follow_the_labels(eval_run, saved_features):
+    stdout, out = eval_run
+    grid = out / "grids" / "retrievals_000.png"
+    assert f"retrieval grid written to {grid}" in stdout
+    image = Image.open(grid).convert("RGB")
+    tile = retrieval_grid.TILE
+    assert image.size == (6 + 5 * (tile + 6), 6 + 3 * (tile + retrieval_grid.CAPTION + 6))
+    fea = np.load(saved_features)
+    labels = np.load(saved_features.replace(".npy", ".labels.npy"))
+    unit = fea / np.linalg.norm(fea, axis=1, keepdims=True)
+    queries = retrieval_grid.pick_queries(40, 3, seed=5)
+    for row, query in enumerate(queries):
+        sims = unit @ unit[query]
+        sims[query] = -np.inf
+        top = np.argsort(-sims, kind="stable")[:4]
+        y = 6 + row * (tile + retrieval_grid.CAPTION + 6) + 1
+        for col, item in enumerate(top, start=1):
+            colour = (0, 170, 0) if labels[item] == labels[query] else (220, 0, 0)
+            assert image.getpixel((6 + col * (tile + 6) + 1, y)) == colour
+
+
+def parse(*flags):
+    return eval_script.build_parser().parse_args(list(flags))
+
+
+@pytest.mark.parametrize("flags, message", [
+    ((), "--pretrained_model is required"),
+    (("--pretrained_model", "x", "--recall_k", "1,ten"), "--recall_k"),
+    (("--pretrained_model", "x", "--recall_k", "0,5"), "--recall_k"),
+    (("--pretrained_model", "x", "--model", "VGG"), "unknown --model"),
+    (("--pretrained_model", "x", "--topk", "0"), "--topk"),
+    (("--pretrained_model", "x", "--save_json", "/no/such/dir/m.json"), "does not exist"),
+])
+def test_flag_mistakes_are_user_errors(flags, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        eval_script.evaluate(parse(*flags))
+
+
+def test_bad_paths_are_one_line_exit_2(ckpt, demo_dir, tmp_path):
+    proc = run_script("eval.py", *MODEL_FLAGS, "--pretrained_model", ckpt, "--data_dir", str(tmp_path / "nope"))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "nope" in error_lines[0]
+    proc = run_script("eval.py", *MODEL_FLAGS, "--pretrained_model", str(tmp_path / "none.pdparams"),
+                      "--data_dir", demo_dir)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "none.pdparams" in proc.stderr
