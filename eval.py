@@ -15,8 +15,8 @@ import metrics
 import models
 import reader
 import retrieval_grid
-from utility import (UserError, write_json_atomic, add_arguments, add_data_arguments, choose_device, fmt_time, print_arguments,
-                     run_cli)
+from utility import (UserError, add_arguments, add_data_arguments, choose_device, fmt_time, print_arguments,
+                     run_cli, write_json_atomic)
 
 
 def build_parser():

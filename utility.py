@@ -166,3 +166,11 @@ def write_json_atomic(path, content):
 
     text = json.dumps(content, indent=1, sort_keys=True) + "\n"
     write_atomic(path, lambda handle: handle.write(text.encode()))
+
+
+def recall_topk(fea, lab, k=1):
+    """The original's Recall@k (share of queries with a same-class item among their k
+    nearest, itself excluded); computed exactly in blocks by `metrics.recall_topk`."""
+    import metrics
+
+    return metrics.recall_topk(fea, lab, k)

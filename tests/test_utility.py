@@ -54,3 +54,13 @@ def test_run_cli_turns_user_error_into_one_line(capsys):
         utility.run_cli(main)
     assert exc.value.code == 2
     assert capsys.readouterr().err == "error: bad thing: do this instead\n"
+
+
+def test_recall_topk_keeps_its_original_home():
+    import numpy as np
+
+    fea = np.array([[1.0, 0.0], [0.99, 0.01], [0.0, 1.0], [0.01, 0.99], [-1.0, 0.0], [-1.0, 0.01]])
+    lab = np.array([0, 0, 1, 1, 2, 3])
+    # nearest pairs by cosine: 0-1 and 2-3 share a label, 4-5 do not
+    assert utility.recall_topk(fea, lab, k=1) == 4 / 6
+    assert utility.recall_topk(fea, lab, k=5) == 4 / 6
