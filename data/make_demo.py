@@ -27,8 +27,8 @@ def object_spec(class_seed):
             {
                 "kind": int(rng.integers(0, 3)),  # ellipse, polygon, rectangle
                 "color": rng.integers(20, 236, size=3),
-                "center": rng.uniform(-0.22, 0.22, size=2),
-                "size": rng.uniform(0.12, 0.32, size=2),
+                "center": rng.uniform(-0.15, 0.15, size=2),
+                "size": rng.uniform(0.2, 0.4, size=2),
                 "angle": rng.uniform(0, 180),
                 "sides": int(rng.integers(3, 7)),
                 "stripes": int(rng.integers(0, 4)),
@@ -78,9 +78,9 @@ def render(shapes, image_seed, size):
         draw_shape(obj, shape, size, rng)
     mask = (obj.sum(axis=2) > 0).astype(np.float32)
     warp = cv2.getRotationMatrix2D(
-        (size / 2, size / 2), rng.uniform(-35, 35), rng.uniform(0.7, 1.25)
+        (size / 2, size / 2), rng.uniform(-30, 30), rng.uniform(0.8, 1.2)
     )
-    warp[:, 2] += rng.uniform(-0.12, 0.12, size=2) * size
+    warp[:, 2] += rng.uniform(-0.08, 0.08, size=2) * size
     obj = cv2.warpAffine(obj, warp, (size, size), flags=cv2.INTER_LINEAR)
     mask = cv2.warpAffine(mask, warp, (size, size), flags=cv2.INTER_LINEAR)[..., None]
     cast = rng.uniform(0.8, 1.2, size=3) * rng.uniform(0.85, 1.15)
