@@ -9,19 +9,19 @@ cd "$root"
 py=.venv/bin/python
 out="${DEMO_OUTPUT:-demo_output}"
 data=data/demo
-common=(--model=ResNet18 --image_shape=3,32,32 --data_dir=$data --test_batch_size=100 --use_gpu=True)
+common=(--model=ResNet18 --image_shape=3,32,32 --data_dir=$data --use_gpu=True)
 start=$(date +%s)
 
 [ -f $data/Ebay_test.txt ] || $py data/make_demo.py --out $data
 
 echo "== 1/4 train_elem.py: arcmargin from scratch"
-$py train_elem.py "${common[@]}" --loss_name=arcmargin --arc_scale=30 --class_dim=100 \
+$py train_elem.py "${common[@]}" --test_batch_size=100 --loss_name=arcmargin --arc_scale=30 --class_dim=100 \
     --train_batch_size=32 --lr=0.05 --lr_steps=350 --total_iter_num=450 \
     --display_iter_step=50 --test_iter_step=150 --save_iter_step=450 --model_save_dir=$out/arcmargin
 
 echo "== 2/4 train_pair.py: eml fine-tune of the arcmargin model"
-$py train_pair.py "${common[@]}" --loss_name=eml --samples_each_class=2 --pretrained_model=$out/arcmargin/ResNet18/450 \
-    --train_batch_size=32 --lr=0.005 --lr_steps=100 --total_iter_num=150 \
+$py train_pair.py "${common[@]}" --test_batch_size=100 --loss_name=eml --samples_each_class=2 --pretrained_model=$out/arcmargin/ResNet18/450 \
+    --train_batch_size=32 --lr=0.001 --lr_steps=150 --total_iter_num=150 \
     --display_iter_step=25 --test_iter_step=150 --save_iter_step=150 --model_save_dir=$out/eml
 
 echo "== 3/4 eval.py: Recall@K and MAP@R of the fine-tuned model"
