@@ -13,12 +13,18 @@ import time
 
 import paddle
 
+import safe_load
 from utility import UserError
 
 PARAMS = "model.pdparams"
 OPTIMIZER = "model.pdopt"
 STATE = "state.json"
 LOSS_PREFIX = "loss."
+TMP_MARK = ".tmp-"
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (disk full, permissions); the previous ones are intact."""
 
 
 def network_and_loss_state(model, loss):
@@ -69,21 +75,105 @@ def save_checkpoint(directory, model, loss, optimizer, state):
     """Write a checkpoint to `directory` atomically: a temporary sibling, then a rename.
 
     A crash at any moment leaves either the previous content of `directory` or the
-    new complete checkpoint, never a mixture.
+    new complete checkpoint, never a mixture; temporary directories that crashed runs
+    left behind are removed first. A failed write (disk full, no permission) removes
+    its temporary directory and raises CheckpointWriteError; nothing else is touched.
     """
     parent = os.path.dirname(os.path.abspath(directory))
     os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(directory)}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    paddle.save(network_and_loss_state(model, loss), os.path.join(tmp, PARAMS))
-    paddle.save(optimizer_state(optimizer, model, loss), os.path.join(tmp, OPTIMIZER))
-    with open(os.path.join(tmp, STATE), "w") as handle:
-        json.dump(dict(state, versions=_versions(), saved_at=time.strftime("%Y-%m-%d %H:%M:%S")),
-                  handle, indent=1, sort_keys=True)
-    _fsync_dir_files(tmp)
-    _replace_dir(tmp, directory)
+    remove_stale_temporaries(parent)
+    tmp = os.path.join(parent, f".{os.path.basename(directory)}{TMP_MARK}{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        paddle.save(network_and_loss_state(model, loss), os.path.join(tmp, PARAMS))
+        paddle.save(optimizer_state(optimizer, model, loss), os.path.join(tmp, OPTIMIZER))
+        with open(os.path.join(tmp, STATE), "w") as handle:
+            json.dump(dict(state, versions=_versions(), saved_at=time.strftime("%Y-%m-%d %H:%M:%S")),
+                      handle, indent=1, sort_keys=True)
+        _fsync_dir_files(tmp)
+        _replace_dir(tmp, directory)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointWriteError(f"cannot write checkpoint {directory}: {err.strerror or err}") from None
     return directory
+
+
+def remove_stale_temporaries(parent):
+    """Remove `.<iter>.tmp-<pid>[.old]` directories of processes that no longer run."""
+    for name in os.listdir(parent):
+        pid = _temporary_owner(name)
+        if pid is not None and not _process_alive(pid):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def _temporary_owner(name):
+    """The writer's pid of a temporary checkpoint directory name, else None."""
+    if not name.startswith(".") or TMP_MARK not in name:
+        return None
+    pid = name.split(TMP_MARK, 1)[1].removesuffix(".old")
+    return int(pid) if pid.isdigit() else None
+
+
+def _process_alive(pid):
+    if pid == os.getpid():
+        return False  # our own leftover from an earlier failed save
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_writable(model_save_dir):
+    """Fail before training, not at the first save, when `model_save_dir` cannot be
+    written: create it, then create and remove a probe file in it."""
+    probe = os.path.join(model_save_dir, f".write-probe-{os.getpid()}")
+    try:
+        os.makedirs(model_save_dir, exist_ok=True)
+        with open(probe, "wb") as handle:
+            handle.write(b"probe")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.remove(probe)
+    except OSError as err:
+        raise UserError(f"--model_save_dir {model_save_dir!r} is not writable: {err.strerror or err}; "
+                        f"choose another directory") from None
+
+
+def numbered_checkpoints(root):
+    """Complete checkpoints directly under `root`, as (iteration, path), oldest first.
+
+    Temporary (`.<iter>.tmp-<pid>`) and incomplete directories are never listed.
+    """
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name.isdigit() and os.path.isdir(path) and is_complete(path):
+            found.append((int(name), path))
+    return sorted(found)
+
+
+def resolve(argument, model_save_dir, model):
+    """The checkpoint directory `--checkpoint` means, and how it was chosen.
+
+    `latest` means the newest complete checkpoint under `<model_save_dir>/<model>`; a
+    directory of numbered checkpoints means its newest complete one; anything else is
+    taken as one checkpoint directory. Returns (directory, note or None).
+    """
+    root = os.path.join(model_save_dir, model) if argument == "latest" else argument
+    if argument != "latest" and (not os.path.isdir(root) or is_complete(root)):
+        return argument, None
+    found = numbered_checkpoints(root)
+    if not found:
+        raise UserError(f"--checkpoint {argument}: no complete checkpoint under {root!r} "
+                        f"(expected {root}/<iteration>/ with {PARAMS}, {OPTIMIZER}, {STATE})")
+    iteration, path = found[-1]
+    return path, f"newest complete checkpoint under {root}"
 
 
 def _versions():
@@ -102,7 +192,12 @@ def _replace_dir(tmp, directory):
     if os.path.exists(directory):
         old = f"{tmp}.old"
         os.replace(directory, old)
-    os.replace(tmp, directory)
+    try:
+        os.replace(tmp, directory)
+    except OSError:
+        if old:
+            os.replace(old, directory)
+        raise
     if old:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -127,8 +222,4 @@ def read_run_state(directory):
 
 
 def load_optimizer_state(directory):
-    path = os.path.join(directory, OPTIMIZER)
-    try:
-        return paddle.load(path)
-    except Exception as err:  # paddle.load raises many types for damaged files
-        raise UserError(f"--checkpoint: cannot read {path}: {err}") from None
+    return safe_load.load(os.path.join(directory, OPTIMIZER))

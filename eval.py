@@ -15,12 +15,12 @@ import metrics
 import models
 import reader
 import retrieval_grid
-from utility import (UserError, add_arguments, add_data_arguments, choose_device, fmt_time, print_arguments,
-                     run_cli, write_json_atomic)
+from utility import (ArgumentParser, UserError, add_arguments, add_data_arguments, choose_device, fmt_time,
+                     print_arguments, run_cli, write_json_atomic)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments("model", str, "ResNet50", "Set the network to use.", parser)
     add_arguments("embedding_size", int, 0, "Embedding size.", parser)
     add_arguments("batch_size", int, 10, "Minibatch size.", parser)
@@ -65,6 +65,8 @@ def check_flags(args):
             raise UserError(f"--{name}={getattr(args, name)} must be positive")
     if args.num_workers < 0:
         raise UserError(f"--num_workers={args.num_workers} must be 0 or more")
+    if args.seed < 0:
+        raise UserError(f"--seed={args.seed} must be 0 or more")
     check_output_file(args.save_json, "--save_json")
     return imgtool.parse_image_shape(args.image_shape)[1], parse_recall_k(args.recall_k)
 

@@ -12,11 +12,11 @@ import os
 import imgtool
 import inference_model
 import models
-from utility import UserError, add_arguments, choose_device, print_arguments, run_cli
+from utility import ArgumentParser, UserError, add_arguments, choose_device, print_arguments, run_cli
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments("model", str, "ResNet50", "Set the network to use.", parser)
     add_arguments("embedding_size", int, 0, "Embedding size.", parser)
     add_arguments("image_shape", str, "3,224,224", "Input image size.", parser)

@@ -24,14 +24,14 @@ import imgtool
 import inference_model
 import models
 import reader
-from utility import (UserError, add_arguments, add_data_arguments, choose_device, print_arguments, run_cli,
-                     write_atomic)
+from utility import (ArgumentParser, UserError, add_arguments, add_data_arguments, choose_device, print_arguments,
+                     run_cli, write_atomic)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments("model", str, "ResNet50", "Set the network to use.", parser)
     add_arguments("embedding_size", int, 0, "Embedding size.", parser)
     add_arguments("batch_size", int, 1, "Minibatch size.", parser)

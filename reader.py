@@ -20,6 +20,7 @@ from utility import UserError
 
 DOWNLOAD_HINT = "run `bash data/download_sop.sh` (or `python data/make_demo.py` for the demo set)"
 HEADER = ["image_id", "class_id", "super_class_id", "path"]
+MAX_CLASS_ID = 2**31 - 1  # labels are int64 tensors and classifier row indices
 
 
 @dataclass
@@ -79,8 +80,8 @@ def _parse_row(fields, path, line_no):
         int(fields[0]), int(fields[2])
     except ValueError:
         raise UserError(f"{path}, line {line_no}: image_id, class_id and super_class_id must be integers") from None
-    if class_id < 1:
-        raise UserError(f"{path}, line {line_no}: class_id must be >= 1, got {class_id}")
+    if not 1 <= class_id <= MAX_CLASS_ID:
+        raise UserError(f"{path}, line {line_no}: class_id must be >= 1 and <= {MAX_CLASS_ID}, got {class_id}")
     return class_id
 
 

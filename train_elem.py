@@ -1,11 +1,10 @@
 """Train an embedding network with a classification loss (softmax or arcmargin)."""
-import argparse
 
-from utility import add_arguments, add_data_arguments, add_training_arguments, print_arguments, run_cli
+from utility import ArgumentParser, add_arguments, add_data_arguments, add_training_arguments, print_arguments, run_cli
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     add_training_arguments(parser, train_batch_size=256, lr=0.01, lr_steps="15000,25000",
                            total_iter_num=30000, test_iter_step=1000, save_iter_step=1000,
                            loss_name="softmax", loss_help="softmax or arcmargin")

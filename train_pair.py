@@ -1,11 +1,10 @@
 """Fine-tune an embedding network with a pair-based loss (triplet, quadruplet, eml, npairs)."""
-import argparse
 
-from utility import add_arguments, add_data_arguments, add_training_arguments, print_arguments, run_cli
+from utility import ArgumentParser, add_arguments, add_data_arguments, add_training_arguments, print_arguments, run_cli
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     add_training_arguments(parser, train_batch_size=120, lr=0.0001, lr_steps="100000",
                            total_iter_num=100000, test_iter_step=5000, save_iter_step=5000,
                            loss_name="triplet", loss_help="triplet, quadruplet, eml or npairs")

@@ -4,6 +4,7 @@ The scripts differ only in their flags; the loss name decides the sampler:
 softmax/arcmargin draw shuffled images, triplet draws (anchor, positive, negative)
 triples, quadruplet/eml/npairs draw class-balanced batches.
 """
+import math
 import os
 import time
 
@@ -14,6 +15,7 @@ from paddle import nn
 import checkpoint
 import features
 import imgtool
+import interrupts
 import losses
 import metrics
 import models
@@ -60,8 +62,11 @@ def check_flags(args, family):
                  "test_iter_step", "save_iter_step", "class_dim"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name}={getattr(args, name)} must be positive")
-    if args.lr <= 0:
-        raise UserError(f"--lr={args.lr} must be positive")
+    if not 0 < args.lr < float("inf"):
+        raise UserError(f"--lr={args.lr} must be a positive number")
+    if args.seed < 0:
+        raise UserError(f"--seed={args.seed} must be 0 or more")
+    check_loss_flags(args)
     if args.num_workers < 0:
         raise UserError(f"--num_workers={args.num_workers} must be 0 or more")
     if args.lr_strategy not in ("piecewise_decay", "cosine_decay"):
@@ -71,6 +76,19 @@ def check_flags(args, family):
     if args.embedding_size < 0:
         raise UserError(f"--embedding_size={args.embedding_size} must be 0 (pooled features) or positive")
     return imgtool.parse_image_shape(args.image_shape)[1], parse_lr_steps(args.lr_steps)
+
+
+def check_loss_flags(args):
+    """The loss settings each script adds: scale and margins in their meaningful ranges."""
+    if args.loss_name == "arcmargin":
+        if not 0 < args.arc_scale < float("inf"):
+            raise UserError(f"--arc_scale={args.arc_scale} must be a positive number (the original used 80)")
+        if not 0 <= args.arc_margin < math.pi / 2:
+            raise UserError(f"--arc_margin={args.arc_margin} must be in [0, pi/2) radians (the original used 0.15)")
+    if args.loss_name in ("triplet", "quadruplet") and not 0 <= args.margin < float("inf"):
+        raise UserError(f"--margin={args.margin} must be 0 or more")
+    if args.loss_name == "npairs" and not 0 <= args.npairs_reg_lambda < float("inf"):
+        raise UserError(f"--npairs_reg_lambda={args.npairs_reg_lambda} must be 0 or more")
 
 
 def make_optimizer(args, lr_steps, parameters):
@@ -177,40 +195,70 @@ def train(args, family):
                         int(train_list.labels.min()), args.loss_name)
     sampler = reader.make_sampler(SAMPLER_OF_LOSS[args.loss_name], train_list, args.train_batch_size,
                                   args.seed, samples_each_class or 2)
+    resume_from = resolve_checkpoint(args, rank)
+    if rank == 0:
+        checkpoint.check_writable(args.model_save_dir)
 
     paddle.seed(args.seed)
     model = models.build_model(args.model, args.embedding_size)
     loss = losses.build_loss(args.loss_name, args, model.feature_dim, per_device)
     start = 0
-    if args.checkpoint:
-        start = restore(args.checkpoint, args, model, loss)["next_iter"]
-        print(f"Resuming {args.checkpoint} at iteration {start}")
+    if resume_from:
+        start = restore(resume_from, args, model, loss)["next_iter"]
+        print(f"Resuming {resume_from} at iteration {start}")
     elif args.pretrained_model:
         models.load_pretrained(model, args.pretrained_model, verbose=rank == 0)
     step = TrainStep(model, loss)
     optimizer, schedule = make_optimizer(args, lr_steps, step.parameters())
-    if args.checkpoint:
-        checkpoint.restore_optimizer(optimizer, model, loss, args.checkpoint)
+    if resume_from:
+        checkpoint.restore_optimizer(optimizer, model, loss, resume_from)
     if nranks > 1:
         step = paddle.DataParallel(step)
 
     run = Run(args, family, model, loss, optimizer, rank, nranks, size, test_list)
+    run.last_saved = resume_from
     loader = reader.train_loader(train_list, sampler, size, args.num_workers, start, rank, nranks)
     skips = reader.SkipReport(train_list)
     scaler = make_scaler(args, device)
     batches = iter(loader)
-    try:
-        for iteration, (images, labels, replaced) in zip(range(start, args.total_iter_num), batches):
-            skips.note(replaced.numpy().tolist())
-            begin = time.time()
-            cost, embeddings, probs = forward_backward(step, scaler, optimizer, images, labels)
-            lr = optimizer.get_lr()
-            schedule.step()
-            run.after_step(iteration, lr, cost, embeddings, probs, labels, time.time() - begin)
-    finally:
-        stop_workers(batches)
+    with interrupts.StopRequests() as stops:
+        try:
+            for iteration, (images, labels, replaced) in zip(range(start, args.total_iter_num), batches):
+                skips.note(replaced.numpy().tolist())
+                begin = time.time()
+                cost, embeddings, probs = forward_backward(step, scaler, optimizer, images, labels)
+                lr = optimizer.get_lr()
+                schedule.step()
+                run.after_step(iteration, lr, cost, embeddings, probs, labels, time.time() - begin)
+                signum = agreed_stop(stops, nranks)
+                if signum:
+                    run.stop(iteration + 1, signum)
+        finally:
+            stop_workers(batches)
     run.finish(start)
     return run
+
+
+def resolve_checkpoint(args, rank):
+    """The checkpoint directory to resume from (None for a new run), saying which was
+    picked when `--checkpoint` is `latest` or a directory of numbered checkpoints."""
+    if not args.checkpoint:
+        return None
+    directory, note = checkpoint.resolve(args.checkpoint, args.model_save_dir, args.model)
+    if note and rank == 0:
+        print(f"--checkpoint {args.checkpoint}: picked {directory}, the {note}", flush=True)
+    return directory
+
+
+def agreed_stop(stops, nranks):
+    """The stop signal any rank received (0 if none): every rank must stop after the same
+    step, or the others would wait for it forever in the next collective."""
+    signum = int(stops.signum or 0)
+    if nranks > 1:
+        flag = paddle.to_tensor([signum], dtype="int32")
+        paddle.distributed.all_reduce(flag, op=paddle.distributed.ReduceOp.MAX)
+        signum = int(flag.item())
+    return signum
 
 
 def stop_workers(batches):
@@ -255,6 +303,7 @@ class Run:
         self.size, self.test_list = size, test_list
         self.meter = Meter()
         self.last_saved = None
+        self.saved_iter = None
         self.last_recall = None
         self.last_cost = None
 
@@ -269,6 +318,8 @@ class Run:
         saving = done % self.args.save_iter_step == 0 or done == self.args.total_iter_num
         if testing or saving:
             average_running_stats(self.model, self.nranks)
+        if saving:
+            self.saved_iter = done  # on every rank, so all agree in stop()
         if self.rank != 0:
             return
         if iteration % self.args.display_iter_step == 0:
@@ -290,9 +341,25 @@ class Run:
         directory = os.path.join(self.args.model_save_dir, self.args.model, str(done))
         state = {"next_iter": done, "model": self.args.model, "embedding_size": self.args.embedding_size,
                  "loss_name": self.args.loss_name, "seed": self.args.seed, "flags": vars(self.args)}
-        checkpoint.save_checkpoint(directory, self.model, self.loss, self.optimizer, state)
+        try:
+            checkpoint.save_checkpoint(directory, self.model, self.loss, self.optimizer, state)
+        except checkpoint.CheckpointWriteError as err:
+            raise checkpoint.CheckpointWriteError(
+                f"{err} at iteration {done}; the last good checkpoint {self.last_saved or '(none yet)'} is untouched"
+            ) from None
         self.last_saved = directory
         print(f"[{fmt_time()}] saved checkpoint {directory}", flush=True)
+
+    def stop(self, done, signum):
+        """After SIGINT/SIGTERM: save the state after `done` steps (rank 0), then exit."""
+        if self.saved_iter != done:
+            average_running_stats(self.model, self.nranks)
+            if self.rank == 0:
+                self.save(done)
+        if self.rank == 0:
+            print(f"[{fmt_time()}] stopped by {interrupts.signal_name(signum)} after {done} iterations; "
+                  f"checkpoint: {self.last_saved}; resume with --checkpoint {self.last_saved}", flush=True)
+        raise interrupts.Stopped(interrupts.EXIT_CODES[signum])
 
     def finish(self, start):
         if self.rank != 0:

@@ -37,6 +37,13 @@ def str2bool(text):
     raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr (not the whole usage) and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def add_arguments(argname, type, default, help, argparser, **kwargs):
     """Add `--argname` to argparser; bool flags accept True/False/true/false/1/0."""
     type = str2bool if type == bool else type

@@ -17,6 +17,7 @@ import paddle.utils.download as paddle_download
 import paddle.vision.models.resnet as vision_resnet
 from paddle.base.data_feeder import convert_dtype
 
+import safe_load
 from utility import UserError
 
 from .fluid_tensor import FluidTensorError, read_tensor_file
@@ -146,10 +147,7 @@ def _read(path, legacy_names=None):
 
 
 def _read_pdparams(path):
-    try:
-        obj = paddle.load(path, return_numpy=True)
-    except Exception as exc:  # paddle.load raises ValueError, EOFError, pickle errors, ...
-        raise UserError(f"cannot read weights file {path}: corrupt, truncated or not a .pdparams file ({_first_line(exc)})") from None
+    obj = safe_load.load(path, return_numpy=True)  # refuses files that would run code
     if not isinstance(obj, dict) or not obj:
         what = f"an empty {type(obj).__name__}" if not obj else f"a {type(obj).__name__}"
         raise UserError(f"weights file {path} holds {what}, not a state dict of name -> tensor")

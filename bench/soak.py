@@ -1,0 +1,179 @@
+"""Soak: a long CPU training run with decode worker processes must not grow or leak.
+
+    python bench/soak.py                       # 2000 iterations, ResNet18 at 32 px, 2 workers
+    python bench/soak.py --iterations 150 --early 30 --batch 6   # the short version the tests run
+
+Runs train_pair.py's loop (or train_elem's with --family elem) in a child process on the
+demo data (built with data/make_demo.py into a temporary directory unless --data_dir is
+given), with periodic tests and checkpoints. The child reports its resident memory
+(own and with its decode workers) after iteration `--early` and at the end, and its
+open file descriptors and child processes before and after training; this script then
+checks that every decode worker it saw is gone once the child has exited. Prints the
+figures and the ratio end / early, and the same as one JSON line (`soak: {...}`).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def children(pid):
+    """Direct child pids of `pid` (all its threads)."""
+    found = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as handle:
+                found += [int(v) for v in handle.read().split()]
+    except OSError:
+        pass
+    return sorted(set(found))
+
+
+def alive(pid):
+    """True for a running (not zombie) process."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def open_fds():
+    return sorted(os.listdir("/proc/self/fd"))
+
+
+def shm_entries():
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+def worker(args):
+    """The measured training run (in the child process)."""
+    sys.path.insert(0, ROOT)
+    import gc
+
+    import train_elem
+    import train_pair
+    import trainer
+
+    marks = {args.early: "early", args.iterations: "end"}
+    report = {"workers": []}
+    real_after_step = trainer.Run.after_step
+
+    def measuring_after_step(run, iteration, *rest):
+        real_after_step(run, iteration, *rest)
+        if iteration + 1 in marks:
+            gc.collect()
+            kids = children(os.getpid())
+            report["workers"] = sorted(set(report["workers"]) | set(kids))
+            report[f"rss_{marks[iteration + 1]}_kb"] = rss_kb(os.getpid())
+            report[f"rss_{marks[iteration + 1]}_with_workers_kb"] = rss_kb(os.getpid()) + sum(map(rss_kb, kids))
+
+    trainer.Run.after_step = measuring_after_step
+    script = train_pair if args.family == "pair" else train_elem
+    loss = "eml" if args.family == "pair" else "softmax"
+    flags = [f"--model=ResNet18", "--image_shape=3,32,32", f"--data_dir={args.data_dir}", f"--loss_name={loss}",
+             f"--train_batch_size={args.batch}", "--test_batch_size=20", f"--total_iter_num={args.iterations}",
+             f"--display_iter_step={args.display}", f"--test_iter_step={args.test_every}",
+             f"--save_iter_step={args.test_every}", f"--num_workers={args.num_workers}", "--use_gpu=False",
+             f"--class_dim={args.class_dim}", f"--model_save_dir={args.out}", "--lr=0.001", "--lr_steps=100000"]
+    import paddle  # noqa: F401  (imported before the fd baseline: its own files are not leaks)
+
+    fds_before, shm_before = open_fds(), shm_entries()
+    trainer.train(script.build_parser().parse_args(flags), args.family)
+    gc.collect()
+    time.sleep(0.5)
+    report["fds_before"], report["fds_after"] = len(fds_before), len(open_fds())
+    report["new_fds"] = [os.readlink(f"/proc/self/fd/{fd}") for fd in sorted(set(open_fds()) - set(fds_before))
+                         if os.path.exists(f"/proc/self/fd/{fd}")]
+    report["children_after"] = [pid for pid in children(os.getpid()) if alive(pid)]
+    report["new_shm"] = sorted(shm_entries() - shm_before)
+    print("soak-worker: " + json.dumps(report), flush=True)
+
+
+def build_demo(directory):
+    subprocess.run([sys.executable, os.path.join(ROOT, "data", "make_demo.py"), "--out", directory,
+                    "--train_classes", "12", "--test_classes", "10", "--images_per_class", "4", "--size", "48"],
+                   check=True, capture_output=True)
+
+
+def soak(args):
+    """Run the worker in a child process; return the figures as a dict."""
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+        data_dir = args.data_dir or os.path.join(tmp, "demo")
+        if not args.data_dir:
+            build_demo(data_dir)
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"--data_dir={data_dir}",
+               f"--out={os.path.join(tmp, 'out')}"] + [f"--{k}={v}" for k, v in vars(args).items()
+                                                       if k not in ("worker", "data_dir", "out")]
+        begin = time.time()
+        done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+        lines = [line for line in done.stdout.splitlines() if line.startswith("soak-worker: ")]
+        if done.returncode != 0 or not lines:
+            raise SystemExit(f"soak worker failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        report = json.loads(lines[-1][len("soak-worker: "):])
+        report["seconds"] = round(time.time() - begin, 1)
+    deadline = time.time() + 10
+    while any(alive(pid) for pid in report["workers"]) and time.time() < deadline:
+        time.sleep(0.2)
+    report["workers_alive_after_exit"] = [pid for pid in report["workers"] if alive(pid)]
+    report["rss_ratio"] = report["rss_end_kb"] / report["rss_early_kb"]
+    report["rss_ratio_with_workers"] = report["rss_end_with_workers_kb"] / report["rss_early_with_workers_kb"]
+    return report
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--early", type=int, default=200, help="iteration of the baseline memory reading")
+    parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("--test_every", type=int, default=500, help="iterations between tests and checkpoints")
+    parser.add_argument("--display", type=int, default=100)
+    parser.add_argument("--family", choices=["elem", "pair"], default="pair")
+    parser.add_argument("--class_dim", type=int, default=12)
+    parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
+    if args.worker:
+        worker(args)
+        return
+    report = soak(args)
+    print(f"iterations {args.iterations}, batch {args.batch}, {args.num_workers} decode workers, "
+          f"{report['seconds']} s")
+    print(f"RSS at iteration {args.early}: {report['rss_early_kb'] / 1024:.1f} MiB "
+          f"(with workers {report['rss_early_with_workers_kb'] / 1024:.1f} MiB)")
+    print(f"RSS at iteration {args.iterations}: {report['rss_end_kb'] / 1024:.1f} MiB "
+          f"(with workers {report['rss_end_with_workers_kb'] / 1024:.1f} MiB)")
+    print(f"ratio end / early: {report['rss_ratio']:.3f} (with workers {report['rss_ratio_with_workers']:.3f}; "
+          f"limit 1.2)")
+    print(f"open fds before / after training: {report['fds_before']} / {report['fds_after']} "
+          f"(new: {report['new_fds']})")
+    print(f"child processes after training: {report['children_after']}; decode workers seen "
+          f"{report['workers']}, alive after exit: {report['workers_alive_after_exit']}; "
+          f"new /dev/shm entries: {report['new_shm']}")
+    print("soak: " + json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
