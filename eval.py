@@ -9,27 +9,22 @@ import os
 
 import numpy as np
 
+# utility first, before anything imports paddle: it quiets Paddle's import-time notices
+from utility import (ArgumentParser, UserError, add_arguments, add_data_arguments, add_inference_arguments,
+                     choose_device, fmt_time, print_arguments, run_cli, write_json_atomic)
+import acceleration
 import features
 import imgtool
 import metrics
 import models
 import reader
 import retrieval_grid
-from utility import (ArgumentParser, UserError, add_arguments, add_data_arguments, choose_device, fmt_time,
-                     print_arguments, run_cli, write_json_atomic)
 
 
 def build_parser():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments("model", str, "ResNet50", "Set the network to use.", parser)
-    add_arguments("embedding_size", int, 0, "Embedding size.", parser)
-    add_arguments("batch_size", int, 10, "Minibatch size.", parser)
-    add_arguments("image_shape", str, "3,224,224", "Input image size.", parser)
-    add_arguments("use_gpu", bool, True, "Whether to use GPU or not.", parser)
-    add_arguments("with_mem_opt", bool, False, "Accepted for compatibility; a no-op.", parser)
-    add_arguments("pretrained_model", str, None,
-                  "Weights to evaluate (required): a checkpoint directory or .pdparams of this toolkit, "
-                  "a paddle.vision state dict, or a legacy Fluid directory.", parser)
+    add_inference_arguments(parser, 10, "Weights to evaluate (required): a checkpoint directory or .pdparams "
+                            "of this toolkit, a paddle.vision state dict, or a legacy Fluid directory.")
     add_data_arguments(parser, train=False)
     add_arguments("recall_k", str, "1,10,100,1000", "Comma-separated K of the Recall@K to report.", parser)
     add_arguments("save_json", str, None, "Also write the metrics and what was evaluated to this JSON file.",
@@ -55,6 +50,7 @@ def parse_recall_k(text):
 
 def check_flags(args):
     """Reject impossible flag values in one line each; return (image size, recall ks)."""
+    acceleration.check_engine(args.engine)
     if not args.pretrained_model:
         raise UserError("--pretrained_model is required: the checkpoint or weights to evaluate "
                         "(e.g. output/ResNet50/30000)")
@@ -100,7 +96,7 @@ def evaluate(args):
     report = models.load_pretrained(model, args.pretrained_model)
 
     loader = reader.test_loader(test_list, size, args.batch_size, args.num_workers)
-    fea, lab, skipped = features.extract_features(model, loader)
+    fea, lab, skipped = features.extract_features(model, loader, engine=args.engine)
     reader.SkipReport(test_list).note(np.flatnonzero(skipped).tolist())
     kept = np.flatnonzero(~skipped)
     if len(kept) < 2:

@@ -9,10 +9,11 @@ inference.pdiparams, taking `image` [N, 3, S, S] float32 (N free, S from
 import argparse
 import os
 
+# utility first, before anything imports paddle: it quiets Paddle's import-time notices
+from utility import ArgumentParser, UserError, add_arguments, choose_device, print_arguments, run_cli
 import imgtool
 import inference_model
 import models
-from utility import ArgumentParser, UserError, add_arguments, choose_device, print_arguments, run_cli
 
 
 def build_parser():

@@ -5,6 +5,8 @@ import sys
 import numpy as np
 import paddle
 
+import acceleration
+
 
 def progress(iterable, total, desc, enabled=None):
     """A tqdm bar on a terminal; the plain iterable when output is not a terminal."""
@@ -18,18 +20,20 @@ def progress(iterable, total, desc, enabled=None):
 
 
 @paddle.no_grad()
-def extract_features(model, loader, show_progress=None):
-    """Run `model` in eval mode over a test loader.
+def extract_features(model, loader, show_progress=None, engine=acceleration.DEFAULT_INFER_ENGINE):
+    """Run `model` in eval mode over a test loader; `engine` "static" runs it compiled
+    with oneDNN (acceleration.compile_model_for_inference), "dygraph" as it is.
 
     Returns (features [N,D] float32, labels [N], skipped [N] bool); rows of unreadable
     images are kept in place (zeros in, features out) and flagged in `skipped`.
     """
     was_training = model.training
     model.eval()
+    forward = acceleration.compile_model_for_inference(model, engine)
     feats, labels, skipped = [], [], []
     try:
         for images, batch_labels, batch_skipped in progress(loader, len(loader), "features", show_progress):
-            feats.append(model(images).numpy().astype(np.float32, copy=False))
+            feats.append(forward(images).numpy().astype(np.float32, copy=False))
             labels.append(batch_labels.numpy().reshape(-1))
             skipped.append(batch_skipped.numpy().reshape(-1).astype(bool))
     finally:

@@ -19,28 +19,24 @@ import sys
 
 import numpy as np
 
+# utility first, before anything imports paddle: it quiets Paddle's import-time notices
+from utility import (ArgumentParser, UserError, add_arguments, add_data_arguments, add_inference_arguments,
+                     choose_device, print_arguments, run_cli, write_atomic)
+import acceleration
 import features
 import imgtool
 import inference_model
 import models
 import reader
-from utility import (ArgumentParser, UserError, add_arguments, add_data_arguments, choose_device, print_arguments,
-                     run_cli, write_atomic)
+
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 def build_parser():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments("model", str, "ResNet50", "Set the network to use.", parser)
-    add_arguments("embedding_size", int, 0, "Embedding size.", parser)
-    add_arguments("batch_size", int, 1, "Minibatch size.", parser)
-    add_arguments("image_shape", str, "3,224,224", "Input image size.", parser)
-    add_arguments("use_gpu", bool, True, "Whether to use GPU or not.", parser)
-    add_arguments("with_mem_opt", bool, False, "Accepted for compatibility; a no-op.", parser)
-    add_arguments("pretrained_model", str, None,
-                  "Weights to run (this toolkit's checkpoint or .pdparams, a paddle.vision state dict, "
-                  "or a legacy Fluid directory); or use --inference_model.", parser)
+    add_inference_arguments(parser, 1, "Weights to run (this toolkit's checkpoint or .pdparams, a paddle.vision "
+                            "state dict, or a legacy Fluid directory); or use --inference_model.")
     add_data_arguments(parser, train=False)
     add_arguments("image_list", str, None,
                   "Images to embed instead of the test list: an SOP-format list or one path per line.", parser)
@@ -64,6 +60,7 @@ def features_path(path):
 
 def check_flags(args):
     """Reject impossible flag combinations in one line each."""
+    acceleration.check_engine(args.engine)
     if args.image_list and args.image_dir:
         raise UserError("give either --image_list or --image_dir, not both")
     if args.inference_model is not None:
@@ -152,7 +149,7 @@ def infer(args):
     images, labelled = input_images(args)
     network, size = build_network(args, size)
     loader = reader.test_loader(images, size, args.batch_size, args.num_workers)
-    fea, lab, skipped = features.extract_features(network, loader)
+    fea, lab, skipped = features.extract_features(network, loader, engine=args.engine)
     report = reader.SkipReport(images)
     for i in range(len(images)):
         if skipped[i]:

@@ -62,7 +62,10 @@ class Predictor:
 
     training = False
 
-    def __init__(self, directory, use_gpu=False, cpu_threads=None):
+    def __init__(self, directory, use_gpu=False, cpu_threads=None, bf16=False):
+        """On the CPU, oneDNN kernels (several times faster than Paddle's own CPU
+        kernels, same features to ~1e-6); `bf16` adds bfloat16 oneDNN kernels, faster
+        again on CPUs with avx512_bf16/AMX but ~1e-2 off in relative terms."""
         graph, params = model_files(directory)
         config = paddle.inference.Config(graph, params)
         if use_gpu and cuda_available():
@@ -71,6 +74,9 @@ class Predictor:
         else:
             config.disable_gpu()
             config.set_cpu_math_library_num_threads(cpu_threads or len(os.sched_getaffinity(0)))
+            config.enable_onednn()
+            if bf16:
+                config.enable_onednn_bfloat16()
             self.device = "cpu"
         config.disable_glog_info()
         try:

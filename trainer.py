@@ -12,6 +12,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
+import acceleration
 import checkpoint
 import features
 import imgtool
@@ -67,6 +68,7 @@ def check_flags(args, family):
     if args.seed < 0:
         raise UserError(f"--seed={args.seed} must be 0 or more")
     check_loss_flags(args)
+    acceleration.check_engine(args.engine)
     if args.num_workers < 0:
         raise UserError(f"--num_workers={args.num_workers} must be 0 or more")
     if args.lr_strategy not in ("piecewise_decay", "cosine_decay"):
@@ -178,7 +180,7 @@ def display_line(family, iteration, lr, means):
 def test_recall(model, test_list, args, size):
     """Recall@1 over the whole test list (unreadable images left out), as eval.py computes it."""
     loader = reader.test_loader(test_list, size, args.test_batch_size, args.num_workers)
-    fea, lab, skipped = features.extract_features(model, loader)
+    fea, lab, skipped = features.extract_features(model, loader, engine=args.engine)
     return metrics.recall_topk(fea[~skipped], lab[~skipped], k=1), int((~skipped).sum())
 
 
@@ -186,6 +188,8 @@ def train(args, family):
     """Run the whole training job described by the parsed flags `args`."""
     size, lr_steps = check_flags(args, family)
     device = choose_device(args.use_gpu)
+    if device == "cpu":
+        acceleration.configure_cpu()
     rank, nranks = init_distributed()
     samples_each_class = getattr(args, "samples_each_class", None)
     per_device = losses.check_batch(args.loss_name, args.train_batch_size, samples_each_class, nranks)

@@ -9,7 +9,9 @@ import sys
 import time
 import warnings
 
-# Paddle's import-time and BatchNorm notices say nothing a user of these scripts can act on.
+# Paddle's import-time, BatchNorm and graph-compiler notices say nothing a user of these
+# scripts can act on. (Effective when this module is imported before paddle.)
+os.environ.setdefault("GLOG_minloglevel", "2")
 warnings.filterwarnings("ignore", message="No ccache found")
 warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
 
@@ -150,6 +152,7 @@ def add_training_arguments(parser, *, train_batch_size, lr, lr_steps, total_iter
     add_arguments("checkpoint", str, None, "Checkpoint directory to resume the same run from.", parser)
     add_arguments("model_save_dir", str, "output", "model save directory", parser)
     add_arguments("loss_name", str, loss_name, f"Set the loss type to use: {loss_help}.", parser)
+    add_engine_argument(parser)
     add_arguments("amp", bool, False, "Mixed precision (float16 autocast, dynamic loss scaling) on GPU; "
                   "ignored on CPU.", parser)
 
@@ -181,3 +184,22 @@ def recall_topk(fea, lab, k=1):
     import metrics
 
     return metrics.recall_topk(fea, lab, k)
+
+
+def add_engine_argument(parser):
+    add_arguments("engine", str, "static",
+                  "static: feature extraction compiled with paddle.jit.to_static on oneDNN kernels (several "
+                  "times faster on CPU); dygraph: plain dynamic graph everywhere. Training steps always run "
+                  "in the dynamic graph.", parser)
+
+
+def add_inference_arguments(parser, batch_size, weights_help):
+    """The original flags eval.py and infer.py share (plus --engine)."""
+    add_arguments("model", str, "ResNet50", "Set the network to use.", parser)
+    add_arguments("embedding_size", int, 0, "Embedding size.", parser)
+    add_arguments("batch_size", int, batch_size, "Minibatch size.", parser)
+    add_arguments("image_shape", str, "3,224,224", "Input image size.", parser)
+    add_arguments("use_gpu", bool, True, "Whether to use GPU or not.", parser)
+    add_arguments("with_mem_opt", bool, False, "Accepted for compatibility; a no-op.", parser)
+    add_arguments("pretrained_model", str, None, weights_help, parser)
+    add_engine_argument(parser)

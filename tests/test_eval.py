@@ -96,7 +96,7 @@ def test_eval_prints_the_same_recall_as_the_training_test(ckpt, demo_dir, eval_r
     model = models.build_model("ResNet18", 16)
     models.load_pretrained(model, ckpt, verbose=False)
     test_list = reader.read_list(demo_dir, "Ebay_test.txt", "test")
-    flags = argparse.Namespace(test_batch_size=10, num_workers=0)
+    flags = argparse.Namespace(test_batch_size=10, num_workers=0, engine="static")
     recall, count = trainer.test_recall(model, test_list, flags, SIZE)
     assert int(match.group(1)) == count == 40
     assert match.group(2) == "%.5f" % recall

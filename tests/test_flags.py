@@ -37,7 +37,7 @@ TRAIN_CASES = (
      (dict(seed=-1), "--seed"), (dict(use_gpu="maybe"), "use_gpu"), (dict(enable_ce="2"), "enable_ce"),
      (dict(data_dir="/no/such/dir"), "download_sop.sh"), (dict(train_list="missing.txt"), "missing.txt"),
      (dict(checkpoint="/no/such/checkpoint"), "not a directory"), (dict(checkpoint="latest"), "no complete checkpoint"),
-     (dict(pretrained_model="/no/such/weights.pdparams"), "does not exist")]
+     (dict(pretrained_model="/no/such/weights.pdparams"), "does not exist"), (dict(engine="jit"), "--engine")]
     + [(dict(image_shape=v), "image_shape") for v in BAD_SHAPES]
     + [(dict(lr_steps=v), "lr_steps") for v in BAD_LR_STEPS]
 )
@@ -68,7 +68,7 @@ EVAL_CASES = (
      (dict(pretrained_model=None), "--pretrained_model is required"),
      (dict(pretrained_model="/no/such/weights"), "does not exist"),
      (dict(save_json="/no/such/dir/m.json"), "does not exist"), (dict(data_dir="/no/such/dir"), "download_sop.sh"),
-     (dict(seed=-1), "--seed"), (dict(use_gpu="maybe"), "use_gpu")]
+     (dict(seed=-1), "--seed"), (dict(use_gpu="maybe"), "use_gpu"), (dict(engine="jit"), "--engine")]
     + [(dict(image_shape=v), "image_shape") for v in BAD_SHAPES]
 )
 INFER_CASES = (
@@ -76,7 +76,8 @@ INFER_CASES = (
      (dict(batch_size=0), "batch_size"), (dict(num_workers=-1), "num_workers"),
      (dict(image_list="a.txt", image_dir="b"), "not both"), (dict(pretrained_model=None), "is required"),
      (dict(image_dir="/no/such/dir"), "is not a directory"), (dict(image_list="/no/such/list.txt"), "not found"),
-     (dict(inference_model="/no/such/model"), "inference_model"), (dict(use_gpu="maybe"), "use_gpu")]
+     (dict(inference_model="/no/such/model"), "inference_model"), (dict(use_gpu="maybe"), "use_gpu"),
+     (dict(engine="jit"), "--engine")]
     + [(dict(image_shape=v), "image_shape") for v in BAD_SHAPES]
 )
 EXPORT_CASES = (

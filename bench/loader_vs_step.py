@@ -1,0 +1,84 @@
+"""Is the data pipeline the bottleneck of the default demo? Loader images/s against
+training-step images/s, and the two together as the training loop runs them.
+
+    python data/make_demo.py   # once: builds data/demo
+    python bench/loader_vs_step.py [--data_dir data/demo] [--size 32] [--batch_size 32] [--num_workers 2]
+
+The loader should deliver well above the step's rate, and the loop with the loader
+should run at about the step alone (the workers decode while the step computes).
+"""
+import argparse
+import os
+import sys
+import time
+from types import SimpleNamespace
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import paddle  # noqa: E402
+
+import acceleration  # noqa: E402
+import losses  # noqa: E402
+import models  # noqa: E402
+import reader  # noqa: E402
+import trainer  # noqa: E402
+from bench.reader_throughput import images_per_second as loader_images_per_second  # noqa: E402
+
+
+def build_step(image_list, batch_size, engine):
+    flags = SimpleNamespace(arc_margin=0.15, arc_scale=80.0, arc_easy_margin=False, lr=0.01,
+                            class_dim=int(image_list.labels.max()) + 1, lr_strategy="piecewise_decay",
+                            total_iter_num=1000)
+    model = models.build_model("ResNet18", 0)
+    step = trainer.TrainStep(model, losses.build_loss("arcmargin", flags, model.feature_dim, batch_size))
+    optimizer, _ = trainer.make_optimizer(flags, [500], step.parameters())
+    return acceleration.compile_train_step(step, engine), optimizer
+
+
+def timed(batches, count, work, warmup=2):
+    """images/s of `work(images, labels)` over `count` batches drawn from `batches` after warm-up."""
+    for _ in range(warmup):
+        work(*next(batches)[:2])
+    begin, seen = time.perf_counter(), 0
+    for _ in range(count):
+        images, labels = next(batches)[:2]
+        work(images, labels)
+        seen += images.shape[0]
+    return seen / (time.perf_counter() - begin)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", default="data/demo")
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=15)
+    parser.add_argument("--engine", default=acceleration.DEFAULT_TRAIN_ENGINE, choices=acceleration.ENGINES)
+    args = parser.parse_args()
+    acceleration.configure_cpu()
+    image_list = reader.read_list(args.data_dir, "Ebay_train.txt", "train")
+    print(f"ResNet18 at {args.size} px, batch {args.batch_size}, {args.num_workers} workers, "
+          f"engine {args.engine}, {len(os.sched_getaffinity(0))} cores, {args.data_dir}")
+
+    loader_rate = loader_images_per_second(image_list, args.size, args.batch_size, args.num_workers, args.batches)
+    print(f"loader alone:        {loader_rate:8.1f} images/s")
+
+    step, optimizer = build_step(image_list, args.batch_size, args.engine)
+    sampler = reader.make_sampler("elem", image_list, args.batch_size, seed=0)
+    loader = reader.train_loader(image_list, sampler, args.size, num_workers=args.num_workers)
+    batches = iter(loader)
+    fixed = next(batches)[:2]
+
+    def train(images, labels):
+        trainer.forward_backward(step, None, optimizer, images, labels)[0].item()
+
+    step_rate = timed(iter(lambda: fixed, None), args.batches, train)
+    print(f"step alone:          {step_rate:8.1f} images/s   loader / step: {loader_rate / step_rate:.1f}x")
+    loop_rate = timed(batches, args.batches, train)
+    trainer.stop_workers(batches)
+    print(f"loop (loader+step):  {loop_rate:8.1f} images/s   loop / step: {loop_rate / step_rate:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

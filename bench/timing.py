@@ -1,0 +1,89 @@
+"""Shared by the throughput benchmarks: each engine runs in its own process (Paddle and
+PyTorch bring different OpenMP runtimes that must not share one), in interleaved
+rounds, so a noisy neighbour slows every engine alike; the median of the rounds counts."""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {"r18": ("ResNet18", 64, 32), "r50": ("ResNet50", 224, 8)}
+
+
+def images_per_second(run, batch, iters, warmup=2):
+    """Time `iters` calls of run() after `warmup` untimed ones (compilation, caches)."""
+    for _ in range(warmup):
+        run()
+    begin = time.perf_counter()
+    for _ in range(iters):
+        run()
+    return iters * batch / (time.perf_counter() - begin)
+
+
+def torch_available():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def thread_count(threads):
+    """--threads 0 means every core this process may run on."""
+    return threads or len(os.sched_getaffinity(0))
+
+
+def run_worker(script, engine, config, iters, threads):
+    """images/s of one engine on one config, measured in a fresh process (None if it failed)."""
+    proc = subprocess.run([sys.executable, script, "--worker", engine, "--configs", config, "--iters", str(iters),
+                           "--threads", str(threads)],
+                          capture_output=True, text=True, cwd=ROOT)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)["images_per_second"]
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    print(f"  {engine} on {config} failed: {tail}", flush=True)
+    return None
+
+
+def compare(script, engines, baseline, configs, iters, rounds, threads):
+    """Run every engine on every config in `rounds` interleaved rounds; print medians and
+    ratios to `baseline` and to the last engine (PyTorch when present)."""
+    for config in configs:
+        name, size, batch = CONFIGS[config]
+        print(f"\n{name} at {size} px, batch {batch} ({iters} timed iterations, {rounds} rounds, "
+              f"{thread_count(threads)} threads)", flush=True)
+        rates = {engine: [] for engine in engines}
+        for _ in range(rounds):
+            for engine in engines:
+                rate = run_worker(script, engine, config, iters, threads)
+                if rate is not None:
+                    rates[engine].append(rate)
+        medians = {e: statistics.median(r) for e, r in rates.items() if r}
+        reference = engines[-1] if engines[-1] in medians else None
+        for engine, rate in medians.items():
+            line = f"  {engine:<18} {rate:8.1f} images/s"
+            if baseline in medians:
+                line += f"   {rate / medians[baseline]:5.2f}x {baseline}"
+            if reference and engine != reference:
+                line += f"   {rate / medians[reference]:5.2f}x {reference}"
+            print(line, flush=True)
+
+
+def report(rate):
+    """What a worker prints for its parent: one JSON line."""
+    print(json.dumps({"images_per_second": rate}), flush=True)
+
+
+def add_arguments(parser):
+    """The flags both throughput benchmarks share."""
+    parser.add_argument("--configs", default="r18,r50", help="comma-separated: r18 (ResNet18, 64 px, batch 32), "
+                        "r50 (ResNet50, 224 px, batch 8)")
+    parser.add_argument("--iters", type=int, default=5, help="timed iterations per measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions (median taken)")
+    parser.add_argument("--threads", type=int, default=0, help="threads for every engine but paddle-1thread "
+                        "(0 = all cores; use the number of idle cores on a busy machine)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -1,0 +1,92 @@
+"""Training images/s of our step (network + ArcMarginLoss + Momentum, as train_elem.py
+runs it) on each engine, against the same step in PyTorch, in the same run.
+
+    python bench/train_throughput.py [--configs r18,r50] [--iters 5] [--rounds 2] [--threads 0]
+
+Configs: r18 = ResNet18 at 64 px, batch 32; r50 = ResNet50 at 224 px, batch 8.
+Engines: paddle-1thread (Paddle's untouched default: one thread), paddle-dygraph
+(acceleration.configure_cpu + the dynamic graph: our default), paddle-static
+(`--engine static`: the step compiled with paddle.jit.to_static), torch (needs
+`pip install -r requirements-bench.txt`; without it the torch column is left out).
+Compare ratios, not absolute figures: these machines are shared and noisy.
+"""
+import argparse
+import os
+import sys
+from types import SimpleNamespace
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from bench import timing  # noqa: E402
+
+CLASS_DIM = 1000
+PADDLE_ENGINES = ["paddle-1thread", "paddle-dygraph", "paddle-static"]
+
+
+def batch_of(config, seed=0):
+    name, size, batch = timing.CONFIGS[config]
+    rng = np.random.default_rng(seed)
+    return name, batch, rng.standard_normal((batch, 3, size, size)).astype(np.float32), \
+        rng.integers(0, CLASS_DIM, batch).astype(np.int64)
+
+
+def paddle_step(engine, config, threads):
+    import paddle
+
+    import acceleration
+    import losses
+    import models
+    import trainer
+
+    name, batch, images, labels = batch_of(config)
+    if engine == "paddle-1thread":
+        paddle.base.core.set_num_threads(1)
+    else:
+        acceleration.configure_cpu(timing.thread_count(threads))
+    flags = SimpleNamespace(arc_margin=0.15, arc_scale=80.0, arc_easy_margin=False, class_dim=CLASS_DIM, lr=0.01,
+                            lr_strategy="piecewise_decay", total_iter_num=1000)
+    model = models.build_model(name, 0)
+    step = trainer.TrainStep(model, losses.build_loss("arcmargin", flags, model.feature_dim, batch))
+    optimizer, _ = trainer.make_optimizer(flags, [500], step.parameters())
+    run = acceleration.compile_train_step(step, "static" if engine == "paddle-static" else "dygraph")
+    x, y = paddle.to_tensor(images), paddle.to_tensor(labels)
+    return batch, lambda: float(trainer.forward_backward(run, None, optimizer, x, y)[0])
+
+
+def torch_step(config, threads):
+    import torch
+
+    from bench import torch_reference
+
+    torch.set_num_threads(timing.thread_count(threads))
+    name, batch, images, labels = batch_of(config)
+    step = torch_reference.train_step(name, CLASS_DIM)
+    return batch, lambda: step(images, labels)
+
+
+def worker(engine, config, iters, threads):
+    batch, run = torch_step(config, threads) if engine == "torch" else paddle_step(engine, config, threads)
+    timing.report(timing.images_per_second(run, batch, iters))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    timing.add_arguments(parser)
+    args = parser.parse_args()
+    configs = [c for c in args.configs.split(",") if c]
+    if args.worker:
+        return worker(args.worker, configs[0], args.iters, args.threads)
+    engines = list(PADDLE_ENGINES)
+    if timing.torch_available():
+        engines.append("torch")
+    else:
+        print("PyTorch is not installed: measuring Paddle only "
+              "(pip install -r requirements-bench.txt for the comparison).")
+    print(f"training step, {len(os.sched_getaffinity(0))} cores")
+    timing.compare(os.path.abspath(__file__), engines, "paddle-1thread", configs, args.iters, args.rounds, args.threads)
+
+
+if __name__ == "__main__":
+    main()
