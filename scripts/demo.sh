@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the bundled demo data, from a fresh clone: set up .venv, build the demo
 # data, train with arcmargin (train_elem.py), fine-tune with eml (train_pair.py), evaluate
-# Recall@K (eval.py), extract features (infer.py). Outputs go to $DEMO_OUTPUT (demo_output/).
+# Recall@K (eval.py), extract features (infer.py). Outputs go to $DEMO_OUTPUT (demo_output/);
+# DEMO_ENGINE=dygraph runs everything in Paddle's plain dynamic graph (default: static).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup_env.sh" requirements.txt
@@ -9,7 +10,7 @@ cd "$root"
 py=.venv/bin/python
 out="${DEMO_OUTPUT:-demo_output}"
 data=data/demo
-common=(--model=ResNet18 --image_shape=3,32,32 --data_dir=$data --use_gpu=True)
+common=(--model=ResNet18 --image_shape=3,32,32 --data_dir=$data --use_gpu=True --engine=${DEMO_ENGINE:-static})
 start=$(date +%s)
 
 [ -f $data/Ebay_test.txt ] || $py data/make_demo.py --out $data
