@@ -113,6 +113,16 @@ class _Sampler:
     def batch_rng(self, iteration):
         return np.random.default_rng([self.seed, self.salt, 1, iteration])
 
+    def class_batches(self, start, classes_per_batch, group):
+        """Batches of `classes_per_batch` groups, one per class drawn from a stream of
+        per-pass class permutations; group(label, rng) gives that class's indices."""
+        stream = _permuted_stream(len(self.classes), self.seed, self.salt, start * classes_per_batch)
+        iteration = start
+        while True:
+            rng = self.batch_rng(iteration)
+            yield [i for unit in _take(stream, classes_per_batch) for i in group(self.classes[unit], rng)]
+            iteration += 1
+
 
 class ElemSampler(_Sampler):
     """Shuffled passes over all training images (softmax, arcmargin)."""
@@ -131,16 +141,7 @@ class TripletSampler(_Sampler):
     salt = 23
 
     def batches(self, start=0):
-        per_batch = self.batch_size // 3
-        stream = _permuted_stream(len(self.classes), self.seed, self.salt, start * per_batch)
-        iteration = start
-        while True:
-            rng = self.batch_rng(iteration)
-            batch = []
-            for unit in _take(stream, per_batch):
-                batch.extend(self._triple(self.classes[unit], rng))
-            yield batch
-            iteration += 1
+        return self.class_batches(start, self.batch_size // 3, self._triple)
 
     def _triple(self, label, rng):
         own = self.members[label]
@@ -170,17 +171,11 @@ class ClassBalancedSampler(_Sampler):
             )
 
     def batches(self, start=0):
-        per_batch = self.batch_size // self.k
-        stream = _permuted_stream(len(self.classes), self.seed, self.salt, start * per_batch)
-        iteration = start
-        while True:
-            rng = self.batch_rng(iteration)
-            batch = []
-            for unit in _take(stream, per_batch):
-                own = self.members[self.classes[unit]]
-                batch.extend(int(i) for i in rng.choice(own, size=self.k, replace=len(own) < self.k))
-            yield batch
-            iteration += 1
+        return self.class_batches(start, self.batch_size // self.k, self._group)
+
+    def _group(self, label, rng):
+        own = self.members[label]
+        return [int(i) for i in rng.choice(own, size=self.k, replace=len(own) < self.k)]
 
 
 def make_sampler(kind, image_list, batch_size, seed, samples_each_class=2):

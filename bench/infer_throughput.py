@@ -10,7 +10,6 @@ predictor-bf16 (the same with bfloat16 oneDNN kernels: opt-in, ~1e-2 relative er
 torch (when installed: pip install -r requirements-bench.txt).
 Compare ratios, not absolute figures: these machines are shared and noisy.
 """
-import argparse
 import os
 import sys
 import tempfile
@@ -79,22 +78,5 @@ def worker(engine, config, iters, threads):
     timing.report(timing.images_per_second(run, batch, iters))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    timing.add_arguments(parser)
-    args = parser.parse_args()
-    configs = [c for c in args.configs.split(",") if c]
-    if args.worker:
-        return worker(args.worker, configs[0], args.iters, args.threads)
-    engines = list(PADDLE_ENGINES)
-    if timing.torch_available():
-        engines.append("torch")
-    else:
-        print("PyTorch is not installed: measuring Paddle only "
-              "(pip install -r requirements-bench.txt for the comparison).")
-    print(f"inference, {len(os.sched_getaffinity(0))} cores")
-    timing.compare(os.path.abspath(__file__), engines, "paddle-1thread", configs, args.iters, args.rounds, args.threads)
-
-
 if __name__ == "__main__":
-    main()
+    timing.main(__file__, "inference", PADDLE_ENGINES, worker)

@@ -15,8 +15,6 @@ from types import SimpleNamespace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import paddle  # noqa: E402
-
 import acceleration  # noqa: E402
 import losses  # noqa: E402
 import models  # noqa: E402
@@ -25,14 +23,14 @@ import trainer  # noqa: E402
 from bench.reader_throughput import images_per_second as loader_images_per_second  # noqa: E402
 
 
-def build_step(image_list, batch_size, engine):
+def build_step(image_list, batch_size):
     flags = SimpleNamespace(arc_margin=0.15, arc_scale=80.0, arc_easy_margin=False, lr=0.01,
                             class_dim=int(image_list.labels.max()) + 1, lr_strategy="piecewise_decay",
                             total_iter_num=1000)
     model = models.build_model("ResNet18", 0)
     step = trainer.TrainStep(model, losses.build_loss("arcmargin", flags, model.feature_dim, batch_size))
     optimizer, _ = trainer.make_optimizer(flags, [500], step.parameters())
-    return acceleration.compile_train_step(step, engine), optimizer
+    return step, optimizer
 
 
 def timed(batches, count, work, warmup=2):
@@ -54,17 +52,16 @@ def main():
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--num_workers", type=int, default=2)
     parser.add_argument("--batches", type=int, default=15)
-    parser.add_argument("--engine", default=acceleration.DEFAULT_TRAIN_ENGINE, choices=acceleration.ENGINES)
     args = parser.parse_args()
     acceleration.configure_cpu()
     image_list = reader.read_list(args.data_dir, "Ebay_train.txt", "train")
     print(f"ResNet18 at {args.size} px, batch {args.batch_size}, {args.num_workers} workers, "
-          f"engine {args.engine}, {len(os.sched_getaffinity(0))} cores, {args.data_dir}")
+          f"{len(os.sched_getaffinity(0))} cores, {args.data_dir}")
 
     loader_rate = loader_images_per_second(image_list, args.size, args.batch_size, args.num_workers, args.batches)
     print(f"loader alone:        {loader_rate:8.1f} images/s")
 
-    step, optimizer = build_step(image_list, args.batch_size, args.engine)
+    step, optimizer = build_step(image_list, args.batch_size)
     sampler = reader.make_sampler("elem", image_list, args.batch_size, seed=0)
     loader = reader.train_loader(image_list, sampler, args.size, num_workers=args.num_workers)
     batches = iter(loader)

@@ -87,7 +87,7 @@ def worker(args):
     trainer.Run.after_step = measuring_after_step
     script = train_pair if args.family == "pair" else train_elem
     loss = "eml" if args.family == "pair" else "softmax"
-    flags = [f"--model=ResNet18", "--image_shape=3,32,32", f"--data_dir={args.data_dir}", f"--loss_name={loss}",
+    flags = ["--model=ResNet18", "--image_shape=3,32,32", f"--data_dir={args.data_dir}", f"--loss_name={loss}",
              f"--train_batch_size={args.batch}", "--test_batch_size=20", f"--total_iter_num={args.iterations}",
              f"--display_iter_step={args.display}", f"--test_iter_step={args.test_every}",
              f"--save_iter_step={args.test_every}", f"--num_workers={args.num_workers}", "--use_gpu=False",

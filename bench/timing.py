@@ -87,3 +87,23 @@ def add_arguments(parser):
     parser.add_argument("--threads", type=int, default=0, help="threads for every engine but paddle-1thread "
                         "(0 = all cores; use the number of idle cores on a busy machine)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def main(script, title, paddle_engines, worker):
+    """The benchmarks' command line: as a worker, time one engine on one config; else run
+    every engine (PyTorch when installed) over every config and print the comparison."""
+    parser = argparse.ArgumentParser(description=title)
+    add_arguments(parser)
+    args = parser.parse_args()
+    configs = [c for c in args.configs.split(",") if c]
+    if args.worker:
+        return worker(args.worker, configs[0], args.iters, args.threads)
+    engines = list(paddle_engines)
+    if torch_available():
+        engines.append("torch")
+    else:
+        print("PyTorch is not installed: measuring Paddle only "
+              "(pip install -r requirements-bench.txt for the comparison).")
+    print(f"{title}, {len(os.sched_getaffinity(0))} cores")
+    return compare(os.path.abspath(script), engines, "paddle-1thread", configs, args.iters, args.rounds,
+                   args.threads)

@@ -6,11 +6,11 @@ runs it) on each engine, against the same step in PyTorch, in the same run.
 Configs: r18 = ResNet18 at 64 px, batch 32; r50 = ResNet50 at 224 px, batch 8.
 Engines: paddle-1thread (Paddle's untouched default: one thread), paddle-dygraph
 (acceleration.configure_cpu + the dynamic graph: our default), paddle-static
-(`--engine static`: the step compiled with paddle.jit.to_static), torch (needs
+(the step compiled with paddle.jit.to_static, oneDNN off: measured to decide whether
+training should be compiled; it is not, see acceleration.py), torch (needs
 `pip install -r requirements-bench.txt`; without it the torch column is left out).
 Compare ratios, not absolute figures: these machines are shared and noisy.
 """
-import argparse
 import os
 import sys
 from types import SimpleNamespace
@@ -50,7 +50,7 @@ def paddle_step(engine, config, threads):
     model = models.build_model(name, 0)
     step = trainer.TrainStep(model, losses.build_loss("arcmargin", flags, model.feature_dim, batch))
     optimizer, _ = trainer.make_optimizer(flags, [500], step.parameters())
-    run = acceleration.compile_train_step(step, "static" if engine == "paddle-static" else "dygraph")
+    run = paddle.jit.to_static(step, full_graph=True) if engine == "paddle-static" else step
     x, y = paddle.to_tensor(images), paddle.to_tensor(labels)
     return batch, lambda: float(trainer.forward_backward(run, None, optimizer, x, y)[0])
 
@@ -71,22 +71,5 @@ def worker(engine, config, iters, threads):
     timing.report(timing.images_per_second(run, batch, iters))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    timing.add_arguments(parser)
-    args = parser.parse_args()
-    configs = [c for c in args.configs.split(",") if c]
-    if args.worker:
-        return worker(args.worker, configs[0], args.iters, args.threads)
-    engines = list(PADDLE_ENGINES)
-    if timing.torch_available():
-        engines.append("torch")
-    else:
-        print("PyTorch is not installed: measuring Paddle only "
-              "(pip install -r requirements-bench.txt for the comparison).")
-    print(f"training step, {len(os.sched_getaffinity(0))} cores")
-    timing.compare(os.path.abspath(__file__), engines, "paddle-1thread", configs, args.iters, args.rounds, args.threads)
-
-
 if __name__ == "__main__":
-    main()
+    timing.main(__file__, "training step", PADDLE_ENGINES, worker)
