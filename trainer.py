@@ -21,6 +21,7 @@ import losses
 import metrics
 import models
 import reader
+import scalar_log
 from utility import UserError, choose_device, fmt_time
 
 SAMPLER_OF_LOSS = {"softmax": "elem", "arcmargin": "elem", "triplet": "triplet",
@@ -310,6 +311,7 @@ class Run:
         self.saved_iter = None
         self.last_recall = None
         self.last_cost = None
+        self.curves = scalar_log.ScalarLog(args.log_dir if rank == 0 else None)
 
     def after_step(self, iteration, lr, cost, embeddings, probs, labels, seconds):
         figures = step_figures(self.family, cost, embeddings, probs, labels)
@@ -330,6 +332,8 @@ class Run:
             means = self.meter.pop()
             self.last_cost = means["loss"]
             print(display_line(self.family, iteration, lr, means), flush=True)
+            scalars = {f"train/{name}": value for name, value in means.items() if name != "time"}
+            self.curves.add(iteration, **scalars, **{"train/lr": lr})
         if testing:
             self.test(done)
         if saving:
@@ -338,6 +342,7 @@ class Run:
     def test(self, done):
         recall, count = test_recall(self.model, self.test_list, self.args, self.size)
         self.last_recall = recall
+        self.curves.add(done, **{"test/recall@1": recall})
         print("[%s] test_img_num %d, trainbatch %d, test_recall %.5f" % (fmt_time(), count, done, recall),
               flush=True)
 
@@ -360,12 +365,14 @@ class Run:
             average_running_stats(self.model, self.nranks)
             if self.rank == 0:
                 self.save(done)
+        self.curves.close()
         if self.rank == 0:
             print(f"[{fmt_time()}] stopped by {interrupts.signal_name(signum)} after {done} iterations; "
                   f"checkpoint: {self.last_saved}; resume with --checkpoint {self.last_saved}", flush=True)
         raise interrupts.Stopped(interrupts.EXIT_CODES[signum])
 
     def finish(self, start):
+        self.curves.close()
         if self.rank != 0:
             return
         if start >= self.args.total_iter_num:

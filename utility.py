@@ -153,6 +153,8 @@ def add_training_arguments(parser, *, train_batch_size, lr, lr_steps, total_iter
     add_arguments("model_save_dir", str, "output", "model save directory", parser)
     add_arguments("loss_name", str, loss_name, f"Set the loss type to use: {loss_help}.", parser)
     add_engine_argument(parser)
+    add_arguments("log_dir", str, None, "Write training curves (loss, lr, accuracy or recall, test recall) as "
+                  "VisualDL scalars to this directory (needs: pip install visualdl==2.5.3).", parser)
     add_arguments("amp", bool, False, "Mixed precision (float16 autocast, dynamic loss scaling) on GPU; "
                   "ignored on CPU.", parser)
 

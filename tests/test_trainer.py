@@ -174,3 +174,30 @@ def test_resume_refuses_a_checkpoint_of_another_setup(tmp_path, demo_dir):
     with pytest.raises(UserError, match="loss_name=eml"):
         run("pair", flags(demo_dir, tmp_path, loss_name="quadruplet", total_iter_num=2,
                           checkpoint=tmp_path / "ResNet18" / "1"))
+
+
+def test_log_dir_writes_the_logged_figures_as_visualdl_scalars(tmp_path, demo_dir, capsys):
+    from visualdl import LogReader
+
+    run("pair", flags(demo_dir, tmp_path / "out", loss_name="eml", total_iter_num=4, display_iter_step=2,
+                      test_iter_step=4, log_dir=tmp_path / "curves"))
+    lines = capsys.readouterr().out.splitlines()
+    printed = [PAIR_LINE.match(line) and line for line in lines if "recall" in line and "test_recall" not in line]
+    losses_printed = [float(re.search(r"loss (\S+),", line).group(1)) for line in printed]
+    recall_printed = float(re.search(r"test_recall (\S+)$", [x for x in lines if "test_recall" in x][0]).group(1))
+    (log_file,) = os.listdir(tmp_path / "curves")
+    reader = LogReader(file_path=str(tmp_path / "curves" / log_file))
+    assert set(reader.get_tags()["scalar"]) == {"train/loss", "train/recall", "train/lr", "test/recall@1"}
+    loss_points = [(p.id, p.value) for p in reader.get_data("scalar", "train/loss")]
+    assert [step for step, _ in loss_points] == [0, 2]
+    np.testing.assert_allclose([value for _, value in loss_points], losses_printed, rtol=1e-5)
+    (test_point,) = reader.get_data("scalar", "test/recall@1")
+    assert test_point.id == 4 and test_point.value == pytest.approx(recall_printed, abs=1e-5)
+
+
+def test_no_log_dir_writes_nothing_and_missing_visualdl_is_one_line(tmp_path, demo_dir, monkeypatch):
+    run("pair", flags(demo_dir, tmp_path / "out", loss_name="eml", total_iter_num=1))
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    monkeypatch.setitem(sys.modules, "visualdl", None)
+    with pytest.raises(UserError, match="pip install visualdl"):
+        run("pair", flags(demo_dir, tmp_path / "out2", loss_name="eml", total_iter_num=1, log_dir=tmp_path / "c"))
