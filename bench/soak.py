@@ -69,11 +69,12 @@ def worker(args):
 
     import train_elem
     import train_pair
+    import run_monitor
     import trainer
 
     marks = {args.early: "early", args.iterations: "end"}
     report = {"workers": []}
-    real_after_step = trainer.Run.after_step
+    real_after_step = run_monitor.Run.after_step
 
     def measuring_after_step(run, iteration, *rest):
         real_after_step(run, iteration, *rest)
@@ -84,7 +85,7 @@ def worker(args):
             report[f"rss_{marks[iteration + 1]}_kb"] = rss_kb(os.getpid())
             report[f"rss_{marks[iteration + 1]}_with_workers_kb"] = rss_kb(os.getpid()) + sum(map(rss_kb, kids))
 
-    trainer.Run.after_step = measuring_after_step
+    run_monitor.Run.after_step = measuring_after_step
     script = train_pair if args.family == "pair" else train_elem
     loss = "eml" if args.family == "pair" else "softmax"
     flags = ["--model=ResNet18", "--image_shape=3,32,32", f"--data_dir={args.data_dir}", f"--loss_name={loss}",

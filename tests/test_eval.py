@@ -20,7 +20,7 @@ import metrics
 import models
 import reader
 import retrieval_grid
-import trainer
+import run_monitor
 from utility import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,7 +97,7 @@ def test_eval_prints_the_same_recall_as_the_training_test(ckpt, demo_dir, eval_r
     models.load_pretrained(model, ckpt, verbose=False)
     test_list = reader.read_list(demo_dir, "Ebay_test.txt", "test")
     flags = argparse.Namespace(test_batch_size=10, num_workers=0, engine="static")
-    recall, count = trainer.test_recall(model, test_list, flags, SIZE)
+    recall, count = run_monitor.test_recall(model, test_list, flags, SIZE)
     assert int(match.group(1)) == count == 40
     assert match.group(2) == "%.5f" % recall
 
