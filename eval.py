@@ -54,8 +54,7 @@ def check_flags(args):
     if not args.pretrained_model:
         raise UserError("--pretrained_model is required: the checkpoint or weights to evaluate "
                         "(e.g. output/ResNet50/30000)")
-    if args.model not in models.MODEL_NAMES:
-        raise UserError(f"unknown --model={args.model!r}; available models: {', '.join(models.MODEL_NAMES)}")
+    models.check_model_name(args.model)
     for name in ("batch_size", "num_queries", "topk"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name}={getattr(args, name)} must be positive")

@@ -68,8 +68,8 @@ def check_flags(args):
     elif not args.pretrained_model:
         raise UserError("--pretrained_model (the weights to run) or --inference_model (a directory written "
                         "by export_model.py) is required")
-    elif args.model not in models.MODEL_NAMES:
-        raise UserError(f"unknown --model={args.model!r}; available models: {', '.join(models.MODEL_NAMES)}")
+    else:
+        models.check_model_name(args.model)
     if args.batch_size <= 0:
         raise UserError(f"--batch_size={args.batch_size} must be positive")
     if args.num_workers < 0:

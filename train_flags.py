@@ -41,8 +41,7 @@ def check_flags(args, family):
         raise UserError(f"--num_workers={args.num_workers} must be 0 or more")
     if args.lr_strategy not in ("piecewise_decay", "cosine_decay"):
         raise UserError(f"--lr_strategy={args.lr_strategy!r}: use piecewise_decay or cosine_decay")
-    if args.model not in models.MODEL_NAMES:
-        raise UserError(f"unknown --model={args.model!r}; available models: {', '.join(models.MODEL_NAMES)}")
+    models.check_model_name(args.model)
     if args.embedding_size < 0:
         raise UserError(f"--embedding_size={args.embedding_size} must be 0 (pooled features) or positive")
     return imgtool.parse_image_shape(args.image_shape)[1], parse_lr_steps(args.lr_steps)
