@@ -21,15 +21,15 @@ def progress(iterable, total, desc, enabled=None):
 
 @paddle.no_grad()
 def extract_features(model, loader, show_progress=None, engine=acceleration.DEFAULT_INFER_ENGINE):
-    """Run `model` in eval mode over a test loader; `engine` "static" runs it compiled
-    with oneDNN (acceleration.compile_model_for_inference), "dygraph" as it is.
+    """Run `model` in eval mode over a test loader; `engine` "static" runs it exported
+    to an in-process predictor (acceleration.inference_forward), "dygraph" as it is.
 
     Returns (features [N,D] float32, labels [N], skipped [N] bool); rows of unreadable
     images are kept in place (zeros in, features out) and flagged in `skipped`.
     """
     was_training = model.training
     model.eval()
-    forward = acceleration.compile_model_for_inference(model, engine)
+    forward = acceleration.inference_forward(model, engine)
     feats, labels, skipped = [], [], []
     try:
         for images, batch_labels, batch_skipped in progress(loader, len(loader), "features", show_progress):

@@ -9,6 +9,7 @@ An exported directory holds:
 """
 import json
 import os
+import tempfile
 
 import numpy as np
 import paddle
@@ -32,6 +33,17 @@ def export(model, image_size, directory, info):
                 paddle=paddle.__version__, exported_at=fmt_time())
     write_json_atomic(os.path.join(directory, INFO_FILE), info)
     return sorted(os.listdir(directory))
+
+
+def in_process_predictor(model, image_size, use_gpu=False):
+    """A Predictor of `model`'s current weights, for feature extraction in this process:
+    exported to a temporary directory that is gone once the predictor has loaded it."""
+    with tempfile.TemporaryDirectory(prefix="embedding-export-") as directory:
+        was_training = model.training
+        export(model, image_size, directory, {"model": getattr(model, "model_name", None)})
+        if was_training:
+            model.train()
+        return Predictor(directory, use_gpu=use_gpu)
 
 
 def read_info(directory):

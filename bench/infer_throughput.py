@@ -3,11 +3,12 @@
     python bench/infer_throughput.py [--configs r18,r50] [--iters 5] [--rounds 2] [--threads 0]
 
 Engines: paddle-1thread (Paddle's untouched default), paddle-dygraph (threads set, the
-dynamic graph: `--engine dygraph`), paddle-static (acceleration.compile_model_for_inference:
-to_static + oneDNN, what eval.py and the trainer's test use by default), predictor (the
-model written by export_model.py, run by inference_model.Predictor as infer.py does),
-predictor-bf16 (the same with bfloat16 oneDNN kernels: opt-in, ~1e-2 relative error),
-torch (when installed: pip install -r requirements-bench.txt).
+dynamic graph: `--engine dygraph`), paddle-to_static (the backbone compiled with
+paddle.jit.to_static on oneDNN kernels: the previous default, kept for comparison),
+ours (acceleration.inference_forward: the network exported to an in-process predictor,
+what eval.py, infer.py and the trainer's test run by default; the same predictor as
+infer.py --inference_model), predictor-bf16 (the same with bfloat16 oneDNN kernels:
+opt-in, ~1e-2 relative error), torch (when installed: pip install -r requirements-bench.txt).
 Compare ratios, not absolute figures: these machines are shared and noisy.
 """
 import os
@@ -20,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from bench import timing  # noqa: E402
 
-PADDLE_ENGINES = ["paddle-1thread", "paddle-dygraph", "paddle-static", "predictor", "predictor-bf16"]
+PADDLE_ENGINES = ["paddle-1thread", "paddle-dygraph", "paddle-to_static", "ours", "predictor-bf16"]
 
 
 def images_of(config):
@@ -28,12 +29,39 @@ def images_of(config):
     return name, size, batch, np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
 
 
-def exported_predictor(model, size, threads, bf16):
+def bf16_predictor(model, size, threads):
     import inference_model
 
     directory = tempfile.mkdtemp(prefix="infer-bench-")
     inference_model.export(model, size, directory, {"model": model.model_name})
-    return inference_model.Predictor(directory, use_gpu=False, cpu_threads=threads, bf16=bf16)
+    return inference_model.Predictor(directory, use_gpu=False, cpu_threads=threads, bf16=True)
+
+
+def to_static_onednn(model):
+    """The backbone compiled with to_static, run with oneDNN kernels on (embedding_size 0:
+    the backbone is the whole network). The flatten is inside the program: Paddle 3.3's
+    compiled oneDNN programs crash with the 4-D pooled map as their output."""
+    import paddle
+
+    class Pooled(paddle.nn.Layer):
+        def __init__(self, backbone):
+            super().__init__()
+            self.backbone = backbone
+
+        def forward(self, images):
+            return paddle.flatten(self.backbone(images), start_axis=1)
+
+    spec = paddle.static.InputSpec([None, 3, None, None], "float32", "image")
+    compiled = paddle.jit.to_static(Pooled(model.backbone), input_spec=[spec], full_graph=True)
+
+    def forward(x):
+        paddle.set_flags({"FLAGS_use_onednn": True})
+        try:
+            return compiled(x)
+        finally:
+            paddle.set_flags({"FLAGS_use_onednn": False})
+
+    return forward
 
 
 def paddle_run(engine, config, threads):
@@ -49,10 +77,13 @@ def paddle_run(engine, config, threads):
         threads = acceleration.configure_cpu(timing.thread_count(threads))
     model = models.build_model(name, 0)
     model.eval()
-    if engine.startswith("predictor"):
-        predictor = exported_predictor(model, size, threads, engine.endswith("bf16"))
+    if engine == "predictor-bf16":
+        predictor = bf16_predictor(model, size, threads)
         return batch, lambda: predictor.run(images)
-    forward = acceleration.compile_model_for_inference(model, "static" if engine == "paddle-static" else "dygraph")
+    if engine == "paddle-to_static":
+        forward = to_static_onednn(model)
+    else:
+        forward = acceleration.inference_forward(model, "static" if engine == "ours" else "dygraph")
     x = paddle.to_tensor(images)
 
     def run():

@@ -42,29 +42,50 @@ def network():
     return models.build_model("ResNet18", 0)
 
 
-def test_compiled_inference_matches_dynamic_graph_and_follows_weight_updates(network):
+def test_exported_inference_matches_dynamic_graph_and_leaves_the_network_as_it_was(network):
     acceleration.configure_cpu()
     network.train()
-    compiled = acceleration.compile_model_for_inference(network)
+    before = {k: v.numpy().copy() for k, v in network.state_dict().items()}
+    forward = acceleration.inference_forward(network)
     x = images(6)
-    assert relative_error(compiled(x).numpy(), eval_features(network, x)) < 1e-4
+    with paddle.no_grad():
+        got = forward(x).numpy()
+    assert relative_error(got, eval_features(network, x)) < 1e-4
+    assert relative_error(forward(x[:1]).numpy(), eval_features(network, x[:1])) < 1e-4, "any batch size"
     assert network.training, "the network's own mode is restored"
-    assert not onednn_flag(), "oneDNN is switched off again after the call"
+    assert not onednn_flag(), "oneDNN stays off in the dynamic graph"
+    after = network.state_dict()
+    assert all(np.array_equal(before[k], after[k].numpy()) for k in before), "export changes no weight"
+
+
+def test_each_pass_sees_the_current_weights(network):
+    x = images(3, 7)
+    first = acceleration.inference_forward(network)(x).numpy()
     with paddle.no_grad():
         for param in network.parameters():
             param.set_value(param * 1.05)
-    assert relative_error(compiled(x).numpy(), eval_features(network, x)) < 1e-4
-    assert relative_error(compiled(x[:1]).numpy(), eval_features(network, x[:1])) < 1e-4
-    assert acceleration.compile_model_for_inference(network) is compiled
+    second = acceleration.inference_forward(network)(x).numpy()
+    assert relative_error(second, eval_features(network, x)) < 1e-4
+    assert relative_error(second, first) > 1e-3
 
 
-def test_compiled_inference_with_an_embedding_layer_matches_dynamic_graph():
+def test_exported_inference_with_an_embedding_layer_matches_dynamic_graph():
     paddle.seed(2)
     model = models.build_model("ResNet18", 16)
     x = images(5, 3)
-    got = acceleration.compile_model_for_inference(model)(x).numpy()
+    got = acceleration.inference_forward(model)(x).numpy()
     assert got.shape == (5, 16)
     assert relative_error(got, eval_features(model, x)) < 1e-4
+
+
+def test_training_after_an_export_takes_the_same_steps():
+    """The trainer exports the network mid-run for its periodic test: the next
+    training steps must be those of a run that never exported."""
+    plain = train_run(export_after_first_step=False)
+    exported = train_run(export_after_first_step=True)
+    np.testing.assert_array_equal(plain[0], exported[0])
+    for key, value in plain[1].items():
+        np.testing.assert_array_equal(value, exported[1][key])
 
 
 def test_extract_features_engines_agree(network):
@@ -79,7 +100,7 @@ def test_extract_features_engines_agree(network):
     assert relative_error(plain, expected) < 1e-6
 
 
-def train_run(engine, steps=3, batch=6):
+def train_run(export_after_first_step, steps=3, batch=6):
     """Losses and final weights of a few arcmargin Momentum steps from fixed weights."""
     paddle.seed(3)
     model = models.build_model("ResNet18", 0)
@@ -90,18 +111,19 @@ def train_run(engine, steps=3, batch=6):
     step = TrainStep(model, losses.build_loss("arcmargin", Flags, model.feature_dim, batch))
     optimizer = paddle.optimizer.Momentum(0.05, momentum=0.9, parameters=step.parameters(),
                                           weight_decay=paddle.regularizer.L2Decay(1e-4))
-    run = acceleration.compile_train_step(step, engine)
     rng = np.random.default_rng(5)
     costs = []
-    for _ in range(steps):
+    for i in range(steps):
         x = paddle.to_tensor(rng.standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32))
         y = paddle.to_tensor(rng.integers(0, 5, batch).astype(np.int64))
-        cost, _, _ = run(x, y)
+        cost, _, _ = step(x, y)
         cost.backward()
         assert all(p.grad is not None for p in step.parameters() if not p.stop_gradient)
         optimizer.step()
         optimizer.clear_grad()
         costs.append(float(cost))
+        if export_after_first_step and i == 0:
+            features.extract_features(model, [(x, y, paddle.zeros([batch], "int32"))], show_progress=False)
     return np.array(costs), {k: v.numpy() for k, v in step.state_dict().items()}
 
 
@@ -114,6 +136,6 @@ def test_configure_cpu_keeps_onednn_off_for_training():
 
 def test_unknown_engine_is_a_user_error(network):
     with pytest.raises(UserError, match="--engine"):
-        acceleration.compile_model_for_inference(network, "fast")
+        acceleration.inference_forward(network, "fast")
     with pytest.raises(UserError, match="--engine"):
         acceleration.check_engine("jit")
