@@ -25,15 +25,18 @@ SAMPLER_OF_LOSS = {"softmax": "elem", "arcmargin": "elem", "triplet": "triplet",
 
 
 class TrainStep(nn.Layer):
-    """Network and loss as one layer, so data parallelism syncs both their gradients."""
+    """Network and loss as one layer, so data parallelism syncs both their gradients.
+    `features`, when given, computes the network's pooled backbone features in its
+    place (acceleration.training_features); the embedding layer and loss follow."""
 
-    def __init__(self, model, loss):
+    def __init__(self, model, loss, features=None):
         super().__init__()
         self.model = model
         self.loss = loss
+        self.features = features
 
     def forward(self, images, labels):
-        embeddings = self.model(images)
+        embeddings = self.model(images) if self.features is None else self.model.head(self.features(images))
         if embeddings.dtype != paddle.float32:
             embeddings = paddle.cast(embeddings, "float32")  # under --amp: the losses stay in float32
         out = self.loss(embeddings, labels)
@@ -107,7 +110,7 @@ def train(args, family):
         print(f"Resuming {resume_from} at iteration {start}")
     elif args.pretrained_model:
         models.load_pretrained(model, args.pretrained_model, verbose=rank == 0)
-    step = TrainStep(model, loss)
+    step = TrainStep(model, loss, acceleration.training_features(model, args.engine, device))
     optimizer, schedule = make_optimizer(args, lr_steps, step.parameters())
     if resume_from:
         checkpoint.restore_optimizer(optimizer, model, loss, resume_from)

@@ -28,7 +28,8 @@ def build_step(image_list, batch_size):
                             class_dim=int(image_list.labels.max()) + 1, lr_strategy="piecewise_decay",
                             total_iter_num=1000)
     model = models.build_model("ResNet18", 0)
-    step = trainer.TrainStep(model, losses.build_loss("arcmargin", flags, model.feature_dim, batch_size))
+    step = trainer.TrainStep(model, losses.build_loss("arcmargin", flags, model.feature_dim, batch_size),
+                             acceleration.training_features(model, "static", "cpu"))
     optimizer, _ = trainer.make_optimizer(flags, [500], step.parameters())
     return step, optimizer
 

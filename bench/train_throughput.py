@@ -5,10 +5,10 @@ runs it) on each engine, against the same step in PyTorch, in the same run.
 
 Configs: r18 = ResNet18 at 64 px, batch 32; r50 = ResNet50 at 224 px, batch 8.
 Engines: paddle-1thread (Paddle's untouched default: one thread), paddle-dygraph
-(acceleration.configure_cpu + the dynamic graph: our default), paddle-static
-(the step compiled with paddle.jit.to_static, oneDNN off: measured to decide whether
-training should be compiled; it is not, see acceleration.py), torch (needs
-`pip install -r requirements-bench.txt`; without it the torch column is left out).
+(acceleration.configure_cpu + the dynamic graph: `--engine dygraph`), ours (the
+backbone's convolutions on oneDNN, acceleration.training_features: the scripts'
+default, `--engine static`), torch (needs `pip install -r requirements-bench.txt`;
+without it the torch column is left out).
 Compare ratios, not absolute figures: these machines are shared and noisy.
 """
 import os
@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from bench import timing  # noqa: E402
 
 CLASS_DIM = 1000
-PADDLE_ENGINES = ["paddle-1thread", "paddle-dygraph", "paddle-static"]
+PADDLE_ENGINES = ["paddle-1thread", "paddle-dygraph", "ours"]
 
 
 def batch_of(config, seed=0):
@@ -48,11 +48,11 @@ def paddle_step(engine, config, threads):
     flags = SimpleNamespace(arc_margin=0.15, arc_scale=80.0, arc_easy_margin=False, class_dim=CLASS_DIM, lr=0.01,
                             lr_strategy="piecewise_decay", total_iter_num=1000)
     model = models.build_model(name, 0)
-    step = trainer.TrainStep(model, losses.build_loss("arcmargin", flags, model.feature_dim, batch))
+    features = acceleration.training_features(model, "static" if engine == "ours" else "dygraph", "cpu")
+    step = trainer.TrainStep(model, losses.build_loss("arcmargin", flags, model.feature_dim, batch), features)
     optimizer, _ = trainer.make_optimizer(flags, [500], step.parameters())
-    run = paddle.jit.to_static(step, full_graph=True) if engine == "paddle-static" else step
     x, y = paddle.to_tensor(images), paddle.to_tensor(labels)
-    return batch, lambda: float(trainer.forward_backward(run, None, optimizer, x, y)[0])
+    return batch, lambda: float(trainer.forward_backward(step, None, optimizer, x, y)[0])
 
 
 def torch_step(config, threads):

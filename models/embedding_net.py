@@ -24,8 +24,13 @@ class EmbeddingNet(nn.Layer):
     def model_name(self):
         return self.spec.name
 
+    def pooled(self, images):
+        """The backbone's globally pooled map, flattened to [N, C]."""
+        return paddle.flatten(self.backbone(images), start_axis=1)
+
+    def head(self, pooled):
+        """What follows the backbone: the embedding layer, when there is one."""
+        return pooled if self.embedding is None else self.embedding(pooled)
+
     def forward(self, images):
-        features = paddle.flatten(self.backbone(images), start_axis=1)
-        if self.embedding is not None:
-            features = self.embedding(features)
-        return features
+        return self.head(self.pooled(images))

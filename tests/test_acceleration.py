@@ -139,3 +139,59 @@ def test_unknown_engine_is_a_user_error(network):
         acceleration.inference_forward(network, "fast")
     with pytest.raises(UserError, match="--engine"):
         acceleration.check_engine("jit")
+
+
+def one_step_gradients(engine, embedding_size=0, batch=6):
+    """Cost, parameter gradients and batch-norm running means after one forward/backward
+    from fixed weights and a fixed batch."""
+    paddle.seed(4)
+    model = models.build_model("ResNet18", embedding_size)
+
+    class Flags:
+        arc_margin, arc_scale, arc_easy_margin, class_dim = 0.15, 30.0, False, 5
+
+    features_fn = acceleration.training_features(model, engine, "cpu")
+    step = TrainStep(model, losses.build_loss("arcmargin", Flags, model.feature_dim, batch), features_fn)
+    rng = np.random.default_rng(6)
+    x = paddle.to_tensor(rng.standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32))
+    y = paddle.to_tensor(rng.integers(0, 5, batch).astype(np.int64))
+    cost, embeddings, _ = step(x, y)
+    cost.backward()
+    grads = {p.name: p.grad.numpy() for p in step.parameters() if p.grad is not None}
+    names = {p.name: key for key, p in step.named_parameters()}
+    means = {k: v.numpy() for k, v in model.state_dict().items() if k.endswith("_mean")}
+    return float(cost), embeddings.numpy(), {names[k]: v for k, v in grads.items()}, means, features_fn
+
+
+@pytest.mark.parametrize("embedding_size", [0, 16])
+def test_onednn_training_step_equals_the_dynamic_graph(embedding_size):
+    cost, embeddings, grads, means, compiled = one_step_gradients("static", embedding_size)
+    ref_cost, ref_embeddings, ref_grads, ref_means, plain = one_step_gradients("dygraph", embedding_size)
+    assert plain is None and compiled is not None
+    convolutions = sum(isinstance(layer, paddle.nn.Conv2D) for layer in compiled._layer.sublayers())
+    assert compiled.hook.marked == 2 * convolutions, "every convolution and its gradient run on oneDNN"
+    assert abs(cost - ref_cost) <= 1e-5 * abs(ref_cost)
+    assert relative_error(embeddings, ref_embeddings) < 1e-4
+    assert sorted(grads) == sorted(ref_grads), "the same parameters get gradients"
+    for name, expected in ref_grads.items():
+        assert relative_error(grads[name], expected) < 2e-4, name
+    for name, expected in ref_means.items():
+        assert relative_error(means[name], expected) < 1e-5, "running statistics updated as in dygraph"
+
+
+def test_training_features_only_where_onednn_can_run(network):
+    assert acceleration.training_features(network, "dygraph", "cpu") is None
+    assert acceleration.training_features(network, "static", "gpu") is None
+    assert acceleration.training_features(paddle.nn.Linear(2, 2), "static", "cpu") is None
+    with pytest.raises(UserError, match="--engine"):
+        acceleration.training_features(network, "jit", "cpu")
+
+
+def test_onednn_training_leaves_export_and_state_dict_alone(network):
+    step_keys = set(TrainStep(network, paddle.nn.Layer()).state_dict())
+    compiled = acceleration.training_features(network, "static", "cpu")
+    assert set(TrainStep(network, paddle.nn.Layer(), compiled).state_dict()) == step_keys
+    x = images(2, 11)
+    network.train()
+    compiled(x)
+    assert relative_error(acceleration.inference_forward(network)(x).numpy(), eval_features(network, x)) < 1e-4
