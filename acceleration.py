@@ -8,7 +8,7 @@ What Paddle 3.3 on an x86 CPU offers, and what we do with it:
   the eval-mode network is exported with `paddle.jit.save` and run by a
   `paddle.inference` predictor in the same process (engine "static", the default).
   Its oneDNN kernels and graph passes (convolution + batch norm + activation fused)
-  make it 10x Paddle's dynamic graph on ResNet18 and ~1.5x the network compiled with
+  make it 10x Paddle's dynamic graph on ResNet18 and 1.3-1.5x the network compiled with
   `to_static` + oneDNN (the previous default), with features equal to ~1e-6. The export
   costs under a second and is redone for every pass over a test set, so it always
   runs the network's current weights (the trainer's periodic test).
@@ -19,9 +19,9 @@ What Paddle 3.3 on an x86 CPU offers, and what we do with it:
   `FLAGS_use_onednn` computes no gradients or aborts, the dynamic graph ignores the
   flag, and oneDNN batch norm, ReLU, pooling or addition made steps slower or failed.
   So `OneDNNTrainingFeatures` compiles the backbone (not the losses, which the legacy
-  tracer no longer handles) that way: 6x the dynamic graph for ResNet18 at 64 px and
-  2.8x for ResNet50 at 224 px, the same steps to float rounding. The embedding layer
-  and the loss stay in the dynamic graph. This uses Paddle internals (the legacy
+  tracer no longer handles) that way: 5x the dynamic graph for ResNet18 at 64 px and
+  3x for ResNet50 at 224 px (0.75x and 0.85x PyTorch), the same steps to float
+  rounding. The embedding layer and the loss stay in the dynamic graph. This uses Paddle internals (the legacy
   dy2static program hook), pinned by requirements.txt and checked by
   tests/test_acceleration.py; if they are missing, training falls back to the dynamic
   graph and says so.

@@ -190,9 +190,9 @@ def recall_topk(fea, lab, k=1):
 
 def add_engine_argument(parser):
     add_arguments("engine", str, "static",
-                  "static: feature extraction by the network exported to an in-process paddle.inference "
-                  "predictor (oneDNN, fused conv+BN: ~10x faster on CPU); dygraph: plain dynamic graph "
-                  "everywhere. Training steps always run in the dynamic graph.", parser)
+                  "static: on the CPU, training steps run the backbone's convolutions on oneDNN and feature "
+                  "extraction runs the network exported to an in-process paddle.inference predictor "
+                  "(3-10x faster); dygraph: Paddle's plain dynamic graph everywhere.", parser)
 
 
 def add_inference_arguments(parser, batch_size, weights_help):
