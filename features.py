@@ -29,13 +29,13 @@ def extract_features(model, loader, show_progress=None, engine=acceleration.DEFA
     """
     was_training = model.training
     model.eval()
-    forward = acceleration.inference_forward(model, engine)
     feats, labels, skipped = [], [], []
     try:
-        for images, batch_labels, batch_skipped in progress(loader, len(loader), "features", show_progress):
-            feats.append(forward(images).numpy().astype(np.float32, copy=False))
-            labels.append(batch_labels.numpy().reshape(-1))
-            skipped.append(batch_skipped.numpy().reshape(-1).astype(bool))
+        with acceleration.inference_forward(model, engine) as forward:
+            for images, batch_labels, batch_skipped in progress(loader, len(loader), "features", show_progress):
+                feats.append(forward(images).numpy().astype(np.float32, copy=False))
+                labels.append(batch_labels.numpy().reshape(-1))
+                skipped.append(batch_skipped.numpy().reshape(-1).astype(bool))
     finally:
         if was_training:
             model.train()

@@ -7,6 +7,7 @@ An exported directory holds:
   export_info.json
       what was exported: model name, embedding size, image shape, source weights.
 """
+import contextlib
 import json
 import os
 import tempfile
@@ -35,15 +36,16 @@ def export(model, image_size, directory, info):
     return sorted(os.listdir(directory))
 
 
-def in_process_predictor(model, image_size, use_gpu=False):
-    """A Predictor of `model`'s current weights, for feature extraction in this process:
-    exported to a temporary directory that is gone once the predictor has loaded it."""
+@contextlib.contextmanager
+def temporary_export(model, image_size):
+    """`model`'s current weights exported to a temporary directory, removed after the
+    block; the network's training mode is left as it was."""
     with tempfile.TemporaryDirectory(prefix="embedding-export-") as directory:
         was_training = model.training
         export(model, image_size, directory, {"model": getattr(model, "model_name", None)})
         if was_training:
             model.train()
-        return Predictor(directory, use_gpu=use_gpu)
+        yield directory
 
 
 def read_info(directory):

@@ -5,7 +5,7 @@
 Engines: paddle-1thread (Paddle's untouched default), paddle-dygraph (threads set, the
 dynamic graph: `--engine dygraph`), paddle-to_static (the backbone compiled with
 paddle.jit.to_static on oneDNN kernels: the previous default, kept for comparison),
-ours (acceleration.inference_forward: the network exported to an in-process predictor,
+ours (acceleration.ExportedInference: the network exported to an in-process predictor,
 what eval.py, infer.py and the trainer's test run by default; the same predictor as
 infer.py --inference_model), predictor-bf16 (the same with bfloat16 oneDNN kernels:
 opt-in, ~1e-2 relative error), torch (when installed: pip install -r requirements-bench.txt).
@@ -83,7 +83,7 @@ def paddle_run(engine, config, threads):
     if engine == "paddle-to_static":
         forward = to_static_onednn(model)
     else:
-        forward = acceleration.inference_forward(model, "static" if engine == "ours" else "dygraph")
+        forward = acceleration.ExportedInference(model) if engine == "ours" else model
     x = paddle.to_tensor(images)
 
     def run():

@@ -92,7 +92,8 @@ def worker(args):
              f"--train_batch_size={args.batch}", "--test_batch_size=20", f"--total_iter_num={args.iterations}",
              f"--display_iter_step={args.display}", f"--test_iter_step={args.test_every}",
              f"--save_iter_step={args.test_every}", f"--num_workers={args.num_workers}", "--use_gpu=False",
-             f"--class_dim={args.class_dim}", f"--model_save_dir={args.out}", "--lr=0.001", "--lr_steps=100000"]
+             f"--class_dim={args.class_dim}", f"--model_save_dir={args.out}", "--lr=0.001", "--lr_steps=100000",
+             f"--engine={args.engine}"]
     import paddle  # noqa: F401  (imported before the fd baseline: its own files are not leaks)
 
     fds_before, shm_before = open_fds(), shm_entries()
@@ -147,6 +148,7 @@ def build_parser():
     parser.add_argument("--test_every", type=int, default=500, help="iterations between tests and checkpoints")
     parser.add_argument("--display", type=int, default=100)
     parser.add_argument("--family", choices=["elem", "pair"], default="pair")
+    parser.add_argument("--engine", choices=["static", "dygraph"], default="static")
     parser.add_argument("--class_dim", type=int, default=12)
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--out", default=None)

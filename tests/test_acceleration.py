@@ -1,4 +1,6 @@
 """The fast paths give the plain dynamic graph's results, to float tolerance."""
+import threading
+
 import numpy as np
 import paddle
 import pytest
@@ -32,6 +34,12 @@ def eval_features(model, x):
     return out
 
 
+def exported_features(model, x):
+    """Features of one pass through the default engine."""
+    with acceleration.inference_forward(model) as forward:
+        return forward(x).numpy()
+
+
 def relative_error(got, expected):
     return np.abs(got - expected).max() / np.abs(expected).max()
 
@@ -46,12 +54,12 @@ def test_exported_inference_matches_dynamic_graph_and_leaves_the_network_as_it_w
     acceleration.configure_cpu()
     network.train()
     before = {k: v.numpy().copy() for k, v in network.state_dict().items()}
-    forward = acceleration.inference_forward(network)
     x = images(6)
-    with paddle.no_grad():
+    with acceleration.inference_forward(network) as forward:
         got = forward(x).numpy()
+        assert relative_error(forward(x[:1]).numpy(), eval_features(network, x[:1])) < 1e-4, "any batch size"
     assert relative_error(got, eval_features(network, x)) < 1e-4
-    assert relative_error(forward(x[:1]).numpy(), eval_features(network, x[:1])) < 1e-4, "any batch size"
+    assert not [t for t in threading.enumerate() if t.name.startswith("predictor")], "its thread has ended"
     assert network.training, "the network's own mode is restored"
     assert not onednn_flag(), "oneDNN stays off in the dynamic graph"
     after = network.state_dict()
@@ -60,11 +68,11 @@ def test_exported_inference_matches_dynamic_graph_and_leaves_the_network_as_it_w
 
 def test_each_pass_sees_the_current_weights(network):
     x = images(3, 7)
-    first = acceleration.inference_forward(network)(x).numpy()
+    first = exported_features(network, x)
     with paddle.no_grad():
         for param in network.parameters():
             param.set_value(param * 1.05)
-    second = acceleration.inference_forward(network)(x).numpy()
+    second = exported_features(network, x)
     assert relative_error(second, eval_features(network, x)) < 1e-4
     assert relative_error(second, first) > 1e-3
 
@@ -73,7 +81,7 @@ def test_exported_inference_with_an_embedding_layer_matches_dynamic_graph():
     paddle.seed(2)
     model = models.build_model("ResNet18", 16)
     x = images(5, 3)
-    got = acceleration.inference_forward(model)(x).numpy()
+    got = exported_features(model, x)
     assert got.shape == (5, 16)
     assert relative_error(got, eval_features(model, x)) < 1e-4
 
@@ -136,7 +144,8 @@ def test_configure_cpu_keeps_onednn_off_for_training():
 
 def test_unknown_engine_is_a_user_error(network):
     with pytest.raises(UserError, match="--engine"):
-        acceleration.inference_forward(network, "fast")
+        with acceleration.inference_forward(network, "fast"):
+            pass
     with pytest.raises(UserError, match="--engine"):
         acceleration.check_engine("jit")
 
@@ -194,4 +203,4 @@ def test_onednn_training_leaves_export_and_state_dict_alone(network):
     x = images(2, 11)
     network.train()
     compiled(x)
-    assert relative_error(acceleration.inference_forward(network)(x).numpy(), eval_features(network, x)) < 1e-4
+    assert relative_error(exported_features(network, x), eval_features(network, x)) < 1e-4
