@@ -20,7 +20,7 @@ What Paddle 3.3 on an x86 CPU offers, and what we do with it:
   flag, and oneDNN batch norm, ReLU, pooling or addition made steps slower or failed.
   So `OneDNNTrainingFeatures` compiles the backbone (not the losses, which the legacy
   tracer no longer handles) that way: 5x the dynamic graph for ResNet18 at 64 px and
-  3x for ResNet50 at 224 px (0.75x and 0.85x PyTorch), the same steps to float
+  3x for ResNet50 at 224 px (0.76x and 0.81-0.87x PyTorch), the same steps to float
   rounding. The embedding layer and the loss stay in the dynamic graph. This uses Paddle internals (the legacy
   dy2static program hook), pinned by requirements.txt and checked by
   tests/test_acceleration.py; if they are missing, training falls back to the dynamic
