@@ -54,11 +54,16 @@ def check_engine(engine):
     return engine
 
 
+_configured_threads = None
+
+
 def configure_cpu(num_threads=None):
     """Use every allowed core and keep oneDNN off in the dynamic graph (it silently
     breaks training, see the module docstring). Returns the thread count."""
+    global _configured_threads
     paddle.set_flags({ONEDNN_FLAG: False})
-    return set_cpu_threads(num_threads)
+    _configured_threads = set_cpu_threads(num_threads)
+    return _configured_threads
 
 
 class ExportedInference:
@@ -86,10 +91,15 @@ class ExportedInference:
         return paddle.to_tensor(self._in_thread(self._predictor.run, images.numpy()))
 
     def close(self):
-        """Destroy the predictor in its own thread, end the thread, trim the heap."""
+        """Destroy the predictor in its own thread, end the thread, trim the heap, and
+        give Paddle's CPU kernels back the thread count configure_cpu chose: running a
+        predictor changes the process-wide math-library setting, which changed the
+        rounding of the training steps after a periodic test (tested)."""
         self._in_thread(self._release)
         self._thread.shutdown()
         trim_heap()
+        if _configured_threads:
+            set_cpu_threads(_configured_threads)
 
     def _release(self):
         self._predictor = None

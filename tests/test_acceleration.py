@@ -86,14 +86,16 @@ def test_exported_inference_with_an_embedding_layer_matches_dynamic_graph():
     assert relative_error(got, eval_features(model, x)) < 1e-4
 
 
-def test_training_after_an_export_takes_the_same_steps():
-    """The trainer exports the network mid-run for its periodic test: the next
-    training steps must be those of a run that never exported."""
-    plain = train_run(export_after_first_step=False)
-    exported = train_run(export_after_first_step=True)
-    np.testing.assert_array_equal(plain[0], exported[0])
+@pytest.mark.parametrize("engine", ["static", "dygraph"])
+def test_training_after_a_test_pass_takes_the_same_steps(engine):
+    """The trainer runs the exported network mid-run for its periodic test: the next
+    training steps must be bit for bit those of a run that never tested."""
+    acceleration.configure_cpu(2)
+    plain = train_run(engine, test_after_step=None)
+    tested = train_run(engine, test_after_step=1)
+    np.testing.assert_array_equal(plain[0], tested[0])
     for key, value in plain[1].items():
-        np.testing.assert_array_equal(value, exported[1][key])
+        np.testing.assert_array_equal(value, tested[1][key])
 
 
 def test_extract_features_engines_agree(network):
@@ -108,30 +110,33 @@ def test_extract_features_engines_agree(network):
     assert relative_error(plain, expected) < 1e-6
 
 
-def train_run(export_after_first_step, steps=3, batch=6):
-    """Losses and final weights of a few arcmargin Momentum steps from fixed weights."""
+def train_run(engine, test_after_step, steps=6, batch=32, classes=100):
+    """Losses and final weights of a few arcmargin Momentum steps from fixed weights,
+    with a feature-extraction pass (a batch of another size) after step `test_after_step`."""
     paddle.seed(3)
     model = models.build_model("ResNet18", 0)
 
     class Flags:
-        arc_margin, arc_scale, arc_easy_margin, class_dim = 0.15, 30.0, False, 5
+        arc_margin, arc_scale, arc_easy_margin, class_dim = 0.15, 30.0, False, classes
 
-    step = TrainStep(model, losses.build_loss("arcmargin", Flags, model.feature_dim, batch))
+    step = TrainStep(model, losses.build_loss("arcmargin", Flags, model.feature_dim, batch),
+                     acceleration.training_features(model, engine, "cpu"))
     optimizer = paddle.optimizer.Momentum(0.05, momentum=0.9, parameters=step.parameters(),
                                           weight_decay=paddle.regularizer.L2Decay(1e-4))
     rng = np.random.default_rng(5)
     costs = []
     for i in range(steps):
         x = paddle.to_tensor(rng.standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32))
-        y = paddle.to_tensor(rng.integers(0, 5, batch).astype(np.int64))
+        y = paddle.to_tensor(rng.integers(0, classes, batch).astype(np.int64))
         cost, _, _ = step(x, y)
         cost.backward()
         assert all(p.grad is not None for p in step.parameters() if not p.stop_gradient)
         optimizer.step()
         optimizer.clear_grad()
         costs.append(float(cost))
-        if export_after_first_step and i == 0:
-            features.extract_features(model, [(x, y, paddle.zeros([batch], "int32"))], show_progress=False)
+        if i == test_after_step:
+            test_batch = (images(50, 9), paddle.zeros([50], "int64"), paddle.zeros([50], "int32"))
+            features.extract_features(model, [test_batch], show_progress=False, engine=engine)
     return np.array(costs), {k: v.numpy() for k, v in step.state_dict().items()}
 
 
