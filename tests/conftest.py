@@ -26,3 +26,21 @@ def write_list(path, rows):
         handle.write("image_id class_id super_class_id path\n")
         for row in rows:
             handle.write(" ".join(str(v) for v in row) + "\n")
+
+
+def dynamic_graph_features(weights, paths, size, embedding_size=0):
+    """The independent reference for exported/extracted features: a ResNet18 with
+    `weights`, in eval mode, applied in the dynamic graph to each image decoded and
+    transformed on its own."""
+    import numpy as np
+    import paddle
+
+    import imgtool
+    import models
+
+    model = models.build_model("ResNet18", embedding_size)
+    model.set_state_dict(paddle.load(weights))
+    model.eval()
+    batch = np.stack([imgtool.process_image(p, "test", size) for p in paths])
+    with paddle.no_grad():
+        return model(paddle.to_tensor(batch)).numpy()

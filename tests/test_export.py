@@ -10,8 +10,8 @@ import numpy as np
 import paddle
 import pytest
 
+from conftest import dynamic_graph_features
 import export_model
-import imgtool
 import inference_model
 import models
 from utility import UserError
@@ -40,15 +40,6 @@ def exported(tmp_path_factory):
     return weights, out, proc.stdout
 
 
-def dynamic_features(weights, paths):
-    model = models.build_model("ResNet18", 0)
-    model.set_state_dict(paddle.load(weights))
-    model.eval()
-    batch = np.stack([imgtool.process_image(p, "test", SIZE) for p in paths])
-    with paddle.no_grad():
-        return model(paddle.to_tensor(batch)).numpy()
-
-
 def test_export_writes_a_paddle_inference_model(exported):
     weights, out, stdout = exported
     names = os.listdir(out)
@@ -69,7 +60,7 @@ def test_inference_model_features_equal_dynamic_graph(exported, demo_dir, tmp_pa
     paths = open(str(tmp_path / "f.paths.txt")).read().splitlines()
     assert len(paths) == 40
     got = np.load(feats)
-    expected = dynamic_features(weights, paths)
+    expected = dynamic_graph_features(weights, paths, SIZE)
     assert got.shape == expected.shape == (40, 512)
     assert np.abs(got - expected).max() < 1e-4
     assert len(re.findall(r"^Test-\d+-feature: ", proc.stdout, re.M)) == 40

@@ -11,7 +11,7 @@ import numpy as np
 import paddle
 import pytest
 
-import imgtool
+from conftest import dynamic_graph_features
 import infer
 import models
 from utility import UserError
@@ -46,16 +46,6 @@ def image_tree(demo_dir, tmp_path_factory):
     return root
 
 
-def reference_features(weights, paths):
-    """The network applied to each image decoded and transformed on its own."""
-    model = models.build_model("ResNet18", 8)
-    model.set_state_dict(paddle.load(weights))
-    model.eval()
-    batch = np.stack([imgtool.process_image(p, "test", SIZE) for p in paths])
-    with paddle.no_grad():
-        return model(paddle.to_tensor(batch)).numpy()
-
-
 def run_infer(*flags):
     return subprocess.run([sys.executable, os.path.join(ROOT, "infer.py"), *MODEL_FLAGS, *flags],
                           capture_output=True, text=True, cwd=ROOT)
@@ -75,7 +65,7 @@ def test_image_dir_features_paths_and_unreadable(weights, image_tree, tmp_path):
     paths = open(str(tmp_path / "feats.paths.txt")).read().splitlines()
     assert paths == readable
     assert not os.path.exists(str(tmp_path / "feats.labels.npy"))
-    expected = reference_features(weights, readable)
+    expected = dynamic_graph_features(weights, readable, SIZE, embedding_size=8)
     np.testing.assert_allclose(fea, expected, rtol=1e-4, atol=1e-4)
 
     lines = re.findall(r"^Test-(\d+)-feature: (.*)$", proc.stdout, re.M)
@@ -98,7 +88,8 @@ def test_plain_and_sop_lists(weights, demo_dir, tmp_path):
     plain.write_text("\n".join(rel[:2] + [""] + rel[2:]) + "\n")
     sop = tmp_path / "sop.txt"
     sop.write_text("image_id class_id super_class_id path\n" + "\n".join(" ".join(r) for r in chosen) + "\n")
-    expected = reference_features(weights, [os.path.join(demo_dir, r[3]) for r in chosen])
+    expected = dynamic_graph_features(weights, [os.path.join(demo_dir, r[3]) for r in chosen], SIZE,
+                                      embedding_size=8)
 
     args = infer.build_parser().parse_args(MODEL_FLAGS + ["--pretrained_model", weights,
                                                           "--image_list", str(plain), "--batch_size", "2"])
