@@ -141,7 +141,7 @@ def inference_forward(model, engine=DEFAULT_INFER_ENGINE):
 TRAINING_ONEDNN_OPS = ("conv2d", "conv2d_grad")
 
 
-class _Pooled(nn.Layer):
+class PooledFeatures(nn.Layer):
     """An EmbeddingNet's pooled backbone features as a layer of its own, so the backbone
     can be compiled without touching the network (its `forward` stays the dynamic
     graph's, for export and the dygraph engine)."""
@@ -188,7 +188,7 @@ class OneDNNTrainingFeatures:
         from paddle.pir_utils import DygraphOldIrGuard
 
         self._legacy_ir = DygraphOldIrGuard
-        self._layer = _Pooled(network)
+        self._layer = PooledFeatures(network)
         spec = paddle.static.InputSpec([None, 3, None, None], "float32", "image")
         with self._legacy_ir():
             self._compiled = paddle.jit.to_static(self._layer, input_spec=[spec], full_graph=True)

@@ -43,23 +43,17 @@ def to_static_onednn(model):
     compiled oneDNN programs crash with the 4-D pooled map as their output."""
     import paddle
 
-    class Pooled(paddle.nn.Layer):
-        def __init__(self, backbone):
-            super().__init__()
-            self.backbone = backbone
-
-        def forward(self, images):
-            return paddle.flatten(self.backbone(images), start_axis=1)
+    import acceleration
 
     spec = paddle.static.InputSpec([None, 3, None, None], "float32", "image")
-    compiled = paddle.jit.to_static(Pooled(model.backbone), input_spec=[spec], full_graph=True)
+    compiled = paddle.jit.to_static(acceleration.PooledFeatures(model), input_spec=[spec], full_graph=True)
 
     def forward(x):
-        paddle.set_flags({"FLAGS_use_onednn": True})
+        paddle.set_flags({acceleration.ONEDNN_FLAG: True})
         try:
             return compiled(x)
         finally:
-            paddle.set_flags({"FLAGS_use_onednn": False})
+            paddle.set_flags({acceleration.ONEDNN_FLAG: False})
 
     return forward
 
