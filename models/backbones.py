@@ -8,6 +8,8 @@ from typing import Callable
 
 import paddle.vision.models.resnet as vision_resnet
 
+from .max_pool import MaxPool2DSavingArgmax
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -20,7 +22,11 @@ class BackboneSpec:
     depth: int  # ResNet depth (18, 34, 50, 101, 152)
 
     def build(self):
-        return self.factory(pretrained=False, num_classes=0, with_pool=True)
+        """The paddle.vision network, its stem max pool replaced by one that trains
+        faster with the same results (no parameters: the weights are unchanged)."""
+        network = self.factory(pretrained=False, num_classes=0, with_pool=True)
+        network.maxpool = MaxPool2DSavingArgmax.like(network.maxpool)
+        return network
 
 
 BACKBONES = {
