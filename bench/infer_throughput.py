@@ -1,6 +1,6 @@
 """Inference images/s (eval mode, no gradients) of each engine against PyTorch, in the same run.
 
-    python bench/infer_throughput.py [--configs r18,r50] [--iters 5] [--rounds 2] [--threads 0]
+    python bench/infer_throughput.py [--configs r18,r50] [--engines ours,torch] [--iters 5] [--rounds 2] [--threads 0]
 
 Engines: paddle-1thread (Paddle's untouched default), paddle-dygraph (threads set, the
 dynamic graph: `--engine dygraph`), paddle-to_static (the backbone compiled with

@@ -36,10 +36,11 @@ def thread_count(threads):
     return threads or len(os.sched_getaffinity(0))
 
 
-def run_worker(script, engine, config, iters, threads):
+def run_worker(script, engine, config, iters, threads, options):
     """images/s of one engine on one config, measured in a fresh process (None if it failed)."""
+    forwarded = [item for name, value in options.items() for item in (f"--{name}", str(value))]
     proc = subprocess.run([sys.executable, script, "--worker", engine, "--configs", config, "--iters", str(iters),
-                           "--threads", str(threads)],
+                           "--threads", str(threads)] + forwarded,
                           capture_output=True, text=True, cwd=ROOT)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
@@ -49,21 +50,22 @@ def run_worker(script, engine, config, iters, threads):
     return None
 
 
-def compare(script, engines, baseline, configs, iters, rounds, threads):
+def compare(script, engines, baseline, configs, iters, rounds, threads, options):
     """Run every engine on every config in `rounds` interleaved rounds; print medians and
-    ratios to `baseline` and to the last engine (PyTorch when present)."""
+    ratios to `baseline` and to PyTorch when they ran."""
+    described = "".join(f", {name} {value}" for name, value in options.items())
     for config in configs:
         name, size, batch = CONFIGS[config]
-        print(f"\n{name} at {size} px, batch {batch} ({iters} timed iterations, {rounds} rounds, "
+        print(f"\n{name} at {size} px, batch {batch}{described} ({iters} timed iterations, {rounds} rounds, "
               f"{thread_count(threads)} threads)", flush=True)
         rates = {engine: [] for engine in engines}
         for _ in range(rounds):
             for engine in engines:
-                rate = run_worker(script, engine, config, iters, threads)
+                rate = run_worker(script, engine, config, iters, threads, options)
                 if rate is not None:
                     rates[engine].append(rate)
         medians = {e: statistics.median(r) for e, r in rates.items() if r}
-        reference = engines[-1] if engines[-1] in medians else None
+        reference = "torch" if "torch" in medians else None
         for engine, rate in medians.items():
             line = f"  {engine:<18} {rate:8.1f} images/s"
             if baseline in medians:
@@ -86,24 +88,40 @@ def add_arguments(parser):
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions (median taken)")
     parser.add_argument("--threads", type=int, default=0, help="threads for every engine but paddle-1thread "
                         "(0 = all cores; use the number of idle cores on a busy machine)")
+    parser.add_argument("--engines", default="", help="comma-separated subset of the engines to run "
+                        "(default: all; ratios to paddle-1thread or torch only when they run)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
 
 
-def main(script, title, paddle_engines, worker):
+def main(script, title, paddle_engines, worker, options=None, torch_runs=lambda options: True):
     """The benchmarks' command line: as a worker, time one engine on one config; else run
-    every engine (PyTorch when installed) over every config and print the comparison."""
+    every engine (PyTorch when installed and `torch_runs(options)`) over every config and
+    print the comparison. `options` maps a script's own flags to their argparse keywords;
+    their values reach the worker as keyword arguments."""
+    options = options or {}
     parser = argparse.ArgumentParser(description=title)
     add_arguments(parser)
+    for name, keywords in options.items():
+        parser.add_argument(f"--{name}", **keywords)
     args = parser.parse_args()
+    chosen = {name: getattr(args, name) for name in options}
     configs = [c for c in args.configs.split(",") if c]
     if args.worker:
-        return worker(args.worker, configs[0], args.iters, args.threads)
+        return worker(args.worker, configs[0], args.iters, args.threads, **chosen)
     engines = list(paddle_engines)
-    if torch_available():
-        engines.append("torch")
-    else:
+    if not torch_available():
         print("PyTorch is not installed: measuring Paddle only "
               "(pip install -r requirements-bench.txt for the comparison).")
+    elif not torch_runs(chosen):
+        print(f"The PyTorch twin does not cover {chosen}: measuring Paddle only.")
+    else:
+        engines.append("torch")
+    if args.engines:
+        wanted = args.engines.split(",")
+        unknown = sorted(set(wanted) - set(paddle_engines) - {"torch"})
+        if unknown:
+            parser.error(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(paddle_engines)}, torch")
+        engines = [engine for engine in engines if engine in wanted]
     print(f"{title}, {len(os.sched_getaffinity(0))} cores")
     return compare(os.path.abspath(script), engines, "paddle-1thread", configs, args.iters, args.rounds,
-                   args.threads)
+                   args.threads, chosen)

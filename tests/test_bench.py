@@ -1,0 +1,38 @@
+"""The training benchmark's batches fit every loss, and its flags reach the workers."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import losses
+from bench import train_throughput
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("loss", list(losses.LOSSES))
+def test_benchmark_batches_fit_the_loss(loss):
+    _, batch, images, labels = train_throughput.batch_of("r18", loss)
+    assert images.shape[0] == labels.shape[0] == batch
+    losses.check_batch(loss, batch, train_throughput.SAMPLES_EACH_CLASS)
+    if loss == "triplet":
+        anchors, positives, negatives = labels[0::3], labels[1::3], labels[2::3]
+        assert (anchors == positives).all() and (anchors != negatives).all()
+    elif loss in train_throughput.PAIR_LOSSES:
+        pairs = labels.reshape(-1, train_throughput.SAMPLES_EACH_CLASS)
+        assert (pairs == pairs[:, :1]).all() and len(np.unique(pairs[:, 0])) == len(pairs)
+
+
+def test_the_loss_flag_reaches_the_worker():
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "train_throughput.py"), "--worker", "ours",
+                           "--configs", "r18", "--iters", "1", "--threads", "1", "--loss", "nonsense"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode != 0 and "nonsense" in done.stderr
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "train_throughput.py"), "--worker", "ours",
+                           "--configs", "r18", "--iters", "1", "--threads", "1", "--loss", "triplet"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["images_per_second"] > 0
