@@ -17,14 +17,16 @@ What Paddle 3.3 on an x86 CPU offers, and what we do with it:
   oneDNN kernels train correctly only in a legacy (pre-PIR) static program with the
   `use_mkldnn` attribute set on the convolution ops alone: a `to_static` step under
   `FLAGS_use_onednn` computes no gradients or aborts, the dynamic graph ignores the
-  flag, and oneDNN batch norm, ReLU, pooling or addition made steps slower or failed.
-  So `OneDNNTrainingFeatures` compiles the backbone (not the losses, which the legacy
-  tracer no longer handles) that way: 5x the dynamic graph for ResNet18 at 64 px and
-  3x for ResNet50 at 224 px (0.76x and 0.81-0.87x PyTorch), the same steps to float
-  rounding. The embedding layer and the loss stay in the dynamic graph. This uses Paddle internals (the legacy
-  dy2static program hook), pinned by requirements.txt and checked by
-  tests/test_acceleration.py; if they are missing, training falls back to the dynamic
-  graph and says so.
+  flag, oneDNN batch norm, ReLU or addition made steps slower, its adaptive average
+  pool aborts, and with its max pool two identical runs differ from the second step
+  on. So `OneDNNTrainingFeatures` compiles the backbone (not the losses, which the
+  legacy tracer no longer handles) that way: 5-6x the dynamic graph for ResNet18 at
+  64 px and 3x for ResNet50 at 224 px (0.78-0.86x, median 0.83x, and 0.90-0.92x
+  PyTorch, with models.max_pool's faster max-pool gradient), the same steps to float
+  rounding. The embedding layer and the loss stay in the dynamic graph. This uses
+  Paddle internals (the legacy dy2static program hook), pinned by requirements.txt and
+  checked by tests/test_acceleration.py; if they are missing, training falls back to
+  the dynamic graph and says so.
 * bfloat16 (oneDNN, CPUs with avx512_bf16/AMX) speeds the predictor up a further
   ~1.8x but moves features by ~1e-2 relative: opt-in only
   (`inference_model.Predictor(..., bf16=True)`).
