@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 from bench import timing  # noqa: E402
 
 CLASS_DIM = 1000
+# losses.PAIR_LOSSES, written out: the PyTorch worker must not import Paddle (tested equal)
 PAIR_LOSSES = ("triplet", "quadruplet", "eml", "npairs")
 SAMPLES_EACH_CLASS = 2
 PADDLE_ENGINES = ["paddle-1thread", "paddle-dygraph", "ours"]

@@ -13,6 +13,10 @@ from bench import train_throughput
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def test_pair_losses_are_the_registry_s():
+    assert train_throughput.PAIR_LOSSES == losses.PAIR_LOSSES
+
+
 @pytest.mark.parametrize("loss", list(losses.LOSSES))
 def test_benchmark_batches_fit_the_loss(loss):
     _, batch, images, labels = train_throughput.batch_of("r18", loss)
