@@ -10,15 +10,14 @@ import os
 import numpy as np
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
-from utility import (ArgumentParser, UserError, add_arguments, add_data_arguments, add_inference_arguments,
-                     choose_device, fmt_time, print_arguments, run_cli, write_json_atomic)
-import acceleration
-import features
-import imgtool
-import metrics
+from utility import ArgumentParser, UserError, add_arguments, fmt_time, print_arguments, run_cli
 import models
 import reader
-import retrieval_grid
+from dml.flag_types import positive_int
+from dml.outputs import write_json_atomic
+from dml.retrieval import features, grid, metrics
+from dml.runtime.device import choose_device
+from dml.script_flags import add_data_arguments, add_inference_arguments, check_inference_flags
 
 
 def build_parser():
@@ -26,14 +25,15 @@ def build_parser():
     add_inference_arguments(parser, 10, "Weights to evaluate (required): a checkpoint directory or .pdparams "
                             "of this toolkit, a paddle.vision state dict, or a legacy Fluid directory.")
     add_data_arguments(parser, train=False)
-    add_arguments("recall_k", str, "1,10,100,1000", "Comma-separated K of the Recall@K to report.", parser)
+    add_arguments("recall_k", recall_ks, "1,10,100,1000", "Comma-separated K of the Recall@K to report.", parser)
     add_arguments("save_json", str, None, "Also write the metrics and what was evaluated to this JSON file.",
                   parser)
     add_arguments("save_retrievals", str, None,
                   "Directory for PNG grids of retrieval results (query, then its top-K framed green "
                   "for the same class, red otherwise).", parser)
-    add_arguments("num_queries", int, 10, "Queries shown by --save_retrievals (drawn with --seed).", parser)
-    add_arguments("topk", int, 5, "Results shown per query by --save_retrievals.", parser)
+    add_arguments("num_queries", positive_int, 10, "Queries shown by --save_retrievals (drawn with --seed).",
+                  parser)
+    add_arguments("topk", positive_int, 5, "Results shown per query by --save_retrievals.", parser)
     return parser
 
 
@@ -44,37 +44,15 @@ def parse_recall_k(text):
     except ValueError:
         ks = []
     if not ks or ks[0] < 1:
-        raise UserError(f"--recall_k={text!r} must be positive integers separated by commas, e.g. 1,10,100,1000")
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive integers separated by commas, "
+                                         f"e.g. 1,10,100,1000")
     return ks
 
 
-def check_flags(args):
-    """Reject impossible flag values in one line each; return (image size, recall ks)."""
-    acceleration.check_engine(args.engine)
-    if not args.pretrained_model:
-        raise UserError("--pretrained_model is required: the checkpoint or weights to evaluate "
-                        "(e.g. output/ResNet50/30000)")
-    models.check_model_name(args.model)
-    for name in ("batch_size", "num_queries", "topk"):
-        if getattr(args, name) <= 0:
-            raise UserError(f"--{name}={getattr(args, name)} must be positive")
-    if args.num_workers < 0:
-        raise UserError(f"--num_workers={args.num_workers} must be 0 or more")
-    if args.seed < 0:
-        raise UserError(f"--seed={args.seed} must be 0 or more")
-    check_output_file(args.save_json, "--save_json")
-    return imgtool.parse_image_shape(args.image_shape)[1], parse_recall_k(args.recall_k)
-
-
-def check_output_file(path, flag):
-    """Fail before the long run, not after it, when an output file cannot be written there."""
-    if path is None:
-        return
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise UserError(f"{flag} {path!r}: directory {parent!r} does not exist")
-    if os.path.isdir(path):
-        raise UserError(f"{flag} {path!r} is a directory; give a file name")
+def recall_ks(text):
+    """argparse type of --recall_k: checked by parse_recall_k, kept as written."""
+    parse_recall_k(text)
+    return text
 
 
 def metrics_table(result, ks):
@@ -88,10 +66,10 @@ def metrics_table(result, ks):
 
 def evaluate(args):
     """Run the whole evaluation described by the parsed flags; return the JSON summary."""
-    size, ks = check_flags(args)
+    size, ks = check_inference_flags(args), parse_recall_k(args.recall_k)
     device = choose_device(args.use_gpu)
     test_list = reader.read_list(args.data_dir, args.test_list, "test")
-    model = models.build_model(args.model, args.embedding_size)
+    model = models.create(args.model, args.embedding_size)
     report = models.load_pretrained(model, args.pretrained_model)
 
     loader = reader.test_loader(test_list, size, args.batch_size, args.num_workers)
@@ -123,9 +101,9 @@ def evaluate(args):
 
 
 def save_retrievals(args, fea, lab, paths):
-    queries = retrieval_grid.pick_queries(len(fea), args.num_queries, args.seed)
-    neighbours = retrieval_grid.nearest(fea, queries, args.topk)
-    for path in retrieval_grid.save_grids(args.save_retrievals, paths, lab, queries, neighbours):
+    queries = grid.pick_queries(len(fea), args.num_queries, args.seed)
+    neighbours = grid.nearest(fea, queries, args.topk)
+    for path in grid.save_grids(args.save_retrievals, paths, lab, queries, neighbours):
         print(f"retrieval grid written to {path}")
 
 

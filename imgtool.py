@@ -25,7 +25,7 @@ class DecodeError(Exception):
 
 def parse_image_shape(text):
     """'3,224,224' -> (3, 224, 224); square RGB images only, as the original."""
-    from utility import UserError
+    from dml.errors import UserError
 
     try:
         shape = tuple(int(v) for v in str(text).split(","))

@@ -20,14 +20,14 @@ import sys
 import numpy as np
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
-from utility import (ArgumentParser, UserError, add_arguments, add_data_arguments, add_inference_arguments,
-                     choose_device, print_arguments, run_cli, write_atomic)
-import acceleration
-import features
+from utility import ArgumentParser, UserError, add_arguments, print_arguments, run_cli
 import imgtool
-import inference_model
 import models
 import reader
+from dml.outputs import write_atomic
+from dml.retrieval import features, predictor
+from dml.runtime.device import choose_device
+from dml.script_flags import add_data_arguments, add_inference_arguments, check_inference_flags
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -36,7 +36,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 def build_parser():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_inference_arguments(parser, 1, "Weights to run (this toolkit's checkpoint or .pdparams, a paddle.vision "
-                            "state dict, or a legacy Fluid directory); or use --inference_model.")
+                            "state dict, or a legacy Fluid directory); or use --predictor.")
     add_data_arguments(parser, train=False)
     add_arguments("image_list", str, None,
                   "Images to embed instead of the test list: an SOP-format list or one path per line.", parser)
@@ -59,25 +59,12 @@ def features_path(path):
 
 
 def check_flags(args):
-    """Reject impossible flag combinations in one line each."""
-    acceleration.check_engine(args.engine)
+    """The rules that tie infer.py's flags together; returns the image size."""
     if args.image_list and args.image_dir:
         raise UserError("give either --image_list or --image_dir, not both")
     if args.inference_model is not None:
-        inference_model.model_files(args.inference_model)
-    elif not args.pretrained_model:
-        raise UserError("--pretrained_model (the weights to run) or --inference_model (a directory written "
-                        "by export_model.py) is required")
-    else:
-        models.check_model_name(args.model)
-    if args.batch_size <= 0:
-        raise UserError(f"--batch_size={args.batch_size} must be positive")
-    if args.num_workers < 0:
-        raise UserError(f"--num_workers={args.num_workers} must be 0 or more")
-    if args.save_features:
-        parent = os.path.dirname(os.path.abspath(args.save_features))
-        if not os.path.isdir(parent):
-            raise UserError(f"--save_features {args.save_features!r}: directory {parent!r} does not exist")
+        predictor.model_files(args.inference_model)
+    return check_inference_flags(args, alternative="inference_model")
 
 
 def read_plain_list(path):
@@ -131,21 +118,20 @@ def build_network(args, size):
     """(network, image size): the dynamic-graph model with its weights, or the exported model."""
     choose_device(args.use_gpu)
     if args.inference_model:
-        exported = inference_model.read_info(args.inference_model).get("image_shape")
+        exported = predictor.read_info(args.inference_model).get("image_shape")
         if exported and imgtool.parse_image_shape(exported)[1] != size:
             print(f"--inference_model was exported for image_shape {exported}: using it instead of "
                   f"{args.image_shape}")
             size = imgtool.parse_image_shape(exported)[1]
-        return inference_model.Predictor(args.inference_model, args.use_gpu), size
-    model = models.build_model(args.model, args.embedding_size)
+        return predictor.Predictor(args.inference_model, args.use_gpu), size
+    model = models.create(args.model, args.embedding_size)
     models.load_pretrained(model, args.pretrained_model)
     return model, size
 
 
 def infer(args):
     """Embed the input images; return (features of readable images, their paths, labels)."""
-    check_flags(args)
-    size = imgtool.parse_image_shape(args.image_shape)[1]
+    size = check_flags(args)
     images, labelled = input_images(args)
     network, size = build_network(args, size)
     loader = reader.test_loader(images, size, args.batch_size, args.num_workers)

@@ -16,7 +16,7 @@ import numpy as np
 import paddle
 
 import imgtool
-from utility import UserError
+from dml.errors import UserError
 
 DOWNLOAD_HINT = "run `bash data/download_sop.sh` (or `python data/make_demo.py` for the demo set)"
 HEADER = ["image_id", "class_id", "super_class_id", "path"]
@@ -194,10 +194,12 @@ def shard(batch, rank, nranks):
     return batch[rank * per_rank:(rank + 1) * per_rank]
 
 
-class TrainBatches(paddle.io.BatchSampler):
-    """Feeds DataLoader this rank's (index, augmentation seed) keys, batch after batch."""
+class TrainKeys(paddle.io.Sampler):
+    """This rank's (image index, augmentation seed) keys, batch after batch, as one
+    endless stream; `paddle.io.BatchSampler` cuts it back into this rank's batches."""
 
     def __init__(self, sampler, start=0, rank=0, nranks=1):
+        super().__init__()
         self.sampler, self.start, self.rank, self.nranks = sampler, start, rank, nranks
 
     def __iter__(self):
@@ -205,8 +207,7 @@ class TrainBatches(paddle.io.BatchSampler):
             seeds = np.random.default_rng([self.sampler.seed, 2, iteration]).integers(
                 0, 2**62, size=len(batch)
             )
-            keys = list(zip(batch, seeds.tolist()))
-            yield shard(keys, self.rank, self.nranks)
+            yield from shard(list(zip(batch, seeds.tolist())), self.rank, self.nranks)
 
     def __len__(self):
         return sys.maxsize
@@ -289,16 +290,18 @@ class SkipReport:
                     flush=True,
                 )
 
-    @property
-    def count(self):
-        return len(self.seen)
+
+def train_batches(sampler, start=0, rank=0, nranks=1):
+    """This rank's batches of (image index, augmentation seed) keys from global batch `start`."""
+    keys = TrainKeys(sampler, start, rank, nranks)
+    return paddle.io.BatchSampler(sampler=keys, batch_size=sampler.batch_size // nranks, drop_last=True)
 
 
 def train_loader(image_list, sampler, size, num_workers=0, start=0, rank=0, nranks=1):
     """DataLoader of (images, labels, replaced) for this rank, from global batch `start`."""
     return paddle.io.DataLoader(
         TrainDataset(image_list, size),
-        batch_sampler=TrainBatches(sampler, start, rank, nranks),
+        batch_sampler=train_batches(sampler, start, rank, nranks),
         num_workers=num_workers,
         use_shared_memory=num_workers > 0,
     )

@@ -30,11 +30,11 @@ def images_of(config):
 
 
 def bf16_predictor(model, size, threads):
-    import inference_model
+    from dml.retrieval import predictor
 
     directory = tempfile.mkdtemp(prefix="infer-bench-")
-    inference_model.export(model, size, directory, {"model": model.model_name})
-    return inference_model.Predictor(directory, use_gpu=False, cpu_threads=threads, bf16=True)
+    predictor.export(model, size, directory, {"model": model.model_name})
+    return predictor.Predictor(directory, use_gpu=False, cpu_threads=threads, bf16=True)
 
 
 def to_static_onednn(model):
@@ -43,7 +43,7 @@ def to_static_onednn(model):
     compiled oneDNN programs crash with the 4-D pooled map as their output."""
     import paddle
 
-    import acceleration
+    from dml.runtime import acceleration
 
     spec = paddle.static.InputSpec([None, 3, None, None], "float32", "image")
     compiled = paddle.jit.to_static(acceleration.PooledFeatures(model), input_spec=[spec], full_graph=True)
@@ -61,15 +61,12 @@ def to_static_onednn(model):
 def paddle_run(engine, config, threads):
     import paddle
 
-    import acceleration
+    from dml.runtime import acceleration
     import models
 
     name, size, batch, images = images_of(config)
-    if engine == "paddle-1thread":
-        paddle.base.core.set_num_threads(1)
-    else:
-        threads = acceleration.configure_cpu(timing.thread_count(threads))
-    model = models.build_model(name, 0)
+    threads = acceleration.configure_cpu(1 if engine == "paddle-1thread" else timing.thread_count(threads))
+    model = models.create(name, 0)
     model.eval()
     if engine == "predictor-bf16":
         predictor = bf16_predictor(model, size, threads)

@@ -11,26 +11,22 @@ import argparse
 import os
 import sys
 import time
-from types import SimpleNamespace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import acceleration  # noqa: E402
+from dml.runtime import acceleration, paddle_compat  # noqa: E402
 import losses  # noqa: E402
 import models  # noqa: E402
 import reader  # noqa: E402
-import trainer  # noqa: E402
+from dml.train import loop  # noqa: E402
 from bench.reader_throughput import images_per_second as loader_images_per_second  # noqa: E402
 
 
 def build_step(image_list, batch_size):
-    flags = SimpleNamespace(arc_margin=0.15, arc_scale=80.0, arc_easy_margin=False, lr=0.01,
-                            class_dim=int(image_list.labels.max()) + 1, lr_strategy="piecewise_decay",
-                            total_iter_num=1000)
-    model = models.build_model("ResNet18", 0)
-    step = trainer.TrainStep(model, losses.build_loss("arcmargin", flags, model.feature_dim, batch_size),
-                             acceleration.training_features(model, "static", "cpu"))
-    optimizer, _ = trainer.make_optimizer(flags, [500], step.parameters())
+    model = models.create("ResNet18", 0)
+    loss = losses.create("arcmargin", model.feature_dim, class_dim=int(image_list.labels.max()) + 1)
+    step = loop.TrainStep(model, loss, acceleration.training_features(model, "static", "cpu"))
+    optimizer, _ = loop.make_optimizer(step.parameters(), lr=0.01, lr_steps=[500])
     return step, optimizer
 
 
@@ -69,12 +65,12 @@ def main():
     fixed = next(batches)[:2]
 
     def train(images, labels):
-        trainer.forward_backward(step, None, optimizer, images, labels)[0].item()
+        loop.forward_backward(step, None, optimizer, images, labels)[0].item()
 
     step_rate = timed(iter(lambda: fixed, None), args.batches, train)
     print(f"step alone:          {step_rate:8.1f} images/s   loader / step: {loader_rate / step_rate:.1f}x")
     loop_rate = timed(batches, args.batches, train)
-    trainer.stop_workers(batches)
+    paddle_compat.stop_loader_workers(batches)
     print(f"loop (loader+step):  {loop_rate:8.1f} images/s   loop / step: {loop_rate / step_rate:.2f}x")
 
 

@@ -13,6 +13,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import reader  # noqa: E402
+from dml.runtime import paddle_compat  # noqa: E402
 
 
 def images_per_second(image_list, size, batch_size, workers, batches):
@@ -24,9 +25,7 @@ def images_per_second(image_list, size, batch_size, workers, batches):
     for _ in range(batches):
         next(it)
     seconds = time.perf_counter() - begin
-    shutdown = getattr(it, "_try_shutdown_all", None)
-    if shutdown:
-        shutdown()
+    paddle_compat.stop_loader_workers(it)
     return batches * batch_size / seconds
 
 

@@ -69,12 +69,12 @@ def worker(args):
 
     import train_elem
     import train_pair
-    import run_monitor
-    import trainer
+    from dml.train import monitor
+    from dml.train import loop
 
     marks = {args.early: "early", args.iterations: "end"}
     report = {"workers": []}
-    real_after_step = run_monitor.Run.after_step
+    real_after_step = monitor.Run.after_step
 
     def measuring_after_step(run, iteration, *rest):
         real_after_step(run, iteration, *rest)
@@ -85,7 +85,7 @@ def worker(args):
             report[f"rss_{marks[iteration + 1]}_kb"] = rss_kb(os.getpid())
             report[f"rss_{marks[iteration + 1]}_with_workers_kb"] = rss_kb(os.getpid()) + sum(map(rss_kb, kids))
 
-    run_monitor.Run.after_step = measuring_after_step
+    monitor.Run.after_step = measuring_after_step
     script = train_pair if args.family == "pair" else train_elem
     loss = "eml" if args.family == "pair" else "softmax"
     flags = ["--model=ResNet18", "--image_shape=3,32,32", f"--data_dir={args.data_dir}", f"--loss_name={loss}",
@@ -97,7 +97,7 @@ def worker(args):
     import paddle  # noqa: F401  (imported before the fd baseline: its own files are not leaks)
 
     fds_before, shm_before = open_fds(), shm_entries()
-    trainer.train(script.build_parser().parse_args(flags), args.family)
+    loop.train(script.build_parser().parse_args(flags), args.family)
     gc.collect()
     time.sleep(0.5)
     report["fds_before"], report["fds_after"] = len(fds_before), len(open_fds())

@@ -16,7 +16,6 @@ Compare ratios, not absolute figures: these machines are shared and noisy.
 """
 import os
 import sys
-from types import SimpleNamespace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,23 +24,22 @@ import numpy as np  # noqa: E402
 from bench import timing  # noqa: E402
 
 CLASS_DIM = 1000
-# losses.PAIR_LOSSES, written out: the PyTorch worker must not import Paddle (tested equal)
-PAIR_LOSSES = ("triplet", "quadruplet", "eml", "npairs")
 SAMPLES_EACH_CLASS = 2
 PADDLE_ENGINES = ["paddle-1thread", "paddle-dygraph", "ours"]
 
 
-def batch_of(config, loss="arcmargin", seed=0):
-    """Random images and labels: random classes; for the pair losses consecutive pairs of
-    one class, for triplet (anchor, positive, negative) rows (the batch cut to a multiple
-    of 3)."""
+def batch_of(config, sampler="elem", seed=0):
+    """Random images and labels laid out as the loss's sampler (its spec's `sampler`)
+    draws them: "elem" random classes; "balanced" consecutive pairs of one class;
+    "triplet" (anchor, positive, negative) rows (the batch cut to a multiple of 3).
+    Takes the layout, not the loss, so the PyTorch worker never imports Paddle."""
     name, size, batch = timing.CONFIGS[config]
     rng = np.random.default_rng(seed)
-    if loss == "triplet":  # rows of (anchor, positive, negative)
+    if sampler == "triplet":
         batch -= batch % 3
         classes = rng.choice(CLASS_DIM, (batch // 3, 2), replace=False)
         labels = classes[:, [0, 0, 1]].reshape(-1)
-    elif loss in PAIR_LOSSES:
+    elif sampler == "balanced":
         labels = np.repeat(rng.choice(CLASS_DIM, batch // SAMPLES_EACH_CLASS, replace=False), SAMPLES_EACH_CLASS)
     else:
         labels = rng.integers(0, CLASS_DIM, batch)
@@ -51,24 +49,21 @@ def batch_of(config, loss="arcmargin", seed=0):
 def paddle_step(engine, config, threads, loss):
     import paddle
 
-    import acceleration
+    from dml.runtime import acceleration
     import losses
     import models
-    import trainer
+    from dml.train import loop
 
-    name, batch, images, labels = batch_of(config, loss)
-    if engine == "paddle-1thread":
-        paddle.base.core.set_num_threads(1)
-    else:
-        acceleration.configure_cpu(timing.thread_count(threads))
-    flags = SimpleNamespace(arc_margin=0.15, arc_scale=80.0, arc_easy_margin=False, class_dim=CLASS_DIM, lr=0.01,
-                            lr_strategy="piecewise_decay", total_iter_num=1000, samples_each_class=SAMPLES_EACH_CLASS)
-    model = models.build_model(name, 0)
+    name, batch, images, labels = batch_of(config, losses.spec(loss).sampler)
+    acceleration.configure_cpu(1 if engine == "paddle-1thread" else timing.thread_count(threads))
+    model = models.create(name, 0)
     features = acceleration.training_features(model, "static" if engine == "ours" else "dygraph", "cpu")
-    step = trainer.TrainStep(model, losses.build_loss(loss, flags, model.feature_dim, batch), features)
-    optimizer, _ = trainer.make_optimizer(flags, [500], step.parameters())
+    params = {"samples_each_class": SAMPLES_EACH_CLASS} if any(
+        p.name == "samples_each_class" for p in losses.spec(loss).params) else {}
+    step = loop.TrainStep(model, losses.create(loss, model.feature_dim, class_dim=CLASS_DIM, **params), features)
+    optimizer, _ = loop.make_optimizer(step.parameters(), lr=0.01, lr_steps=[500])
     x, y = paddle.to_tensor(images), paddle.to_tensor(labels)
-    return batch, lambda: float(trainer.forward_backward(step, None, optimizer, x, y)[0])
+    return batch, lambda: float(loop.forward_backward(step, None, optimizer, x, y)[0])
 
 
 def torch_step(config, threads):

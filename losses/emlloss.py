@@ -25,14 +25,13 @@ class EmlLoss(nn.Layer):
     distance (theta >= 1 / count, since the extreme element contributes exp(0) = 1).
 
     Positives come from the batch layout (blocks of `samples_each_class` consecutive
-    rows), as in the original; labels are not read. `train_batch_size` is the
-    per-device batch (kept from the original signature); forward uses the batch given.
-    forward(embeddings [N, D], labels ignored) -> cost [N, 1].
+    rows), as in the original; labels are not read. `train_batch_size` is accepted
+    for the original's signature and not used: the loss works on the batch it is given.
+    forward(embeddings [N, D], labels ignored) -> (cost [N, 1], None).
     """
 
     def __init__(self, train_batch_size=40, samples_each_class=2):
         super().__init__()
-        self.train_batch_size = train_batch_size
         self.samples_each_class = samples_each_class
 
     def forward(self, embeddings, labels=None):
@@ -42,7 +41,7 @@ class EmlLoss(nn.Layer):
         pos_mean = paddle.mean(paddle.exp(positives - pos_max), axis=1, keepdim=True)
         neg_mean = paddle.mean(paddle.exp(neg_min - negatives), axis=1, keepdim=True)
         log_theta = paddle.log(pos_mean) + paddle.log(neg_mean)
-        return surrogate_stable(log_theta, pos_max - neg_min)
+        return surrogate_stable(log_theta, pos_max - neg_min), None
 
 
 def surrogate_stable(log_theta, bias):

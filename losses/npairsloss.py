@@ -14,15 +14,14 @@ class NpairsLoss(nn.Layer):
     twice in one batch counts both positives); cost = mean softmax cross entropy
     + 0.5 * reg_lambda * mean over the batch of sum(x^2).
 
-    `train_batch_size` is the per-device batch (kept from the original signature).
-    forward(embeddings [N, D], labels [N] or [N, 1]) -> cost, a 0-d tensor.
+    `train_batch_size` is accepted for the original's signature and not used.
+    forward(embeddings [N, D], labels [N] or [N, 1]) -> (cost, a 0-d tensor; None).
     """
 
     def __init__(self, train_batch_size=160, samples_each_class=2, reg_lambda=0.01):
         super().__init__()
         if samples_each_class != 2:
             raise ValueError(f"NpairsLoss needs samples_each_class=2, got {samples_each_class}")
-        self.train_batch_size = train_batch_size
         self.samples_each_class = samples_each_class
         self.reg_lambda = reg_lambda
 
@@ -36,4 +35,4 @@ class NpairsLoss(nn.Layer):
         targets = (targets / (self.samples_each_class - 1)).detach()
         xent = paddle.mean(-paddle.sum(targets * log_softmax(similarity), axis=1))
         reg = paddle.mean(paddle.sum(paddle.square(embeddings), axis=1))
-        return xent + 0.5 * self.reg_lambda * reg
+        return xent + 0.5 * self.reg_lambda * reg, None

@@ -14,17 +14,16 @@ class QuadrupletLoss(nn.Layer):
     the same block of `samples_each_class` consecutive rows (the class-balanced
     sampler's layout), as in the original; labels are not read.
 
-    `train_batch_size` is the per-device batch the loss will see (kept from the
-    original signature); forward uses the batch it is given.
-    forward(embeddings [N, D], labels ignored) -> cost, a 0-d tensor.
+    `train_batch_size` is accepted for the original's signature and not used: the
+    loss works on the batch it is given.
+    forward(embeddings [N, D], labels ignored) -> (cost, a 0-d tensor; None).
     """
 
     def __init__(self, train_batch_size=80, samples_each_class=2, margin=0.1):
         super().__init__()
-        self.train_batch_size = train_batch_size
         self.samples_each_class = samples_each_class
         self.margin = margin
 
     def forward(self, embeddings, labels=None):
         positives, negatives = ordered_squared_distance(l2_normalize(embeddings), self.samples_each_class)
-        return F.relu(paddle.max(positives) - paddle.min(negatives) + self.margin)
+        return F.relu(paddle.max(positives) - paddle.min(negatives) + self.margin), None

@@ -9,7 +9,7 @@ from .normalize import l2_normalize
 class TripletLoss(nn.Layer):
     """relu(|a - p|^2 + margin - |a - n|^2) per triple, on L2-normalised embeddings.
 
-    forward(embeddings [3T, D], labels ignored) -> cost [T]. The triplet sampler lays
+    forward(embeddings [3T, D], labels ignored) -> (cost [T], None). The triplet sampler lays
     the batch out as anchor, positive, negative, anchor, ...
     """
 
@@ -24,4 +24,4 @@ class TripletLoss(nn.Layer):
         anchor, positive, negative = triples[:, 0], triples[:, 1], triples[:, 2]
         a_p = paddle.sum(paddle.square(anchor - positive), axis=1)
         a_n = paddle.sum(paddle.square(anchor - negative), axis=1)
-        return F.relu(a_p + self.margin - a_n)
+        return F.relu(a_p + self.margin - a_n), None

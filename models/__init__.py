@@ -1,28 +1,37 @@
-"""Model zoo: embedding networks by the original names (timm-style registry).
+"""Model zoo: embedding networks by the original names (a timm-style registry).
 
-    model = models.build_model("ResNet50", embedding_size=0)   # [N,3,H,W] -> [N,2048]
-    models.load_pretrained(model, "/path/to/weights")           # --pretrained_model
+    import models
+    models.names()                                        # ResNet18, ..., ResNet152
+    model = models.create("ResNet50", embedding_size=0)   # [N,3,H,W] -> [N,2048]
+    models.load_pretrained(model, "/path/to/weights")     # what --pretrained_model does
+
+Every backbone is declared once in `backbones.py`.
 """
-from utility import UserError
+from dml.errors import UserError
 
-from .backbones import BACKBONES
+from .backbones import BACKBONES, BackboneSpec
 from .embedding_net import EmbeddingNet
 from .pretrained import LoadReport, load_pretrained, read_state
 
-MODEL_NAMES = list(BACKBONES)
-
-__all__ = ["MODEL_NAMES", "build_model", "check_model_name", "EmbeddingNet", "LoadReport", "load_pretrained", "read_state"]
+__all__ = ["BackboneSpec", "EmbeddingNet", "LoadReport", "create", "load_pretrained", "names", "read_state", "spec"]
 
 
-def check_model_name(name):
-    """UserError naming the available models unless `name` is one of them."""
-    if name not in BACKBONES:
-        raise UserError(f"unknown --model={name!r}; available models: {', '.join(MODEL_NAMES)}")
+def names():
+    """The model names, as `--model` accepts them."""
+    return list(BACKBONES)
 
 
-def build_model(name, embedding_size=0):
-    """Build the embedding network `name` (one of MODEL_NAMES), randomly initialised."""
-    check_model_name(name)
+def spec(name):
+    """The BackboneSpec of `name`; UserError naming the choices when there is none."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise UserError(f"unknown --model={name!r}; available models: {', '.join(names())}") from None
+
+
+def create(name, embedding_size=0):
+    """The embedding network `name`, randomly initialised: the backbone's pooled
+    features, then a fully connected layer to `embedding_size` when it is positive."""
     if embedding_size < 0:
         raise UserError(f"embedding_size must be 0 (no embedding layer) or positive, got {embedding_size}")
-    return EmbeddingNet(BACKBONES[name], embedding_size)
+    return EmbeddingNet(spec(name), embedding_size)

@@ -42,7 +42,7 @@ def _block(depth, stage_index, block_index):
     return names
 
 
-def legacy_name_map(depth):
+def resnet_legacy_names(depth):
     """{legacy Fluid variable name: our state-dict key} for the ResNet of this depth."""
     names = _conv_bn("conv1", "backbone.conv1", "backbone.bn1")
     for stage_index, blocks in enumerate(_STAGE_BLOCKS[depth]):

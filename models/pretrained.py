@@ -14,22 +14,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import paddle
 import paddle.utils.download as paddle_download
-import paddle.vision.models.resnet as vision_resnet
-from paddle.base.data_feeder import convert_dtype
 
-import safe_load
-from utility import UserError
+from dml.checkpoint_layout import LOSS_PREFIX, PARAMS as CHECKPOINT_FILE
+from dml.errors import UserError, first_line
+from dml.runtime import safe_load
 
 from .fluid_tensor import FluidTensorError, read_tensor_file
-from .legacy_names import legacy_name_map
 
-CHECKPOINT_FILE = "model.pdparams"
 CHECKPOINT_DIR = "toolkit checkpoint directory"
 CHECKPOINT = "toolkit checkpoint file"
 VISION = "paddle.vision ImageNet state dict"
 LEGACY = "legacy Fluid directory"
 UNKNOWN = "state dict of unknown layout"
-LOSS_PREFIX = "loss."
 # Files in a legacy directory that are not tensors (the saved program).
 _LEGACY_NON_TENSORS = {"__model__"}
 _SHOW_MISSING = 8
@@ -75,11 +71,11 @@ def load_pretrained(model, path, verbose=True):
     path = str(path)
     if path == "imagenet":
         path = _fetch_imagenet(model.spec)
-    legacy_names = legacy_name_map(model.spec.depth)
+    legacy_names = model.spec.legacy_names() if model.spec.legacy_names else {}
     fmt, state, unread = _read(path, legacy_names)
     report = LoadReport(path=path, format=fmt)
     report.skipped += [(name, f"no counterpart in {model.model_name}") for name in unread]
-    targets = _targets(fmt, state, legacy_names, report)
+    targets = _targets(fmt, state, legacy_names, model.spec.classifier_prefix, report)
     copies, clashes = _plan(model, state, targets, report)
     if not copies:
         raise UserError(
@@ -111,23 +107,21 @@ def _check_same_backbone(model, path, fmt, report, clashes):
     )
 
 
-def _first_line(exc):
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _examples(skipped, count=3):
     return "; ".join(f"{name}: {reason}" for name, reason in skipped[:count]) or "none found"
 
 
 def _fetch_imagenet(spec):
-    url, md5 = vision_resnet.model_urls[spec.arch]
+    if spec.imagenet_weights is None:
+        raise UserError(f"--pretrained_model=imagenet: no ImageNet weights are published for {spec.name}; "
+                        f"pass a weights file")
+    url, md5 = spec.imagenet_weights
     try:
         return paddle_download.get_weights_path_from_url(url, md5)
     except Exception as exc:  # any downloader failure means the same thing to the user
         raise UserError(
-            f"cannot download the ImageNet weights of {spec.name} from {url} (no network? {_first_line(exc)}); "
-            f"fetch that file elsewhere and pass it as --pretrained_model=/path/to/{spec.arch}.pdparams"
+            f"cannot download the ImageNet weights of {spec.name} from {url} (no network? {first_line(exc)}); "
+            f"fetch that file elsewhere and pass it as --pretrained_model=/path/to/{url.rsplit('/', 1)[-1]}"
         ) from None
 
 
@@ -184,13 +178,13 @@ def _read_legacy_dir(path, wanted):
     return state, unread
 
 
-def _targets(fmt, state, legacy_names, report):
+def _targets(fmt, state, legacy_names, classifier_prefix, report):
     """{source name: network key} for the names this format maps; the rest are skipped."""
     targets = {}
     for name in state:
         if fmt in (CHECKPOINT, CHECKPOINT_DIR) and name.startswith(LOSS_PREFIX):
             report.skipped.append((name, "loss-layer parameter, not part of the network"))
-        elif fmt == VISION and name.startswith("fc."):
+        elif fmt == VISION and name.startswith(classifier_prefix):
             report.skipped.append((name, "ImageNet classifier, not part of the network"))
         elif fmt == LEGACY:
             targets[name] = legacy_names[name]
@@ -235,7 +229,7 @@ def _plan(model, state, targets, report):
 def _copy(model, copies):
     params = model.state_dict()
     for key, array in copies:
-        params[key].set_value(array.astype(convert_dtype(params[key].dtype), copy=False))
+        params[key].set_value(paddle.to_tensor(array).astype(params[key].dtype))
 
 
 def _absent_reason(model, key):

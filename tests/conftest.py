@@ -38,7 +38,7 @@ def dynamic_graph_features(weights, paths, size, embedding_size=0):
     import imgtool
     import models
 
-    model = models.build_model("ResNet18", embedding_size)
+    model = models.create("ResNet18", embedding_size)
     model.set_state_dict(paddle.load(weights))
     model.eval()
     batch = np.stack([imgtool.process_image(p, "test", size) for p in paths])

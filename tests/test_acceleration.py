@@ -5,11 +5,11 @@ import numpy as np
 import paddle
 import pytest
 
-import acceleration
-import features
+from dml.runtime import acceleration
+from dml.retrieval import features
 import losses
 import models
-from trainer import TrainStep
+from dml.train.loop import TrainStep
 from utility import UserError
 
 SIZE = 32
@@ -47,7 +47,7 @@ def relative_error(got, expected):
 @pytest.fixture(scope="module")
 def network():
     paddle.seed(1)
-    return models.build_model("ResNet18", 0)
+    return models.create("ResNet18", 0)
 
 
 def test_exported_inference_matches_dynamic_graph_and_leaves_the_network_as_it_was(network):
@@ -79,7 +79,7 @@ def test_each_pass_sees_the_current_weights(network):
 
 def test_exported_inference_with_an_embedding_layer_matches_dynamic_graph():
     paddle.seed(2)
-    model = models.build_model("ResNet18", 16)
+    model = models.create("ResNet18", 16)
     x = images(5, 3)
     got = exported_features(model, x)
     assert got.shape == (5, 16)
@@ -114,12 +114,9 @@ def train_run(engine, test_after_step, steps=6, batch=32, classes=100):
     """Losses and final weights of a few arcmargin Momentum steps from fixed weights,
     with a feature-extraction pass (a batch of another size) after step `test_after_step`."""
     paddle.seed(3)
-    model = models.build_model("ResNet18", 0)
+    model = models.create("ResNet18", 0)
 
-    class Flags:
-        arc_margin, arc_scale, arc_easy_margin, class_dim = 0.15, 30.0, False, classes
-
-    step = TrainStep(model, losses.build_loss("arcmargin", Flags, model.feature_dim, batch),
+    step = TrainStep(model, losses.create("arcmargin", model.feature_dim, class_dim=classes, scale=30.0),
                      acceleration.training_features(model, engine, "cpu"))
     optimizer = paddle.optimizer.Momentum(0.05, momentum=0.9, parameters=step.parameters(),
                                           weight_decay=paddle.regularizer.L2Decay(1e-4))
@@ -159,13 +156,10 @@ def one_step_gradients(engine, embedding_size=0, batch=6):
     """Cost, parameter gradients and batch-norm running means after one forward/backward
     from fixed weights and a fixed batch."""
     paddle.seed(4)
-    model = models.build_model("ResNet18", embedding_size)
-
-    class Flags:
-        arc_margin, arc_scale, arc_easy_margin, class_dim = 0.15, 30.0, False, 5
+    model = models.create("ResNet18", embedding_size)
 
     features_fn = acceleration.training_features(model, engine, "cpu")
-    step = TrainStep(model, losses.build_loss("arcmargin", Flags, model.feature_dim, batch), features_fn)
+    step = TrainStep(model, losses.create("arcmargin", model.feature_dim, class_dim=5, scale=30.0), features_fn)
     rng = np.random.default_rng(6)
     x = paddle.to_tensor(rng.standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32))
     y = paddle.to_tensor(rng.integers(0, 5, batch).astype(np.int64))

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import dynamic_graph_features
 import export_model
-import inference_model
+from dml.retrieval import predictor
 import models
 from utility import UserError
 
@@ -30,7 +30,7 @@ def exported(tmp_path_factory):
     """Random ResNet18 weights (pooled 512-d features), saved by paddle.save, exported by the CLI."""
     base = tmp_path_factory.mktemp("export")
     paddle.seed(3)
-    model = models.build_model("ResNet18", 0)
+    model = models.create("ResNet18", 0)
     weights = str(base / "net.pdparams")
     paddle.save(model.state_dict(), weights)
     out = str(base / "inference")
@@ -68,15 +68,15 @@ def test_inference_model_features_equal_dynamic_graph(exported, demo_dir, tmp_pa
 
 def test_predictor_takes_any_batch_size(exported):
     weights, out, _ = exported
-    predictor = inference_model.Predictor(out)
+    exported_model = predictor.Predictor(out)
     images = np.random.default_rng(0).standard_normal((5, 3, SIZE, SIZE)).astype(np.float32)
-    model = models.build_model("ResNet18", 0)
+    model = models.create("ResNet18", 0)
     model.set_state_dict(paddle.load(weights))
     model.eval()
     with paddle.no_grad():
         expected = model(paddle.to_tensor(images)).numpy()
-    assert np.abs(predictor.run(images) - expected).max() < 1e-4
-    assert np.abs(predictor.run(images[:1]) - expected[:1]).max() < 1e-4
+    assert np.abs(exported_model.run(images) - expected).max() < 1e-4
+    assert np.abs(exported_model.run(images[:1]) - expected[:1]).max() < 1e-4
 
 
 def test_mistakes_are_user_errors(tmp_path):
@@ -84,6 +84,6 @@ def test_mistakes_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="--pretrained_model is required"):
         export_model.export(args)
     with pytest.raises(UserError, match="export_model.py"):
-        inference_model.Predictor(str(tmp_path))
+        predictor.Predictor(str(tmp_path))
     proc = run_script("export_model.py", "--model", "ResNet18", "--pretrained_model", str(tmp_path / "none"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "none" in proc.stderr

@@ -16,7 +16,7 @@ import infer
 import models
 import train_elem
 import train_pair
-import trainer
+from dml.train import loop
 from utility import run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,12 +28,12 @@ BAD_LR_STEPS = ["", "a", "20,10", "10,10", "0", "-5", "1.5", "5,,x"]
 TRAIN_CASES = (
     [(dict(model="VGG"), "available models"), (dict(embedding_size=-1), "embedding_size"),
      (dict(train_batch_size=0), "train_batch_size"), (dict(train_batch_size=-12), "train_batch_size"),
-     (dict(train_batch_size="abc"), "invalid int value"), (dict(test_batch_size=0), "test_batch_size"),
+     (dict(train_batch_size="abc"), "expected an integer"), (dict(test_batch_size=0), "test_batch_size"),
      (dict(class_dim=0), "class_dim"), (dict(lr=0), "--lr"), (dict(lr=-1), "--lr"), (dict(lr="nan"), "--lr"),
-     (dict(lr="inf"), "--lr"), (dict(lr="abc"), "invalid float value"), (dict(lr_strategy="exp"), "lr_strategy"),
+     (dict(lr="inf"), "--lr"), (dict(lr="abc"), "expected a number"), (dict(lr_strategy="exp"), "lr_strategy"),
      (dict(total_iter_num=0), "total_iter_num"), (dict(display_iter_step=0), "display_iter_step"),
      (dict(test_iter_step=0), "test_iter_step"), (dict(save_iter_step=-1), "save_iter_step"),
-     (dict(loss_name="bogus"), "trains with --loss_name"), (dict(num_workers=-1), "num_workers"),
+     (dict(loss_name="bogus"), "unknown loss 'bogus'; this script trains"), (dict(num_workers=-1), "num_workers"),
      (dict(seed=-1), "--seed"), (dict(use_gpu="maybe"), "use_gpu"), (dict(enable_ce="2"), "enable_ce"),
      (dict(data_dir="/no/such/dir"), "download_sop.sh"), (dict(train_list="missing.txt"), "missing.txt"),
      (dict(checkpoint="/no/such/checkpoint"), "not a directory"), (dict(checkpoint="latest"), "no complete checkpoint"),
@@ -42,14 +42,14 @@ TRAIN_CASES = (
     + [(dict(lr_steps=v), "lr_steps") for v in BAD_LR_STEPS]
 )
 ELEM_CASES = [
-    (dict(loss_name="eml"), "train_elem.py trains with --loss_name in softmax, arcmargin"),
+    (dict(loss_name="eml"), "'eml' is trained by train_pair.py; this script trains softmax, arcmargin"),
     (dict(class_dim=5), "--class_dim=12"),
     (dict(loss_name="arcmargin", arc_scale=0), "--arc_scale"),
     (dict(loss_name="arcmargin", arc_margin=-0.1), "--arc_margin"),
     (dict(loss_name="arcmargin", arc_margin=2), "--arc_margin"),
 ]
 PAIR_CASES = [
-    (dict(loss_name="arcmargin"), "train_pair.py trains with"),
+    (dict(loss_name="arcmargin"), "'arcmargin' is trained by train_elem.py"),
     (dict(loss_name="triplet", train_batch_size=10), "divisible by 3"),
     (dict(loss_name="npairs", samples_each_class=3), "samples_each_class=2"),
     (dict(loss_name="eml", samples_each_class=1), "at least 2"),
@@ -62,7 +62,7 @@ PAIR_CASES = [
 ]
 EVAL_CASES = (
     [(dict(model="VGG"), "available models"), (dict(embedding_size=-1), "embedding_size"),
-     (dict(batch_size=0), "batch_size"), (dict(batch_size="x"), "invalid int value"),
+     (dict(batch_size=0), "batch_size"), (dict(batch_size="x"), "expected an integer"),
      (dict(recall_k="0"), "recall_k"), (dict(recall_k="a"), "recall_k"), (dict(recall_k=""), "recall_k"),
      (dict(num_workers=-1), "num_workers"), (dict(num_queries=0), "num_queries"), (dict(topk=0), "topk"),
      (dict(pretrained_model=None), "--pretrained_model is required"),
@@ -95,7 +95,7 @@ TABLE = ([("train_elem", *case) for case in TRAIN_CASES + ELEM_CASES]
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "r18.pdparams"
-    paddle.save(models.build_model("ResNet18").state_dict(), str(path))
+    paddle.save(models.create("ResNet18").state_dict(), str(path))
     return str(path)
 
 
@@ -137,7 +137,7 @@ def test_invalid_flag_is_one_line_and_exit_2(case, demo_dir, tmp_path, weights, 
 
 
 def test_more_ranks_than_batch_is_one_line(demo_dir, tmp_path, weights, capsys, monkeypatch):
-    monkeypatch.setattr(trainer, "init_distributed", lambda: (0, 16))
+    monkeypatch.setattr(loop, "init_distributed", lambda: (0, 16))
     monkeypatch.setattr(sys, "argv", ["train_pair.py"] + argv_for("train_pair", {}, demo_dir, tmp_path, weights))
     with pytest.raises(SystemExit) as stop:
         run_cli(train_pair.main)
@@ -153,7 +153,7 @@ def paddle_noise(line):
 @pytest.mark.parametrize("script, overrides, message", [
     ("train_elem", dict(image_shape="3,32"), "image_shape"),
     ("train_pair", dict(loss_name="triplet", train_batch_size=10), "divisible by 3"),
-    ("train_pair", dict(train_batch_size="abc"), "invalid int value"),
+    ("train_pair", dict(train_batch_size="abc"), "expected an integer"),
     ("eval", dict(recall_k="0"), "recall_k"),
     ("infer", dict(batch_size=-1), "batch_size"),
     ("export_model", dict(model="VGG"), "available models"),

@@ -2,7 +2,6 @@
 imgtool.DecodeError, and whatever they accept is well formed."""
 import io
 import os
-import tempfile
 
 import numpy as np
 import pytest
@@ -15,7 +14,13 @@ import reader
 from utility import UserError
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-WORK = tempfile.mkdtemp(prefix="fuzz-")
+WORK = None  # set by the autouse fixture below: one pytest-managed directory per module run
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _work_dir(tmp_path_factory):
+    global WORK
+    WORK = str(tmp_path_factory.mktemp("fuzz"))
 
 
 def write(name, data):

@@ -26,7 +26,7 @@ MODEL_FLAGS = ["--model", "ResNet18", "--embedding_size", "8", "--image_shape", 
 def weights(tmp_path_factory):
     """A flat .pdparams of a random ResNet18 with an 8-d embedding, as paddle.save writes it."""
     paddle.seed(11)
-    model = models.build_model("ResNet18", 8)
+    model = models.create("ResNet18", 8)
     path = str(tmp_path_factory.mktemp("w") / "net.pdparams")
     paddle.save(model.state_dict(), path)
     return path
@@ -106,7 +106,7 @@ def test_plain_and_sop_lists(weights, demo_dir, tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    ((), "--pretrained_model (the weights to run) or --inference_model"),
+    ((), "--pretrained_model or --inference_model is required"),
     (("--pretrained_model", "w", "--image_dir", "d", "--image_list", "l"), "either --image_list or --image_dir"),
     (("--pretrained_model", "w", "--image_dir", "/no/such/dir"), "is not a directory"),
     (("--pretrained_model", "w", "--image_list", "/no/such/list.txt"), "not found"),

@@ -1,6 +1,6 @@
 """Loss layers against float64 numpy references written from DESIGN.md's formulas."""
-import argparse
 import math
+import os
 
 import numpy as np
 import paddle
@@ -29,8 +29,7 @@ def block_labels(batch, samples_each_class, rng):
 def paddle_grad(layer, x, labels, weights):
     """Gradient w.r.t. the embeddings of sum(weights * output cost)."""
     xt = tensor(x, grad=True)
-    out = layer(xt, None if labels is None else paddle.to_tensor(labels))
-    cost = out[0] if isinstance(out, tuple) else out
+    cost, _ = layer(xt, None if labels is None else paddle.to_tensor(labels))
     paddle.sum(cost.reshape([-1]) * tensor(weights)).backward()
     return as_np(xt.grad)
 
@@ -133,8 +132,9 @@ def test_triplet_matches_reference(batch, dim, margin):
     rng = np.random.default_rng(batch)
     x = rng.normal(size=(batch, dim))
     layer = losses.TripletLoss(margin=margin)
-    cost = layer(tensor(x), None)
+    cost, probs = layer(tensor(x), None)
     expected = ref.triplet_loss(x, margin)
+    assert probs is None
     assert cost.shape == [batch // 3]
     np.testing.assert_allclose(as_np(cost), expected, rtol=1e-5, atol=1e-6)
     check_grad(layer, x, None, lambda v: ref.triplet_loss(v, margin), rng)
@@ -146,7 +146,7 @@ def test_quadruplet_matches_reference(batch, each, margin):
     x = rng.normal(size=(batch, 6))
     labels = block_labels(batch, each, rng)
     layer = losses.QuadrupletLoss(batch, each, margin)
-    cost = layer(tensor(x), paddle.to_tensor(labels))
+    cost, _ = layer(tensor(x), paddle.to_tensor(labels))
     expected = ref.quadruplet_loss(x, each, margin)
     assert cost.size == 1
     np.testing.assert_allclose(as_np(cost).reshape(()), expected, rtol=1e-5, atol=1e-6)
@@ -160,7 +160,7 @@ def test_eml_matches_reference(batch, each, spread):
     x = spread * rng.normal(size=(batch, 6))
     labels = block_labels(batch, each, rng)
     layer = losses.EmlLoss(batch, each)
-    cost = layer(tensor(x), paddle.to_tensor(labels))
+    cost, _ = layer(tensor(x), paddle.to_tensor(labels))
     expected = ref.eml_loss(x, each)
     assert cost.shape == [batch, 1]
     np.testing.assert_allclose(as_np(cost), expected, rtol=1e-5, atol=1e-5)
@@ -183,7 +183,7 @@ def test_eml_finite_for_extreme_and_identical_embeddings():
     same = np.ones((6, 4))
     for x in (far, same):
         xt = tensor(x, grad=True)
-        cost = losses.EmlLoss(6, 2)(xt)
+        cost, _ = losses.EmlLoss(6, 2)(xt)
         cost.sum().backward()
         assert np.all(np.isfinite(cost.numpy())) and np.all(np.isfinite(xt.grad.numpy()))
         np.testing.assert_allclose(as_np(cost), ref.eml_loss(x, 2), rtol=1e-5, atol=1e-4)
@@ -195,7 +195,7 @@ def test_normalised_pair_losses_finite_for_zero_embedding(loss_name):
     x[0] = 0.0
     xt = tensor(x, grad=True)
     layer = losses.TripletLoss(0.5) if loss_name == "triplet" else losses.QuadrupletLoss(6, 2, 0.5)
-    layer(xt).sum().backward()
+    layer(xt)[0].sum().backward()
     assert np.all(np.isfinite(xt.grad.numpy()))
 
 
@@ -208,7 +208,7 @@ def test_npairs_matches_reference(batch, reg, repeat):
     if repeat:
         labels[2:4] = labels[0]
     layer = losses.NpairsLoss(batch, 2, reg)
-    cost = layer(tensor(x), paddle.to_tensor(labels.reshape(-1, 1)))
+    cost, _ = layer(tensor(x), paddle.to_tensor(labels.reshape(-1, 1)))
     expected = ref.npairs_loss(x, labels, reg)
     assert cost.size == 1
     np.testing.assert_allclose(as_np(cost).reshape(()), expected, rtol=1e-5, atol=1e-6)
@@ -228,28 +228,36 @@ def test_class_order_index_is_the_original_layout():
     np.testing.assert_array_equal(class_order_index(6, 3)[4], [4, 3, 5, 0, 1, 2])
 
 
-# ---------------------------------------------------------------- training direction
+# ---------------------------------------------------------------- every loss, from its spec
 
 
-def _train(loss_name, steps=15, lr=0.05):
+def spec_batch(spec, batch=12, classes=6, rng=None):
+    """Labels laid out as the spec's sampler draws them (for pair losses: blocks of 2)."""
+    rng = rng or np.random.default_rng(0)
+    if spec.sampler == "triplet":
+        pairs = rng.choice(classes, (batch // 3, 2), replace=False) if classes >= 2 * batch // 3 else \
+            np.array([rng.choice(classes, 2, replace=False) for _ in range(batch // 3)])
+        return pairs[:, [0, 0, 1]].reshape(-1)
+    if spec.sampler == "balanced":
+        return np.repeat(np.arange(batch // 2) % classes, 2)
+    return np.repeat(np.arange(classes), batch // classes)
+
+
+def _train(name, steps=15, lr=0.05):
     rng = np.random.default_rng(1)
     paddle.seed(1)
-    batch, each, dim = 12, 2, 8
-    labels = np.repeat(np.arange(batch // each), each)
-    features = tensor(rng.normal(size=(6, 16))[labels] + 0.8 * rng.normal(size=(batch, 16)))
+    spec = losses.spec(name)
+    batch, dim = 12, 8
+    labels = spec_batch(spec, batch, 6, rng)
+    features = tensor(0.5 * rng.normal(size=(6, 16))[labels] + rng.normal(size=(batch, 16)))
     net = paddle.nn.Linear(16, dim)
-    args = argparse.Namespace(
-        class_dim=6, arc_margin=0.15, arc_scale=16.0, arc_easy_margin=False, margin=0.1,
-        samples_each_class=each, npairs_reg_lambda=0.01, train_batch_size=batch,
-    )
-    layer = losses.build_loss(loss_name, args, dim, batch)
-    params = net.parameters() + layer.parameters()
-    opt = paddle.optimizer.Momentum(learning_rate=lr, momentum=0.9, parameters=params)
+    params = {"scale": 16.0} if name == "arcmargin" else {}
+    layer = losses.create(name, dim, class_dim=6, **params)
+    opt = paddle.optimizer.Momentum(learning_rate=lr, momentum=0.9, parameters=net.parameters() + layer.parameters())
     label_t = paddle.to_tensor(labels)
 
     def loss_value():
-        out = layer(net(features), label_t)
-        return (out[0] if isinstance(out, tuple) else out).mean()
+        return layer(net(features), label_t)[0].mean()
 
     first = float(loss_value())
     for _ in range(steps):
@@ -260,48 +268,55 @@ def _train(loss_name, steps=15, lr=0.05):
     return first, float(loss_value())
 
 
-@pytest.mark.parametrize("loss_name", sorted(losses.LOSSES))
-def test_a_few_momentum_steps_lower_the_loss(loss_name):
-    first, last = _train(loss_name)
+@pytest.mark.parametrize("name", losses.names())
+def test_a_few_momentum_steps_lower_the_loss(name):
+    first, last = _train(name)
     assert first > 0 and last < 0.8 * first, (first, last)
 
 
-# ---------------------------------------------------------------- registry and checks
+@pytest.mark.parametrize("name", losses.names())
+def test_every_loss_returns_cost_and_probs_as_its_spec_says(name):
+    spec = losses.spec(name)
+    labels = spec_batch(spec)
+    layer = losses.create(name, 8, class_dim=6)
+    assert isinstance(layer, spec.cls)
+    cost, probs = layer(tensor(np.random.default_rng(2).normal(size=(len(labels), 8))), paddle.to_tensor(labels))
+    assert np.isfinite(cost.numpy()).all()
+    if spec.probs:
+        assert probs.shape == [len(labels), 6]
+        np.testing.assert_allclose(probs.numpy().sum(axis=1), 1.0, rtol=1e-5)
+    else:
+        assert probs is None
 
 
-def _elem_args():
-    return argparse.Namespace(
-        class_dim=7, arc_margin=0.2, arc_scale=30.0, arc_easy_margin=True, train_batch_size=8
-    )
+@pytest.mark.parametrize("name", losses.names())
+def test_create_sets_each_spec_parameter(name):
+    """Every declared parameter reaches the layer under its own name, defaults included."""
+    spec = losses.spec(name)
+    layer = losses.create(name, 8, class_dim=6)
+    for param in spec.params:
+        assert getattr(layer, param.name) == param.default, param.name
+    # (samples_each_class is left out: npairs takes only 2; check_batch tests it)
+    changed = {p.name: (not p.default if isinstance(p.default, bool) else p.default * 2 + 0.25)
+               for p in spec.params if p.name != "samples_each_class"}
+    layer = losses.create(name, 8, class_dim=6, **changed)
+    for key, value in changed.items():
+        assert getattr(layer, key) == value, key
 
 
-def _pair_args():
-    return argparse.Namespace(
-        class_dim=7, margin=0.3, samples_each_class=4, npairs_reg_lambda=0.02, train_batch_size=24
-    )
+def test_create_rejects_what_a_loss_does_not_take():
+    with pytest.raises(UserError, match="unknown loss 'hinge'.*softmax, arcmargin"):
+        losses.create("hinge", 8)
+    with pytest.raises(UserError, match="has no parameter margin"):
+        losses.create("softmax", 8, class_dim=3, margin=0.2)
+    with pytest.raises(UserError, match="needs class_dim"):
+        losses.create("arcmargin", 8)
 
 
-def test_build_loss_reads_the_script_flags():
-    arc = losses.build_loss("arcmargin", _elem_args(), 16, 8)
-    assert (arc.class_dim, arc.margin, arc.scale, arc.easy_margin) == (7, 0.2, 30.0, True)
-    assert arc.weight.shape == [7, 16]
-    assert losses.build_loss("softmax", _elem_args(), 16).fc.weight.shape == [16, 7]
-    quad = losses.build_loss("quadruplet", _pair_args(), 16, 12)
-    assert (quad.train_batch_size, quad.samples_each_class, quad.margin) == (12, 4, 0.3)
-    assert losses.build_loss("triplet", _pair_args(), 16).margin == 0.3
-    assert losses.build_loss("eml", _pair_args(), 16).train_batch_size == 24
-    args = _pair_args()
-    args.samples_each_class = 2
-    assert losses.build_loss("npairs", args, 16).reg_lambda == 0.02
-    with pytest.raises(UserError, match="unknown --loss_name"):
-        losses.build_loss("contrastive", args, 16)
-
-
-def test_registry_names():
-    assert set(losses.LOSSES) == set(losses.ELEM_LOSSES) | set(losses.PAIR_LOSSES)
-    names = ("softmax", "arcmargin", "triplet", "npairs")
-    assert [losses.returns_probs(n) for n in names] == [True, True, False, False]
-    assert losses.LOSSES["eml"] is losses.EmlLoss
+def test_names_by_family_partition_the_catalog():
+    elem, pair = losses.names("elem"), losses.names("pair")
+    assert elem and pair and not set(elem) & set(pair)
+    assert sorted(elem + pair) == sorted(losses.names())
 
 
 @pytest.mark.parametrize(
@@ -330,7 +345,7 @@ def test_check_batch_accepts(loss_name, batch, each, nranks, expected):
         ("npairs", 16, 4, 1, "--samples_each_class=2"),
         ("quadruplet", 4, 4, 1, "at least 2 classes"),
         ("eml", 8, 1, 1, "at least 2"),
-        ("hinge", 8, 2, 1, "unknown --loss_name"),
+        ("hinge", 8, 2, 1, "unknown loss"),
     ],
 )
 def test_check_batch_rejects(loss_name, batch, each, nranks, message):
@@ -340,10 +355,16 @@ def test_check_batch_rejects(loss_name, batch, each, nranks, message):
 
 
 def test_check_labels():
-    losses.check_labels(11317, 11318, 11318)
-    losses.check_labels(5000, 10, 11318, loss_name="triplet")
+    losses.check_labels("softmax", 0, 11317, 11318, 11318)
+    losses.check_labels("triplet", 0, 5000, 11318, 10)
     with pytest.raises(UserError, match="has 100 classes.*--class_dim=100") as err:
-        losses.check_labels(99, 50, 100)
+        losses.check_labels("arcmargin", 0, 99, 100, 50)
     assert "\n" not in str(err.value)
     with pytest.raises(UserError, match="negative label"):
-        losses.check_labels(9, 10, 10, labels_min=-1)
+        losses.check_labels("softmax", -1, 9, 10, 10)
+
+
+def test_readme_loss_table_is_the_catalog_s():
+    """The README's table is regenerated from the catalog (`python -m losses`), never by hand."""
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    assert losses.markdown_table() in readme, "README's loss table is stale: paste `python -m losses`"

@@ -60,7 +60,7 @@ def test_eval_mode_is_the_plain_pool():
 
 
 def test_backbones_use_it_without_new_weights():
-    model = models.build_model("ResNet18", 0)
+    model = models.create("ResNet18", 0)
     assert isinstance(model.backbone.maxpool, MaxPool2DSavingArgmax)
     plain = paddle.vision.models.resnet18(num_classes=0, with_pool=True)
     assert sorted(model.backbone.state_dict()) == sorted(plain.state_dict())

@@ -6,8 +6,8 @@ import numpy as np
 import paddle
 import pytest
 
-import metrics
-from metrics import recall_topk, retrieval_metrics
+from dml.retrieval import metrics
+from dml.retrieval.metrics import recall_topk, retrieval_metrics
 
 
 def brute_force(fea, lab, ks):

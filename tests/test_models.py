@@ -28,14 +28,14 @@ def vision_without_classifier(name):
 
 
 def test_model_names_are_the_original_ones():
-    assert models.MODEL_NAMES == ["ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152"]
+    assert models.names() == ["ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152"]
 
 
 @pytest.mark.parametrize("embedding_size", [0, 64])
 @pytest.mark.parametrize("name", list(VISION))
 def test_shape_parameters_and_keys(name, embedding_size):
     feat = VISION[name][1]
-    model = models.build_model(name, embedding_size=embedding_size)
+    model = models.create(name, embedding_size=embedding_size)
     model.eval()
     out = model(paddle.randn([2, 3, 32, 32]))
     expected_dim = embedding_size or feat
@@ -51,7 +51,7 @@ def test_shape_parameters_and_keys(name, embedding_size):
 
 def test_embedding_is_a_linear_map_of_pooled_features():
     paddle.seed(3)
-    model = models.build_model("ResNet18", embedding_size=16)
+    model = models.create("ResNet18", embedding_size=16)
     model.eval()
     images = paddle.randn([2, 3, 48, 48])
     pooled = model.backbone(images).numpy().reshape(2, 512)
@@ -60,7 +60,7 @@ def test_embedding_is_a_linear_map_of_pooled_features():
 
 
 def test_features_without_embedding_are_global_average_pooled():
-    model = models.build_model("ResNet18")
+    model = models.create("ResNet18")
     model.eval()
     images = paddle.randn([2, 3, 64, 64])
     bb = model.backbone
@@ -71,13 +71,13 @@ def test_features_without_embedding_are_global_average_pooled():
 
 def test_unknown_name_lists_available_models():
     with pytest.raises(UserError) as err:
-        models.build_model("ResNet51")
+        models.create("ResNet51")
     message = str(err.value)
     assert "\n" not in message and "ResNet51" in message
-    for name in models.MODEL_NAMES:
+    for name in models.names():
         assert name in message
 
 
 def test_negative_embedding_size_is_a_user_error():
     with pytest.raises(UserError, match="embedding_size"):
-        models.build_model("ResNet18", embedding_size=-1)
+        models.create("ResNet18", embedding_size=-1)

@@ -12,7 +12,7 @@ import models
 import models.pretrained as pretrained
 from fixtures_legacy import EXTRA_VARS, build_legacy_dir, original_resnet_vars
 from models.fluid_tensor import decode_tensor
-from models.legacy_names import legacy_name_map
+from models.legacy_names import resnet_legacy_names
 from utility import UserError
 
 VISION = {
@@ -57,7 +57,7 @@ def legacy_r18(tmp_path_factory):
 def test_legacy_resnet18_loads_every_tensor_and_matches_reference_forward(legacy_r18, capsys):
     path, arrays = legacy_r18
     mapping = original_to_vision("ResNet18", 16)
-    model = models.build_model("ResNet18", embedding_size=16)
+    model = models.create("ResNet18", embedding_size=16)
     report = models.load_pretrained(model, path)
 
     state = numpy_state(model)
@@ -81,14 +81,14 @@ def test_legacy_resnet18_loads_every_tensor_and_matches_reference_forward(legacy
 
 
 @pytest.mark.parametrize("name", ["ResNet50", "ResNet101", "ResNet152"])
-def test_legacy_name_map_matches_the_original_naming(name):
+def test_resnet_legacy_names_match_the_original_naming(name):
     depth = int(name[len("ResNet"):])
     expected = original_to_vision(name, embedding_size=8)
-    assert legacy_name_map(depth) == expected
+    assert resnet_legacy_names(depth) == expected
 
 
 def test_resnet101_and_152_stage4_block_names():
-    r101, r152 = legacy_name_map(101), legacy_name_map(152)
+    r101, r152 = resnet_legacy_names(101), resnet_legacy_names(152)
     assert r101["res4a_branch1_weights"] == "backbone.layer3.0.downsample.0.weight"
     assert r101["res4b22_branch2c_weights"] == "backbone.layer3.22.conv3.weight"
     assert r101["bn4b22_branch2c_variance"] == "backbone.layer3.22.bn3._variance"
@@ -99,7 +99,7 @@ def test_resnet101_and_152_stage4_block_names():
 
 def test_legacy_resnet50_imagenet_classifier_is_skipped_by_shape(tmp_path):
     arrays = build_legacy_dir(tmp_path / "ResNet50_pretrained", "ResNet50", embedding_size=1000, seed=1)
-    model = models.build_model("ResNet50", embedding_size=64)
+    model = models.create("ResNet50", embedding_size=64)
     report = models.load_pretrained(model, tmp_path / "ResNet50_pretrained", verbose=False)
     assert sorted(name for name, _ in report.skipped) == ["fc_0.b_0", "fc_0.w_0"]
     assert report.missing == ["embedding.weight", "embedding.bias"]
@@ -109,7 +109,7 @@ def test_legacy_resnet50_imagenet_classifier_is_skipped_by_shape(tmp_path):
 
 
 def test_legacy_embedding_is_skipped_when_the_model_has_none(legacy_r18):
-    model = models.build_model("ResNet18")
+    model = models.create("ResNet18")
     report = models.load_pretrained(model, legacy_r18[0], verbose=False)
     assert len(report.loaded) == len(model.state_dict()) == 100
     assert "no embedding layer" in dict(report.skipped)["fc_0.w_0"]
@@ -119,7 +119,7 @@ def test_vision_state_dict_skips_only_the_classifier(tmp_path):
     vision = paddle.vision.models.resnet18()
     path = str(tmp_path / "resnet18.pdparams")
     paddle.save(vision.state_dict(), path)
-    model = models.build_model("ResNet18", embedding_size=8)
+    model = models.create("ResNet18", embedding_size=8)
     report = models.load_pretrained(model, path, verbose=False)
     assert report.format == pretrained.VISION
     assert sorted(name for name, _ in report.skipped) == ["fc.bias", "fc.weight"]
@@ -141,13 +141,13 @@ def write_checkpoint(model, path):
 @pytest.mark.parametrize("as_directory", [True, False])
 def test_own_checkpoint_round_trips_bit_for_bit(tmp_path, as_directory):
     paddle.seed(11)
-    source = models.build_model("ResNet18", embedding_size=8)
+    source = models.create("ResNet18", embedding_size=8)
     path = tmp_path / "model.pdparams"
     saved = write_checkpoint(source, path)
     where = tmp_path if as_directory else path
 
     paddle.seed(12)
-    target = models.build_model("ResNet18", embedding_size=8)
+    target = models.create("ResNet18", embedding_size=8)
     report = models.load_pretrained(target, where, verbose=False)
     assert report.format == (pretrained.CHECKPOINT_DIR if as_directory else pretrained.CHECKPOINT)
     assert sorted(name for name, _ in report.skipped) == ["loss.fc.bias", "loss.fc.weight"]
@@ -165,7 +165,7 @@ def test_imagenet_without_network_says_how_to_pass_a_file(monkeypatch):
 
     monkeypatch.setattr(paddle.utils.download, "get_weights_path_from_url", no_network)
     with pytest.raises(UserError) as err:
-        models.load_pretrained(models.build_model("ResNet18"), "imagenet")
+        models.load_pretrained(models.create("ResNet18"), "imagenet")
     message = str(err.value)
     assert "\n" not in message and "network" in message and "--pretrained_model=/path/to/resnet18.pdparams" in message
 
@@ -176,7 +176,7 @@ def test_imagenet_uses_paddles_downloader_and_cache(monkeypatch, tmp_path):
     paddle.save(vision.state_dict(), path)
     calls = []
     monkeypatch.setattr(paddle.utils.download, "get_weights_path_from_url", lambda url, md5: calls.append((url, md5)) or path)
-    model = models.build_model("ResNet18")
+    model = models.create("ResNet18")
     report = models.load_pretrained(model, "imagenet", verbose=False)
     assert calls == [paddle.vision.models.resnet.model_urls["resnet18"]]
     assert report.format == pretrained.VISION and len(report.loaded) == len(model.state_dict())
@@ -185,7 +185,7 @@ def test_imagenet_uses_paddles_downloader_and_cache(monkeypatch, tmp_path):
 def test_nothing_fitting_is_an_error_naming_path_and_format(legacy_r18):
     path, _ = legacy_r18
     with pytest.raises(UserError) as err:
-        models.load_pretrained(models.build_model("ResNet50"), path)
+        models.load_pretrained(models.create("ResNet50"), path)
     assert path in str(err.value) and "legacy Fluid directory" in str(err.value)
 
 
@@ -258,7 +258,7 @@ def test_broken_inputs_are_user_errors_naming_the_path(tmp_path, legacy_r18):
     from pathlib import Path
 
     cases = broken_inputs(tmp_path, Path(legacy_r18[0]))
-    model = models.build_model("ResNet18", embedding_size=16)
+    model = models.create("ResNet18", embedding_size=16)
     for case, path in cases.items():
         with pytest.raises(UserError) as err:
             models.load_pretrained(model, str(path))
@@ -273,7 +273,7 @@ def test_broken_inputs_are_user_errors_naming_the_path(tmp_path, legacy_r18):
 def test_weights_of_another_backbone_are_refused_not_half_loaded(tmp_path):
     path = str(tmp_path / "resnet18.pdparams")
     paddle.save(paddle.vision.models.resnet18().state_dict(), path)
-    model = models.build_model("ResNet34")
+    model = models.create("ResNet34")
     before = numpy_state(model)
     with pytest.raises(UserError) as err:
         models.load_pretrained(model, path)

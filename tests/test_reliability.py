@@ -11,9 +11,9 @@ import numpy as np
 import paddle
 import pytest
 
-import checkpoint
-import safe_load
-import trainer
+from dml.train import checkpoint
+from dml.runtime import safe_load
+from dml.train import loop
 from test_trainer import final_params, flags, run
 from utility import UserError
 
@@ -155,7 +155,7 @@ def test_no_checkpoint_for_latest_is_one_line(tmp_path, demo_dir):
 
 
 def test_nan_loss_stops_naming_iteration_and_last_good_checkpoint(tmp_path, demo_dir, monkeypatch):
-    real = trainer.forward_backward
+    real = loop.forward_backward
     calls = []
 
     def poisoned(*args):
@@ -163,7 +163,7 @@ def test_nan_loss_stops_naming_iteration_and_last_good_checkpoint(tmp_path, demo
         calls.append(1)
         return (cost * float("nan") if len(calls) == 4 else cost), embeddings, probs
 
-    monkeypatch.setattr(trainer, "forward_backward", poisoned)
+    monkeypatch.setattr(loop, "forward_backward", poisoned)
     good = tmp_path / "ResNet18" / "2"
     with pytest.raises(UserError, match=rf"loss became nan at iteration 3; last good checkpoint: {good}") as err:
         run("elem", flags(demo_dir, tmp_path, loss_name="softmax", total_iter_num=6, save_iter_step=2))

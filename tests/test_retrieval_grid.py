@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import retrieval_grid as rg
+from dml.retrieval import grid as rg
 
 
 def brute_force_order(fea, query):

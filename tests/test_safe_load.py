@@ -9,11 +9,11 @@ import numpy as np
 import paddle
 import pytest
 
-import checkpoint
+from dml.train import checkpoint
 import losses
 import models
-import safe_load
-import trainer
+from dml.runtime import safe_load
+from dml.train import loop
 from utility import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,7 +75,7 @@ def test_malicious_files_are_refused_and_nothing_runs(tmp_path):
 def test_malicious_checkpoint_and_pretrained_are_refused(tmp_path, demo_dir):
     marker = tmp_path / "ran"
     evil = evil_files(tmp_path, marker)
-    model = models.build_model("ResNet18")
+    model = models.create("ResNet18")
     with pytest.raises(safe_load.UnsafeWeightsError, match="posix.system"):
         models.load_pretrained(model, str(evil["os.system-p4.pdparams"]))
     directory = tmp_path / "ckpt"
@@ -84,7 +84,8 @@ def test_malicious_checkpoint_and_pretrained_are_refused(tmp_path, demo_dir):
     with pytest.raises(safe_load.UnsafeWeightsError, match="builtins.exec"):
         models.load_pretrained(model, str(directory))
     with pytest.raises(safe_load.UnsafeWeightsError, match="builtins.eval on something other|posix.system"):
-        checkpoint.load_optimizer_state(str(_with_optimizer(tmp_path, evil["eval-namespace-p4.pdopt"])))
+        safe_load.load(os.path.join(str(_with_optimizer(tmp_path, evil["eval-namespace-p4.pdopt"])),
+                                    checkpoint.OPTIMIZER))
     assert not marker.exists()
 
 
@@ -150,19 +151,14 @@ def legitimate_files(tmp_path):
         files[f"mixed-p{protocol}"] = tmp_path / f"mixed-p{protocol}.pdparams"
         paddle.save({"t": tensor, "n": np.arange(3), "s": np.float32(2.5), "l": [1, "a", None, True, (2.0,)]},
                     str(files[f"mixed-p{protocol}"]), protocol=protocol)
-    model, loss = models.build_model("ResNet18", 8), losses.build_loss("arcmargin", _arc_args(), 8, 4)
-    step = trainer.TrainStep(model, loss)
+    model, loss = models.create("ResNet18", 8), losses.create("arcmargin", 8, class_dim=5)
+    step = loop.TrainStep(model, loss)
     opt = paddle.optimizer.Momentum(learning_rate=0.1, parameters=step.parameters())
     checkpoint.save_checkpoint(str(tmp_path / "ours" / "3"), model, loss, opt, {"next_iter": 3})
     files["ours-params"] = tmp_path / "ours" / "3" / checkpoint.PARAMS
     files["ours-opt"] = tmp_path / "ours" / "3" / checkpoint.OPTIMIZER
     return files
 
-
-def _arc_args():
-    import train_elem
-
-    return train_elem.build_parser().parse_args(["--class_dim=5"])
 
 
 def test_every_legitimate_file_loads_as_paddle_load_reads_it(tmp_path):

@@ -39,7 +39,7 @@ def test_fmt_time_format():
 
 
 def test_cpu_fallback_announced_in_one_line():
-    code = "import utility; print(utility.choose_device(True))"
+    code = "import utility; from dml.runtime.device import choose_device; print(choose_device(True))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     lines = out.strip().splitlines()
     assert lines[-1] == "cpu"

@@ -7,25 +7,23 @@ With R/N in a single process, it computes on share R of N of the batch instead.
 """
 import os
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import paddle
 
 import losses
 import reader
-import trainer
+from dml.train import loop
 
 out_dir, loss_name = sys.argv[1], sys.argv[2]
-rank, nranks = trainer.init_distributed()
+rank, nranks = loop.init_distributed()
 world = nranks
 if len(sys.argv) > 3:
     rank, nranks = (int(v) for v in sys.argv[3].split("/"))
 paddle.seed(5)
 model = paddle.nn.Sequential(paddle.nn.Linear(10, 16), paddle.nn.Tanh(), paddle.nn.Linear(16, 8))
-flags = SimpleNamespace(class_dim=6, train_batch_size=12, samples_each_class=2)
-loss = losses.build_loss(loss_name, flags, 8, per_device_batch=12 // nranks)
-net = trainer.TrainStep(model, loss)
+loss = losses.create(loss_name, 8, class_dim=6)
+net = loop.TrainStep(model, loss)
 step = paddle.DataParallel(net) if world > 1 else net
 
 rng = np.random.default_rng(0)

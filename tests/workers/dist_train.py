@@ -8,11 +8,11 @@ import sys
 import paddle
 
 import train_pair
-import trainer
+from dml.train import loop
 
 out_dir = sys.argv[1]
 args = train_pair.build_parser().parse_args(sys.argv[2:])
-run = trainer.train(args, "pair")
+run = loop.train(args, "pair")
 rank = paddle.distributed.get_rank()
 params = {k: v.numpy() for k, v in run.model.named_parameters()}
 params.update({"loss." + k: v.numpy() for k, v in run.loss.named_parameters()})

@@ -10,10 +10,10 @@ import os
 import signal
 import sys
 
-import checkpoint
+from dml.train import checkpoint
 import train_elem
 import train_pair
-import trainer
+from dml.train import loop
 from utility import run_cli
 
 family, kill_at = sys.argv[1], sys.argv[2]
@@ -28,4 +28,4 @@ def dying_replace_dir(tmp, directory):
 
 checkpoint._replace_dir = dying_replace_dir
 script = train_elem if family == "elem" else train_pair
-run_cli(lambda: trainer.train(script.build_parser().parse_args(sys.argv[3:]), family))
+run_cli(lambda: loop.train(script.build_parser().parse_args(sys.argv[3:]), family))

@@ -1,10 +1,5 @@
-"""Training checkpoints: `<model_save_dir>/<model>/<iter>/` with model.pdparams,
-model.pdopt and state.json, written whole or not at all.
-
-`model.pdparams` is one flat dict: the network's own keys (`backbone.*`, `embedding.*`)
-and the loss layer's under `loss.`, so `--pretrained_model` can load the network part
-of any checkpoint and `--checkpoint` can restore everything.
-"""
+"""Training checkpoints (layout: dml.checkpoint_layout), written whole or not at all,
+found again (`--checkpoint latest`), and restored."""
 import json
 import os
 import platform
@@ -13,13 +8,10 @@ import time
 
 import paddle
 
-import safe_load
-from utility import UserError
+from dml.checkpoint_layout import LOSS_PREFIX, OPTIMIZER, PARAMS, STATE
+from dml.errors import UserError
+from dml.runtime import paddle_compat, safe_load
 
-PARAMS = "model.pdparams"
-OPTIMIZER = "model.pdopt"
-STATE = "state.json"
-LOSS_PREFIX = "loss."
 TMP_MARK = ".tmp-"
 
 
@@ -35,40 +27,28 @@ def network_and_loss_state(model, loss):
 
 
 def _param_names(model, loss):
-    """(Paddle's generated parameter name, our structured name) for every parameter."""
-    pairs = [(p.name, k) for k, p in model.named_parameters()]
-    pairs += [(p.name, LOSS_PREFIX + k) for k, p in loss.named_parameters()]
-    return pairs
+    """{Paddle's generated parameter name: our structured name} for every parameter.
 
-
-def _rename_accumulators(opt_state, pairs):
-    """Re-key optimizer accumulators (`<param name>_velocity_0`) through `pairs`.
-
-    Paddle names accumulators after generated parameter names (`conv2d_40.w_0`), which
-    depend on how many layers the process built before; checkpoints store them under
-    the structured names (`backbone.conv1.weight`) so any process can restore them.
+    Paddle names optimizer accumulators after generated parameter names
+    (`conv2d_40.w_0`), which depend on how many layers the process built before;
+    checkpoints store them under the structured names (`backbone.conv1.weight`) so
+    any process can restore them.
     """
-    by_prefix = sorted(pairs, key=lambda pair: -len(pair[0]))
-    renamed = {}
-    for key, value in opt_state.items():
-        for old, new in by_prefix:
-            if isinstance(key, str) and key.startswith(old + "_"):
-                key = new + key[len(old):]
-                break
-        renamed[key] = value
-    return renamed
+    names = {p.name: k for k, p in model.named_parameters()}
+    names.update({p.name: LOSS_PREFIX + k for k, p in loss.named_parameters()})
+    return names
 
 
 def optimizer_state(optimizer, model, loss):
     """The optimizer's state dict keyed by structured parameter names."""
-    return _rename_accumulators(optimizer.state_dict(), _param_names(model, loss))
+    return paddle_compat.rename_accumulators(optimizer.state_dict(), _param_names(model, loss))
 
 
 def restore_optimizer(optimizer, model, loss, directory):
     """Load a checkpoint's optimizer state into `optimizer` (built over model + loss)."""
-    saved = load_optimizer_state(directory)
-    pairs = [(new, old) for old, new in _param_names(model, loss)]
-    optimizer.set_state_dict(_rename_accumulators(saved, pairs))
+    saved = safe_load.load(os.path.join(directory, OPTIMIZER))
+    back = {new: old for old, new in _param_names(model, loss).items()}
+    optimizer.set_state_dict(paddle_compat.rename_accumulators(saved, back))
 
 
 def save_checkpoint(directory, model, loss, optimizer, state):
@@ -221,5 +201,26 @@ def read_run_state(directory):
         raise UserError(f"--checkpoint {directory!r}: cannot read {STATE}: {err}") from None
 
 
-def load_optimizer_state(directory):
-    return safe_load.load(os.path.join(directory, OPTIMIZER))
+
+def restore(directory, model, loss, same_run):
+    """Load the network and loss parameters of a checkpoint into `model` and `loss`;
+    return its state.json. `same_run` ({flag: value}) must match what the checkpoint
+    was written with, else UserError saying which flag differs."""
+    state = read_run_state(directory)
+    recorded_flags = state.get("flags") if isinstance(state.get("flags"), dict) else {}
+    for key, value in same_run.items():
+        recorded = state.get(key, recorded_flags.get(key))
+        if recorded != value:
+            raise UserError(f"--checkpoint {directory!r} was written with --{key}={recorded}, not {value}; "
+                            f"resume with --{key}={recorded}, or use --pretrained_model to start a new run from it")
+    params = safe_load.load(os.path.join(directory, PARAMS), return_numpy=True)
+    if not isinstance(params, dict):
+        raise UserError(f"--checkpoint {directory!r}: {PARAMS} holds no state dict")
+    network = {k: v for k, v in params.items() if not k.startswith(LOSS_PREFIX)}
+    own = {k[len(LOSS_PREFIX):]: v for k, v in params.items() if k.startswith(LOSS_PREFIX)}
+    for layer, values in ((model, network), (loss, own)):
+        missing, unexpected = layer.set_state_dict(values)
+        if missing or unexpected:
+            raise UserError(f"--checkpoint {directory!r} does not fit this network "
+                            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+    return state

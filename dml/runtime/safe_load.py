@@ -15,7 +15,7 @@ import pickle
 import numpy as np
 import paddle
 
-from utility import UserError
+from dml.errors import UserError, first_line
 
 
 class UnsafeWeightsError(UserError):
@@ -81,7 +81,7 @@ def check_bytes(data, path="<bytes>"):
         ) from None
     except Exception as err:  # truncated or non-pickle data raise many types
         raise UserError(f"cannot read weights file {path}: corrupt, truncated or not a Paddle weights file "
-                        f"({_first_line(err)})") from None
+                        f"({first_line(err)})") from None
 
 
 def load(path, return_numpy=False):
@@ -97,9 +97,5 @@ def load(path, return_numpy=False):
     try:
         return paddle.load(io.BytesIO(data), return_numpy=return_numpy)
     except Exception as err:  # paddle's own conversion of a well-formed but odd pickle
-        raise UserError(f"cannot read weights file {path}: {_first_line(err)}") from None
+        raise UserError(f"cannot read weights file {path}: {first_line(err)}") from None
 
-
-def _first_line(exc):
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -15,7 +15,10 @@ import tempfile
 import numpy as np
 import paddle
 
-from utility import UserError, cuda_available, fmt_time, write_json_atomic
+from dml.cli import fmt_time
+from dml.errors import UserError, first_line
+from dml.outputs import write_json_atomic
+from dml.runtime.device import cuda_available
 
 PREFIX = "inference"
 PARAMS_FILE = PREFIX + ".pdiparams"
@@ -72,9 +75,7 @@ def model_files(directory):
 class Predictor:
     """A paddle.inference predictor that stands in for the dynamic-graph model in
     `features.extract_features`: called on an image batch Tensor, it returns the
-    features as a Tensor (`eval()`/`train()` exist and do nothing)."""
-
-    training = False
+    features as a Tensor."""
 
     def __init__(self, directory, use_gpu=False, cpu_threads=None, bf16=False):
         """On the CPU, oneDNN kernels (several times faster than Paddle's own CPU
@@ -96,8 +97,7 @@ class Predictor:
         try:
             self.predictor = paddle.inference.create_predictor(config)
         except Exception as err:  # Paddle raises several types for a damaged model
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"--inference_model {directory!r} cannot be loaded: {first}") from None
+            raise UserError(f"--inference_model {directory!r} cannot be loaded: {first_line(err)}") from None
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
 
@@ -111,9 +111,3 @@ class Predictor:
 
     def __call__(self, images):
         return paddle.to_tensor(self.run(images.numpy()))
-
-    def eval(self):
-        return self
-
-    def train(self):
-        return self

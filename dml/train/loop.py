@@ -1,8 +1,7 @@
 """The training loop behind train_elem.py and train_pair.py.
 
-The scripts differ only in their flags; the loss name decides the sampler:
-softmax/arcmargin draw shuffled images, triplet draws (anchor, positive, negative)
-triples, quadruplet/eml/npairs draw class-balanced batches.
+The scripts differ only in their flags; the loss's spec decides the sampler
+(shuffled images, (anchor, positive, negative) triples or class-balanced batches).
 """
 import time
 
@@ -10,18 +9,16 @@ import numpy as np
 import paddle
 from paddle import nn
 
-import acceleration
-import checkpoint
-import interrupts
 import losses
 import models
 import reader
-import train_flags
-from run_monitor import Run
-from utility import UserError, choose_device
+from dml.errors import UserError
+from dml.runtime import acceleration, paddle_compat
+from dml.runtime.device import choose_device
 
-SAMPLER_OF_LOSS = {"softmax": "elem", "arcmargin": "elem", "triplet": "triplet",
-                   "quadruplet": "balanced", "eml": "balanced", "npairs": "balanced"}
+from . import checkpoint, interrupts
+from . import flags as train_flags
+from .monitor import CheckpointWriter, PeriodicTest, Run, Schedule
 
 
 class TrainStep(nn.Layer):
@@ -39,18 +36,18 @@ class TrainStep(nn.Layer):
         embeddings = self.model(images) if self.features is None else self.model.head(self.features(images))
         if embeddings.dtype != paddle.float32:
             embeddings = paddle.cast(embeddings, "float32")  # under --amp: the losses stay in float32
-        out = self.loss(embeddings, labels)
-        cost, probs = out if isinstance(out, tuple) else (out, None)
+        cost, probs = self.loss(embeddings, labels)
         return paddle.mean(cost), embeddings, probs
 
 
-def make_optimizer(args, lr_steps, parameters):
-    """Momentum 0.9 with L2 decay 1e-4 and the chosen learning-rate schedule."""
-    if args.lr_strategy == "cosine_decay":
-        schedule = paddle.optimizer.lr.CosineAnnealingDecay(args.lr, T_max=args.total_iter_num)
+def make_optimizer(parameters, lr, lr_strategy="piecewise_decay", lr_steps=(), total_iter_num=None):
+    """Momentum 0.9 with L2 decay 1e-4 and the learning-rate schedule: piecewise_decay
+    (lr x 0.1 at each of lr_steps) or cosine_decay over total_iter_num steps."""
+    if lr_strategy == "cosine_decay":
+        schedule = paddle.optimizer.lr.CosineAnnealingDecay(lr, T_max=total_iter_num)
     else:
-        values = [args.lr * (0.1 ** i) for i in range(len(lr_steps) + 1)]
-        schedule = paddle.optimizer.lr.PiecewiseDecay(lr_steps, values)
+        values = [lr * (0.1 ** i) for i in range(len(lr_steps) + 1)]
+        schedule = paddle.optimizer.lr.PiecewiseDecay(list(lr_steps), values)
     optimizer = paddle.optimizer.Momentum(learning_rate=schedule, momentum=0.9, parameters=parameters,
                                           weight_decay=paddle.regularizer.L2Decay(1e-4))
     return optimizer, schedule
@@ -64,64 +61,55 @@ def init_distributed():
     return paddle.distributed.get_rank(), nranks
 
 
-def restore(directory, args, model, loss):
-    """Load network and loss parameters of a checkpoint of the same run; return its state."""
-    state = checkpoint.read_run_state(directory)
-    for key in ("model", "embedding_size", "loss_name"):
-        if state.get(key) != getattr(args, key):
-            raise UserError(f"--checkpoint {directory!r} was written with --{key}={state.get(key)}, "
-                            f"not {getattr(args, key)}; use --pretrained_model to start a new run from it")
-    _, params = models.read_state(directory)
-    net = {k: v for k, v in params.items() if not k.startswith(checkpoint.LOSS_PREFIX)}
-    own = {k[len(checkpoint.LOSS_PREFIX):]: v for k, v in params.items() if k.startswith(checkpoint.LOSS_PREFIX)}
-    for layer, values in ((model, net), (loss, own)):
-        missing, unexpected = layer.set_state_dict(values)
-        if missing or unexpected:
-            raise UserError(f"--checkpoint {directory!r} does not fit this network "
-                            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
-    return state
-
-
 def train(args, family):
-    """Run the whole training job described by the parsed flags `args`."""
-    size, lr_steps = train_flags.check_flags(args, family)
+    """Run the whole training job described by the parsed flags of a training script."""
+    train_flags.check(args, family)
     device = choose_device(args.use_gpu)
     if device == "cpu":
         acceleration.configure_cpu()
     rank, nranks = init_distributed()
+    spec = losses.spec(args.loss_name)
     samples_each_class = getattr(args, "samples_each_class", None)
-    per_device = losses.check_batch(args.loss_name, args.train_batch_size, samples_each_class, nranks)
+    losses.check_batch(args.loss_name, args.train_batch_size, samples_each_class, nranks)
     train_list = reader.read_list(args.data_dir, args.train_list, "train")
     test_list = reader.read_list(args.data_dir, args.test_list, "test")
-    losses.check_labels(int(train_list.labels.max()), args.class_dim, len(np.unique(train_list.labels)),
-                        int(train_list.labels.min()), args.loss_name)
-    sampler = reader.make_sampler(SAMPLER_OF_LOSS[args.loss_name], train_list, args.train_batch_size,
-                                  args.seed, samples_each_class or 2)
+    losses.check_labels(args.loss_name, int(train_list.labels.min()), int(train_list.labels.max()),
+                        len(np.unique(train_list.labels)), args.class_dim)
+    sampler = reader.make_sampler(spec.sampler, train_list, args.train_batch_size, args.seed,
+                                  samples_each_class or 2)
     resume_from = resolve_checkpoint(args, rank)
     if rank == 0:
         checkpoint.check_writable(args.model_save_dir)
 
     paddle.seed(args.seed)
-    model = models.build_model(args.model, args.embedding_size)
-    loss = losses.build_loss(args.loss_name, args, model.feature_dim, per_device)
+    model = models.create(args.model, args.embedding_size)
+    loss = losses.create(args.loss_name, model.feature_dim, class_dim=args.class_dim,
+                         **train_flags.loss_params(args))
     start = 0
     if resume_from:
-        start = restore(resume_from, args, model, loss)["next_iter"]
+        start = checkpoint.restore(resume_from, model, loss, same_run=train_flags.run_identity(args))["next_iter"]
         print(f"Resuming {resume_from} at iteration {start}")
     elif args.pretrained_model:
         models.load_pretrained(model, args.pretrained_model, verbose=rank == 0)
     step = TrainStep(model, loss, acceleration.training_features(model, args.engine, device))
-    optimizer, schedule = make_optimizer(args, lr_steps, step.parameters())
+    optimizer, schedule = make_optimizer(step.parameters(), args.lr, args.lr_strategy,
+                                         train_flags.lr_steps(args), args.total_iter_num)
     if resume_from:
         checkpoint.restore_optimizer(optimizer, model, loss, resume_from)
     if nranks > 1:
         step = paddle.DataParallel(step)
 
-    run = Run(args, family, model, loss, optimizer, rank, nranks, size, test_list)
-    run.last_saved = resume_from
+    size = train_flags.image_size(args)
+    run = Run(family=family, model=model, loss=loss, optimizer=optimizer, rank=rank, nranks=nranks,
+              schedule=Schedule(args.display_iter_step, args.test_iter_step, args.save_iter_step,
+                                args.total_iter_num),
+              tester=PeriodicTest(test_list, size, args.test_batch_size, args.num_workers, args.engine),
+              writer=CheckpointWriter(args.model_save_dir, args.model, train_flags.run_identity(args),
+                                      flags=vars(args), last_saved=resume_from),
+              log_dir=args.log_dir, enable_ce=args.enable_ce)
     loader = reader.train_loader(train_list, sampler, size, args.num_workers, start, rank, nranks)
     skips = reader.SkipReport(train_list)
-    scaler = make_scaler(args, device)
+    scaler = make_scaler(args.amp, device)
     batches = iter(loader)
     with interrupts.StopRequests() as stops:
         try:
@@ -136,7 +124,7 @@ def train(args, family):
                 if signum:
                     run.stop(iteration + 1, signum)
         finally:
-            stop_workers(batches)
+            paddle_compat.stop_loader_workers(batches)
     run.finish(start)
     return run
 
@@ -163,16 +151,9 @@ def agreed_stop(stops, nranks):
     return signum
 
 
-def stop_workers(batches):
-    """Stop the decode workers of an endless loader now, not at interpreter exit
-    (where Paddle reports them as having died unexpectedly)."""
-    shutdown = getattr(batches, "_try_shutdown_all", None)
-    if shutdown is not None:
-        shutdown()
-
-
-def make_scaler(args, device):
-    if not getattr(args, "amp", False):
+def make_scaler(amp, device):
+    """A loss scaler for --amp on the GPU; None (float32 training) otherwise."""
+    if not amp:
         return None
     if device != "gpu":
         print("--amp is ignored on the CPU: training in float32.")
@@ -194,5 +175,3 @@ def forward_backward(step, scaler, optimizer, images, labels):
         scaler.update()
     optimizer.clear_grad()
     return cost, embeddings, probs
-
-

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import paddle
 
-import acceleration
+from dml.runtime import acceleration
 
 
 def progress(iterable, total, desc, enabled=None):
@@ -27,8 +27,9 @@ def extract_features(model, loader, show_progress=None, engine=acceleration.DEFA
     Returns (features [N,D] float32, labels [N], skipped [N] bool); rows of unreadable
     images are kept in place (zeros in, features out) and flagged in `skipped`.
     """
-    was_training = model.training
-    model.eval()
+    was_training = isinstance(model, paddle.nn.Layer) and model.training
+    if was_training:
+        model.eval()
     feats, labels, skipped = [], [], []
     try:
         with acceleration.inference_forward(model, engine) as forward:

@@ -3,7 +3,7 @@
 Written by rank 0 only, and nothing at all without the flag. VisualDL is optional
 (it brings a web server and plotting libraries): the flag asks for it by name.
 """
-from utility import UserError
+from dml.errors import UserError
 
 INSTALL_HINT = "pip install visualdl==2.5.3"
 

@@ -1,18 +1,21 @@
 """What happens around the training steps: the original log lines, the periodic test,
 checkpoints, VisualDL curves, NaN and stop handling (logs and files on rank 0 only)."""
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import paddle
-from paddle import nn
 
-import checkpoint
-import features
-import interrupts
-import metrics
 import reader
-import scalar_log
-from utility import UserError, fmt_time
+from dml.cli import fmt_time
+from dml.errors import UserError
+from dml.retrieval import features, metrics
+
+from . import checkpoint, curves, interrupts
+
+#: State-dict key endings of BatchNorm running statistics (paddle.nn.BatchNorm*'s
+#: documented buffers `_mean` and `_variance`).
+RUNNING_STATS = ("._mean", "._variance")
 
 
 def average_running_stats(model, nranks):
@@ -20,12 +23,10 @@ def average_running_stats(model, nranks):
     so every rank holds the same network when it is tested or saved."""
     if nranks <= 1:
         return
-    for layer in model.sublayers():
-        if isinstance(layer, nn.layer.norm._BatchNormBase):
-            for stat in (layer._mean, layer._variance):
-                paddle.distributed.all_reduce(stat)
-                stat.set_value(stat / nranks)
-
+    for key, stat in model.state_dict().items():
+        if key.endswith(RUNNING_STATS):
+            paddle.distributed.all_reduce(stat)
+            stat.set_value(stat / nranks)
 
 
 class Meter:
@@ -44,7 +45,6 @@ class Meter:
         return means
 
 
-
 def step_figures(family, cost, embeddings, probs, labels):
     """The per-step figures of the original log line: accuracy or in-batch recall."""
     if family == "elem":
@@ -55,7 +55,6 @@ def step_figures(family, cost, embeddings, probs, labels):
     return {"loss": cost.item(), "recall": metrics.recall_topk(embeddings.numpy(), labels.numpy(), k=1)}
 
 
-
 def display_line(family, iteration, lr, means):
     if family == "elem":
         return ("[%s] trainbatch %d, lr %.6f, loss %.6f, acc1 %.4f, acc5 %.4f, time %2.2f sec"
@@ -64,28 +63,74 @@ def display_line(family, iteration, lr, means):
             % (fmt_time(), iteration, lr, means["loss"], means["recall"], means["time"]))
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """Every how many steps to log, test and save, and when to stop."""
 
-def test_recall(model, test_list, args, size):
-    """Recall@1 over the whole test list (unreadable images left out), as eval.py computes it."""
-    loader = reader.test_loader(test_list, size, args.test_batch_size, args.num_workers)
-    fea, lab, skipped = features.extract_features(model, loader, engine=args.engine)
-    return metrics.recall_topk(fea[~skipped], lab[~skipped], k=1), int((~skipped).sum())
+    display_every: int
+    test_every: int
+    save_every: int
+    total: int
 
+
+@dataclass(frozen=True)
+class PeriodicTest:
+    """Recall@1 over a whole test list (unreadable images left out), as eval.py computes it."""
+
+    test_list: object
+    image_size: int
+    batch_size: int
+    num_workers: int
+    engine: str
+
+    def __call__(self, model):
+        """(Recall@1, number of images scored)."""
+        loader = reader.test_loader(self.test_list, self.image_size, self.batch_size, self.num_workers)
+        fea, lab, skipped = features.extract_features(model, loader, engine=self.engine)
+        return metrics.recall_topk(fea[~skipped], lab[~skipped], k=1), int((~skipped).sum())
+
+
+class CheckpointWriter:
+    """Writes `<model_save_dir>/<model>/<iteration>/` and remembers the last good one.
+
+    identity: what a resumed run must match (model, embedding_size, loss_name, ...),
+    stored at the top of state.json with the seed; flags: every flag, for the record."""
+
+    def __init__(self, model_save_dir, model_name, identity, flags, last_saved=None):
+        self.root = os.path.join(model_save_dir, model_name)
+        self.state = dict(identity, seed=flags.get("seed"), flags=dict(flags))
+        self.last_saved = last_saved
+
+    def save(self, done, model, loss, optimizer):
+        directory = os.path.join(self.root, str(done))
+        try:
+            checkpoint.save_checkpoint(directory, model, loss, optimizer, dict(self.state, next_iter=done))
+        except checkpoint.CheckpointWriteError as err:
+            raise checkpoint.CheckpointWriteError(
+                f"{err} at iteration {done}; the last good checkpoint {self.last_saved or '(none yet)'} is untouched"
+            ) from None
+        self.last_saved = directory
+        print(f"[{fmt_time()}] saved checkpoint {directory}", flush=True)
 
 
 class Run:
     """What happens around the steps: log lines, periodic tests, checkpoints (rank 0 only)."""
 
-    def __init__(self, args, family, model, loss, optimizer, rank, nranks, size, test_list):
-        self.args, self.family, self.rank, self.nranks = args, family, rank, nranks
+    def __init__(self, *, family, model, loss, optimizer, schedule, tester, writer, rank=0, nranks=1,
+                 log_dir=None, enable_ce=False):
+        self.family, self.rank, self.nranks = family, rank, nranks
         self.model, self.loss, self.optimizer = model, loss, optimizer
-        self.size, self.test_list = size, test_list
+        self.schedule, self.tester, self.writer = schedule, tester, writer
+        self.enable_ce = enable_ce
         self.meter = Meter()
-        self.last_saved = None
         self.saved_iter = None
         self.last_recall = None
         self.last_cost = None
-        self.curves = scalar_log.ScalarLog(args.log_dir if rank == 0 else None)
+        self.curves = curves.ScalarLog(log_dir if rank == 0 else None)
+
+    @property
+    def last_saved(self):
+        return self.writer.last_saved
 
     def after_step(self, iteration, lr, cost, embeddings, probs, labels, seconds):
         figures = step_figures(self.family, cost, embeddings, probs, labels)
@@ -94,15 +139,15 @@ class Run:
                             f"{self.last_saved or 'none'} (lower --lr or check the data)")
         self.meter.add(time=seconds, **figures)
         done = iteration + 1
-        testing = done % self.args.test_iter_step == 0
-        saving = done % self.args.save_iter_step == 0 or done == self.args.total_iter_num
+        testing = done % self.schedule.test_every == 0
+        saving = done % self.schedule.save_every == 0 or done == self.schedule.total
         if testing or saving:
             average_running_stats(self.model, self.nranks)
         if saving:
             self.saved_iter = done  # on every rank, so all agree in stop()
         if self.rank != 0:
             return
-        if iteration % self.args.display_iter_step == 0:
+        if iteration % self.schedule.display_every == 0:
             means = self.meter.pop()
             self.last_cost = means["loss"]
             print(display_line(self.family, iteration, lr, means), flush=True)
@@ -111,34 +156,21 @@ class Run:
         if testing:
             self.test(done)
         if saving:
-            self.save(done)
+            self.writer.save(done, self.model, self.loss, self.optimizer)
 
     def test(self, done):
-        recall, count = test_recall(self.model, self.test_list, self.args, self.size)
+        recall, count = self.tester(self.model)
         self.last_recall = recall
         self.curves.add(done, **{"test/recall@1": recall})
         print("[%s] test_img_num %d, trainbatch %d, test_recall %.5f" % (fmt_time(), count, done, recall),
               flush=True)
-
-    def save(self, done):
-        directory = os.path.join(self.args.model_save_dir, self.args.model, str(done))
-        state = {"next_iter": done, "model": self.args.model, "embedding_size": self.args.embedding_size,
-                 "loss_name": self.args.loss_name, "seed": self.args.seed, "flags": vars(self.args)}
-        try:
-            checkpoint.save_checkpoint(directory, self.model, self.loss, self.optimizer, state)
-        except checkpoint.CheckpointWriteError as err:
-            raise checkpoint.CheckpointWriteError(
-                f"{err} at iteration {done}; the last good checkpoint {self.last_saved or '(none yet)'} is untouched"
-            ) from None
-        self.last_saved = directory
-        print(f"[{fmt_time()}] saved checkpoint {directory}", flush=True)
 
     def stop(self, done, signum):
         """After SIGINT/SIGTERM: save the state after `done` steps (rank 0), then exit."""
         if self.saved_iter != done:
             average_running_stats(self.model, self.nranks)
             if self.rank == 0:
-                self.save(done)
+                self.writer.save(done, self.model, self.loss, self.optimizer)
         self.curves.close()
         if self.rank == 0:
             print(f"[{fmt_time()}] stopped by {interrupts.signal_name(signum)} after {done} iterations; "
@@ -149,9 +181,9 @@ class Run:
         self.curves.close()
         if self.rank != 0:
             return
-        if start >= self.args.total_iter_num:
+        if start >= self.schedule.total:
             print(f"nothing to do: the checkpoint is at iteration {start} >= --total_iter_num")
             return
-        if self.args.enable_ce:
+        if self.enable_ce:
             print("kpis\ttrain_cost\t%f" % (self.last_cost if self.last_cost is not None else float("nan")))
             print("kpis\ttest_recall\t%f" % (self.last_recall if self.last_recall is not None else float("nan")))

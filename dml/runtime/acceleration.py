@@ -24,12 +24,12 @@ What Paddle 3.3 on an x86 CPU offers, and what we do with it:
   64 px and 3x for ResNet50 at 224 px (0.78-0.86x, median 0.83x, and 0.90-0.92x
   PyTorch, with models.max_pool's faster max-pool gradient), the same steps to float
   rounding. The embedding layer and the loss stay in the dynamic graph. This uses
-  Paddle internals (the legacy dy2static program hook), pinned by requirements.txt and
-  checked by tests/test_acceleration.py; if they are missing, training falls back to
+  Paddle internals (the legacy dy2static program hook, through dml.runtime.paddle_compat),
+  pinned by requirements.txt and checked by tests/test_paddle_compat.py; if they are missing, training falls back to
   the dynamic graph and says so.
 * bfloat16 (oneDNN, CPUs with avx512_bf16/AMX) speeds the predictor up a further
   ~1.8x but moves features by ~1e-2 relative: opt-in only
-  (`inference_model.Predictor(..., bf16=True)`).
+  (`dml.retrieval.predictor.Predictor(..., bf16=True)`).
 
 Engines, chosen by the scripts' `--engine` flag: "static" (exported predictor for
 feature extraction, oneDNN convolutions in training steps) or "dygraph" (plain dynamic
@@ -42,8 +42,11 @@ import ctypes
 import paddle
 from paddle import nn
 
-import inference_model
-from utility import UserError, set_cpu_threads
+from dml.errors import UserError
+from dml.retrieval import predictor
+
+from . import paddle_compat
+from .device import set_cpu_threads
 
 ENGINES = ("static", "dygraph")
 DEFAULT_INFER_ENGINE = "static"
@@ -87,9 +90,9 @@ class ExportedInference:
 
     def __call__(self, images):
         if self._predictor is None:
-            with inference_model.temporary_export(self.model, images.shape[-1]) as directory:
+            with predictor.temporary_export(self.model, images.shape[-1]) as directory:
                 use_gpu = paddle.get_device().startswith("gpu")
-                self._predictor = self._in_thread(inference_model.Predictor, directory, use_gpu=use_gpu)
+                self._predictor = self._in_thread(predictor.Predictor, directory, use_gpu=use_gpu)
         return paddle.to_tensor(self._in_thread(self._predictor.run, images.numpy()))
 
     def close(self):
@@ -128,7 +131,7 @@ def exportable(model):
 def inference_forward(model, engine=DEFAULT_INFER_ENGINE):
     """A callable images -> features for one eval-mode pass over a test set: under
     "static" an ExportedInference of an EmbeddingNet (closed after the block); under
-    "dygraph", or for anything else (an inference_model.Predictor already is one),
+    "dygraph", or for anything else (a predictor.Predictor already is one),
     the model itself."""
     if check_engine(engine) == "dygraph" or not exportable(model):
         yield model
@@ -159,9 +162,8 @@ class PooledFeatures(nn.Layer):
 def _convolutions_on_onednn_hook():
     """A legacy dy2static program hook that marks the convolutions (forward and
     gradient) of the training program for oneDNN kernels, and counts them."""
-    from paddle.jit.dy2static.partial_program import PartialProgramLayerHook
 
-    class ConvolutionsOnOneDNN(PartialProgramLayerHook):
+    class ConvolutionsOnOneDNN(paddle_compat.program_hook_base()):
         marked = 0
 
         def before_append_backward(self, forward_program):
@@ -170,7 +172,7 @@ def _convolutions_on_onednn_hook():
         def after_append_backward(self, whole_program, backward_start_idx):
             for op in whole_program.global_block().ops:
                 if op.type in TRAINING_ONEDNN_OPS:
-                    op._set_attr("use_mkldnn", True)
+                    paddle_compat.set_op_attribute(op, "use_mkldnn", True)
                     self.marked += 1
             return whole_program, backward_start_idx
 
@@ -187,21 +189,17 @@ class OneDNNTrainingFeatures:
     Layer, so holding one adds no parameters or state-dict entries."""
 
     def __init__(self, network):
-        from paddle.pir_utils import DygraphOldIrGuard
-
-        self._legacy_ir = DygraphOldIrGuard
         self._layer = PooledFeatures(network)
         spec = paddle.static.InputSpec([None, 3, None, None], "float32", "image")
-        with self._legacy_ir():
+        with paddle_compat.legacy_program_guard():
             self._compiled = paddle.jit.to_static(self._layer, input_spec=[spec], full_graph=True)
-            # the cache entry a training call will use: found from a tensor like the real ones
-            _, program = self._compiled.forward.get_concrete_program(paddle.zeros([1, 3, 8, 8]))
             self.hook = _convolutions_on_onednn_hook()
-            program.set_hooker(self.hook)
+            # the cache entry a training call will use: found from a tensor like the real ones
+            paddle_compat.attach_program_hook(self._compiled, paddle.zeros([1, 3, 8, 8]), self.hook)
 
     def __call__(self, images):
         self._layer.training = True
-        with self._legacy_ir():
+        with paddle_compat.legacy_program_guard():
             return self._compiled(images)
 
 
@@ -210,11 +208,11 @@ def training_features(network, engine, device):
     None for the network's own dynamic graph: under "dygraph", off the CPU, on builds
     without oneDNN, or when this Paddle lacks the internals it needs (said once)."""
     if check_engine(engine) == "dygraph" or device != "cpu" or not exportable(network) \
-            or not paddle.base.core.is_compiled_with_onednn():
+            or not paddle_compat.compiled_with_onednn():
         return None
     try:
         return OneDNNTrainingFeatures(network)
-    except (ImportError, AttributeError, TypeError) as err:
+    except (ImportError, AttributeError, TypeError, paddle_compat.PaddleInternalMissing) as err:
         print(f"oneDNN training is not available in Paddle {paddle.__version__} ({err}): "
               f"training in the dynamic graph")
         return None

@@ -1,0 +1,115 @@
+"""The training scripts' flags: declared once here with their types, ranges and help;
+the loss flags come from the loss specs. `check` holds the rules that tie several
+flags together; every single-flag rule is in the flag's type."""
+import argparse
+
+import imgtool
+import losses
+from dml.cli import add_arguments
+from dml.errors import UserError
+from dml.flag_types import choice, increasing_ints, parse_increasing_ints, positive_float, positive_int
+from dml.script_flags import add_data_arguments, add_engine_argument, add_model_arguments
+
+LR_STRATEGIES = ("piecewise_decay", "cosine_decay")
+
+
+def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, total_iter_num,
+                           test_iter_step, save_iter_step, loss_name):
+    """Every flag of a training script of `family` ("elem" or "pair"), with its defaults."""
+    add_model_arguments(parser)
+    add_arguments("train_batch_size", positive_int, train_batch_size,
+                  "Images per training step, over all devices (split evenly between them).", parser)
+    add_arguments("test_batch_size", positive_int, 50, "Images per forward pass of the periodic test.", parser)
+    class_help = ("Number of training classes: rows of the classifier / proxies (SOP: 11318)." if family == "elem"
+                  else "Number of training classes; kept from the original, not read by the pair losses.")
+    add_arguments("class_dim", positive_int, 11318, class_help, parser)
+    add_arguments("lr", positive_float, lr, "Initial learning rate.", parser)
+    add_arguments("lr_strategy", choice(*LR_STRATEGIES), "piecewise_decay",
+                  "Learning-rate schedule: piecewise_decay (x0.1 at each of --lr_steps) or cosine_decay "
+                  "(to 0 at --total_iter_num).", parser)
+    add_arguments("lr_steps", increasing_ints, lr_steps,
+                  "Iterations at which piecewise_decay multiplies the learning rate by 0.1 (comma-separated).",
+                  parser)
+    add_arguments("total_iter_num", positive_int, total_iter_num, "Training iterations in all.", parser)
+    add_arguments("display_iter_step", positive_int, 10,
+                  "Print a log line (averages since the last one) every this many iterations.", parser)
+    add_arguments("test_iter_step", positive_int, test_iter_step,
+                  "Test Recall@1 on --test_list every this many iterations.", parser)
+    add_arguments("save_iter_step", positive_int, save_iter_step,
+                  "Save a checkpoint every this many iterations (and at the end).", parser)
+    add_arguments("with_mem_opt", bool, True, "Accepted for compatibility; a no-op (Paddle manages memory).",
+                  parser)
+    add_arguments("pretrained_model", str, None,
+                  "Network weights to start from (fine-tuning): a checkpoint directory or .pdparams of this "
+                  "toolkit, a paddle.vision state dict, a legacy Fluid directory, or 'imagenet'.", parser)
+    add_arguments("checkpoint", str, None,
+                  "Resume a run: a checkpoint directory, a directory of numbered checkpoints (its newest), "
+                  "or 'latest' (the newest under --model_save_dir/--model).", parser)
+    add_arguments("model_save_dir", str, "output",
+                  "Checkpoints go to <model_save_dir>/<model>/<iteration>/.", parser)
+    family_losses = losses.names(family)
+    add_arguments("loss_name", loss_name_of(family), loss_name,
+                  "Loss: " + "; ".join(f"{n}: {losses.spec(n).summary}" for n in family_losses), parser)
+    add_loss_arguments(parser, family)
+    add_engine_argument(parser, training=True)
+    add_arguments("log_dir", str, None, "Write training curves (loss, lr, accuracy or recall, test recall) as "
+                  "VisualDL scalars to this directory (needs: pip install visualdl==2.5.3).", parser)
+    add_arguments("amp", bool, False, "Mixed precision (float16 autocast, dynamic loss scaling) on GPU; "
+                  "ignored on CPU.", parser)
+    add_arguments("enable_ce", bool, False,
+                  "Continuous evaluation: print the final 'kpis' lines (train_cost, test_recall).", parser)
+    add_data_arguments(parser)
+
+
+def loss_name_of(family):
+    """argparse type of --loss_name: a loss this script trains (a loss of the other
+    script is named with the script that trains it)."""
+    own = losses.names(family)
+
+    def parse(text):
+        if text in own:
+            return text
+        where = f"{text!r} is trained by {losses.spec(text).script}" if text in losses.names() else \
+            f"unknown loss {text!r}"
+        raise argparse.ArgumentTypeError(f"{where}; this script trains {', '.join(own)}")
+
+    parse.__name__ = "loss_name"
+    return parse
+
+
+def add_loss_arguments(parser, family):
+    """One flag per loss parameter of the family's losses (a flag several losses share,
+    such as --margin, is declared once and says which losses read it)."""
+    users = {}
+    for name in losses.names(family):
+        for param in losses.spec(name).params:
+            users.setdefault(param.flag, (param, []))[1].append(name)
+    for flag, (param, names) in users.items():
+        add_arguments(flag, param.type, param.default, f"{param.help} Used by: {', '.join(names)}.", parser)
+
+
+def loss_params(args):
+    """The chosen loss's constructor arguments, from its flags."""
+    return {p.name: getattr(args, p.flag) for p in losses.spec(args.loss_name).params}
+
+
+def run_identity(args):
+    """What a checkpoint must have been written with to be resumed by this run."""
+    identity = {"model": args.model, "embedding_size": args.embedding_size, "loss_name": args.loss_name}
+    if losses.spec(args.loss_name).classes:
+        identity["class_dim"] = args.class_dim
+    return identity
+
+
+def lr_steps(args):
+    return parse_increasing_ints(args.lr_steps)
+
+
+def image_size(args):
+    return imgtool.parse_image_shape(args.image_shape)[1]
+
+
+def check(args, family):
+    """The rules that tie several flags together (each flag's own range is in its type)."""
+    if losses.spec(args.loss_name).family != family:
+        raise UserError(f"--loss_name={args.loss_name} is trained by {losses.spec(args.loss_name).script}")
