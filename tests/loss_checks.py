@@ -17,13 +17,19 @@ def labels_with_singletons(rng, batch, classes, singletons=2):
     return labels.astype(np.int64)
 
 
-def memory(rng, size, dim, labels):
-    """A reference set as the cross-batch memory holds it: unit rows and their labels."""
-    return ref.unit_rows(rng.normal(size=(size, dim))), np.asarray(labels, dtype=np.int64)
+def memory(rng, size, dim, classes):
+    """A reference set as the cross-batch memory holds it: unit rows and their labels,
+    from the batch's classes 0..classes-1 and from 4 classes the batch lacks (100+)."""
+    labels = rng.integers(0, classes + 4, size)
+    labels[labels >= classes] += 100
+    return ref.unit_rows(rng.normal(size=(size, dim))), labels.astype(np.int64)
 
 
 def run(layer, x, labels, refs=None, dtype="float32"):
-    """(cost as float64 array, gradient of mean(cost) w.r.t. x, probs or None)."""
+    """(cost as float64 array, gradient of mean(cost) w.r.t. x, probs or None).
+
+    The layer's own parameter gradients are cleared first, so they hold this call's."""
+    layer.clear_gradients()
     xt = tensor(x, grad=True, dtype=dtype)
     extra = () if refs is None else (tensor(refs[0], dtype=dtype), paddle.to_tensor(refs[1]))
     cost, probs = layer(xt, paddle.to_tensor(labels), *extra)
@@ -65,3 +71,25 @@ def embedding_net(rng, batch, dim, labels, seed=3):
     centres = rng.normal(size=(int(labels.max()) + 1, 16))
     inputs = tensor(centres[labels] + 0.8 * rng.normal(size=(batch, 16)))
     return paddle.nn.Linear(16, dim), inputs
+
+
+def check_pair_loss(layer, fn, x, labels, refs=None, atol32=1e-5):
+    """A pair loss against the scalar reference fn(x): value in float32 and float64,
+    input gradient in float64 against central differences of fn."""
+    expected = fn(x)
+    cost, grad, probs = run(layer, x, labels, refs)
+    assert probs is None and cost.shape == () and all_finite(grad)
+    np.testing.assert_allclose(cost, expected, rtol=1e-5, atol=atol32)
+    cost64, grad64, _ = run(layer, x, labels, refs, dtype="float64")
+    np.testing.assert_allclose(cost64, expected, rtol=1e-9, atol=1e-12)
+    assert_grad_matches(grad64, fn, x)
+    return expected
+
+
+def pair_descent(layer, seed=0, batch=12, dim=8, steps=20, lr=0.1):
+    """(loss before, after SGD steps) for a linear map of a fixed random 6-class batch."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(batch // 2), 2)
+    net, inputs = embedding_net(rng, batch, dim, labels, seed)
+    label_t = paddle.to_tensor(labels)
+    return descend(net.parameters(), lambda: layer(net(inputs), label_t)[0], steps=steps, lr=lr)
