@@ -235,9 +235,9 @@ def contrastive_loss(x, labels, pos_margin, neg_margin, ref=None, ref_labels=Non
     xn = unit_rows(x)
     refs = xn if ref is None else ref
     _, pos, neg, _ = pair_sets(x, labels, ref, ref_labels)
-    dist = lambda i, j: math.sqrt(np.sum((xn[i] - refs[j]) ** 2))  # noqa: E731
-    pos_terms = [dist(i, j) - pos_margin for i in range(len(x)) for j in pos[i] if dist(i, j) > pos_margin]
-    neg_terms = [neg_margin - dist(i, j) for i in range(len(x)) for j in neg[i] if dist(i, j) < neg_margin]
+    dist = np.sqrt(np.sum((xn[:, None, :] - refs[None, :, :]) ** 2, axis=2))
+    pos_terms = [dist[i, j] - pos_margin for i in range(len(x)) for j in pos[i] if dist[i, j] > pos_margin]
+    neg_terms = [neg_margin - dist[i, j] for i in range(len(x)) for j in neg[i] if dist[i, j] < neg_margin]
     return (float(np.mean(pos_terms)) if pos_terms else 0.0) + (float(np.mean(neg_terms)) if neg_terms else 0.0)
 
 
@@ -245,11 +245,12 @@ def trihard_loss(x, labels, margin, ref=None, ref_labels=None):
     xn = unit_rows(x)
     refs = xn if ref is None else ref
     _, pos, neg, _ = pair_sets(x, labels, ref, ref_labels)
+    dist = np.sum((xn[:, None, :] - refs[None, :, :]) ** 2, axis=2)
     costs = []
     for i in range(len(x)):
         if not pos[i] or not neg[i]:
             continue
-        hardest_pos = max(sq_dist(xn[i], refs[j]) for j in pos[i])
-        hardest_neg = min(sq_dist(xn[i], refs[k]) for k in neg[i])
+        hardest_pos = max(dist[i, j] for j in pos[i])
+        hardest_neg = min(dist[i, k] for k in neg[i])
         costs.append(max(0.0, hardest_pos - hardest_neg + margin))
     return float(np.mean(costs)) if costs else 0.0
