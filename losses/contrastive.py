@@ -35,7 +35,7 @@ class ContrastiveLoss(nn.Layer):
         dist = safe_sqrt(pairs.squared_distance())
         fixed = dist.detach()
         active_pos = paddle.logical_and(pairs.positives, fixed > self.pos_margin)
-        active_neg = paddle.logical_and(paddle.logical_and(pairs.negatives, pairs.others), fixed < self.neg_margin)
+        active_neg = paddle.logical_and(pairs.negatives, fixed < self.neg_margin)
         return mean_over(dist - self.pos_margin, active_pos) + mean_over(self.neg_margin - dist, active_neg), None
 
 
