@@ -38,14 +38,19 @@ class ArcMarginLoss(nn.Layer):
         labels = paddle.reshape(labels, [-1]).astype("int64")
         cosine = paddle.matmul(l2_normalize(embeddings), l2_normalize(self.weight), transpose_y=True)
         one_hot = F.one_hot(labels, self.class_dim).astype(cosine.dtype)
-        logits = self.scale * (one_hot * self._margin_cosine(cosine) + (1.0 - one_hot) * cosine)
+        margin_cos = arc_margin_cosine(cosine, self.margin, self.easy_margin)
+        logits = self.scale * (one_hot * margin_cos + (1.0 - one_hot) * cosine)
         return softmax_cross_entropy(logits, labels)
 
-    def _margin_cosine(self, cosine):
-        """phi = cos(theta + m), with the original's fallback where that is not monotone."""
-        m = self.margin
-        sine = paddle.sqrt(1.0 - paddle.square(cosine) + 1e-6)
-        phi = cosine * math.cos(m) - sine * math.sin(m)
-        if self.easy_margin:
-            return paddle.where(cosine > 0, phi, cosine)
-        return paddle.where(cosine > math.cos(math.pi - m), phi, cosine - math.sin(math.pi - m) * m)
+
+def arc_margin_cosine(cosine, margin, easy_margin):
+    """phi = cos(theta + m), with the original's fallback where that is not monotone.
+
+    Shared with SubCenterArcMarginLoss, which applies it to its best sub-centre's cosine.
+    """
+    m = margin
+    sine = paddle.sqrt(1.0 - paddle.square(cosine) + 1e-6)
+    phi = cosine * math.cos(m) - sine * math.sin(m)
+    if easy_margin:
+        return paddle.where(cosine > 0, phi, cosine)
+    return paddle.where(cosine > math.cos(math.pi - m), phi, cosine - math.sin(math.pi - m) * m)

@@ -107,3 +107,150 @@ def numeric_grad(fn, x, h=1e-6):
         down[idx] -= h
         grad[idx] = (fn(up) - fn(down)) / (2 * h)
     return grad
+
+
+# ---------------------------------------------------------------- the losses of issue 14
+
+
+def logsumexp(values):
+    """log sum exp(v), shifted by the max so gamma = 256 cannot overflow float64."""
+    values = list(values)
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def log1p_sum_exp(values):
+    """log(1 + sum exp(v)); 0 for an empty sum."""
+    return logsumexp([0.0] + list(values))
+
+
+def softplus(v):
+    return max(v, 0.0) + math.log1p(math.exp(-abs(v)))
+
+
+def cosface_loss(x, labels, weight, scale, margin):
+    """weight [C, D]."""
+    cos = unit_rows(x) @ unit_rows(weight).T
+    logits = scale * cos
+    for i, label in enumerate(labels):
+        logits[i, label] = scale * (cos[i, label] - margin)
+    return cross_entropy_with_probs(logits, labels)
+
+
+def subcenter_arcmargin_loss(x, labels, weight, sub_centers, margin, scale, easy_margin):
+    """weight [C * K, D], row c * K + k is centre k of class c."""
+    xn, wn = unit_rows(x), unit_rows(weight)
+    classes = weight.shape[0] // sub_centers
+    cos = np.zeros((len(x), classes))
+    for i in range(len(x)):
+        for c in range(classes):
+            cos[i, c] = max(float(xn[i] @ wn[c * sub_centers + k]) for k in range(sub_centers))
+    logits = scale * cos
+    for i, label in enumerate(labels):
+        c = cos[i, label]
+        phi = c * math.cos(margin) - math.sqrt(1.0 - c * c + 1e-6) * math.sin(margin)
+        if easy_margin:
+            phi = phi if c > 0 else c
+        elif c <= math.cos(math.pi - margin):
+            phi = c - math.sin(math.pi - margin) * margin
+        logits[i, label] = scale * phi
+    return cross_entropy_with_probs(logits, labels)
+
+
+def proxy_anchor_loss(x, labels, proxies, alpha, margin):
+    s = unit_rows(x) @ unit_rows(proxies).T
+    present = sorted(set(int(y) for y in labels))
+    pos = sum(
+        log1p_sum_exp(-alpha * (s[i, c] - margin) for i in range(len(x)) if labels[i] == c) for c in present
+    )
+    neg = sum(
+        log1p_sum_exp(alpha * (s[i, c] + margin) for i in range(len(x)) if labels[i] != c)
+        for c in range(len(proxies))
+    )
+    return pos / len(present) + neg / len(proxies)
+
+
+def pair_sets(x, labels, ref=None, ref_labels=None):
+    """(S [N, M], P, Nn, others): P[i], Nn[i], others[i] are lists of reference columns.
+
+    Without a reference set the batch is its own (j != i for P and others); with one
+    (unit rows already) there is no j != i exclusion."""
+    xn = unit_rows(x)
+    if ref is None:
+        ref, ref_labels, own = xn, labels, True
+    else:
+        own = False
+    sim = xn @ ref.T
+    pos, neg, others = [], [], []
+    for i in range(len(x)):
+        cols = [j for j in range(len(ref)) if not (own and j == i)]
+        pos.append([j for j in cols if ref_labels[j] == labels[i]])
+        neg.append([j for j in cols if ref_labels[j] != labels[i]])
+        others.append(cols)
+    return sim, pos, neg, others
+
+
+def multi_similarity_loss(x, labels, alpha, beta, base, epsilon, ref=None, ref_labels=None):
+    s, pos, neg, _ = pair_sets(x, labels, ref, ref_labels)
+    costs = []
+    for i in range(len(x)):
+        pos_min = min((s[i, j] for j in pos[i]), default=math.inf)
+        neg_max = max((s[i, k] for k in neg[i]), default=-math.inf)
+        kept_neg = [k for k in neg[i] if s[i, k] > pos_min - epsilon]
+        kept_pos = [j for j in pos[i] if s[i, j] < neg_max + epsilon]
+        costs.append(
+            log1p_sum_exp(-alpha * (s[i, j] - base) for j in kept_pos) / alpha
+            + log1p_sum_exp(beta * (s[i, k] - base) for k in kept_neg) / beta
+        )
+    return float(np.mean(costs))
+
+
+def circle_loss(x, labels, margin, gamma, ref=None, ref_labels=None, weights_at=None):
+    """a_p, a_n are constants: they are computed at `weights_at` (default x itself), so
+    finite differences with weights_at fixed give the layer's gradient."""
+    s, pos, neg, _ = pair_sets(x, labels, ref, ref_labels)
+    w = s if weights_at is None else pair_sets(weights_at, labels, ref, ref_labels)[0]
+    costs = []
+    for i in range(len(x)):
+        if not pos[i] or not neg[i]:
+            continue
+        lse_n = logsumexp(gamma * max(w[i, n] + margin, 0.0) * (s[i, n] - margin) for n in neg[i])
+        lse_p = logsumexp(-gamma * max(1 + margin - w[i, p], 0.0) * (s[i, p] - 1 + margin) for p in pos[i])
+        costs.append(softplus(lse_n + lse_p))
+    return float(np.mean(costs)) if costs else 0.0
+
+
+def supcon_loss(x, labels, temperature, ref=None, ref_labels=None):
+    s, pos, _, others = pair_sets(x, labels, ref, ref_labels)
+    costs = []
+    for i in range(len(x)):
+        if not pos[i]:
+            continue
+        log_denominator = logsumexp(s[i, a] / temperature for a in others[i])
+        costs.append(-np.mean([s[i, p] / temperature - log_denominator for p in pos[i]]))
+    return float(np.mean(costs)) if costs else 0.0
+
+
+def contrastive_loss(x, labels, pos_margin, neg_margin, ref=None, ref_labels=None):
+    xn = unit_rows(x)
+    refs = xn if ref is None else ref
+    _, pos, neg, _ = pair_sets(x, labels, ref, ref_labels)
+    dist = np.sqrt(np.sum((xn[:, None, :] - refs[None, :, :]) ** 2, axis=2))
+    pos_terms = [dist[i, j] - pos_margin for i in range(len(x)) for j in pos[i] if dist[i, j] > pos_margin]
+    neg_terms = [neg_margin - dist[i, j] for i in range(len(x)) for j in neg[i] if dist[i, j] < neg_margin]
+    return (float(np.mean(pos_terms)) if pos_terms else 0.0) + (float(np.mean(neg_terms)) if neg_terms else 0.0)
+
+
+def trihard_loss(x, labels, margin, ref=None, ref_labels=None):
+    xn = unit_rows(x)
+    refs = xn if ref is None else ref
+    _, pos, neg, _ = pair_sets(x, labels, ref, ref_labels)
+    dist = np.sum((xn[:, None, :] - refs[None, :, :]) ** 2, axis=2)
+    costs = []
+    for i in range(len(x)):
+        if not pos[i] or not neg[i]:
+            continue
+        hardest_pos = max(dist[i, j] for j in pos[i])
+        hardest_neg = min(dist[i, k] for k in neg[i])
+        costs.append(max(0.0, hardest_pos - hardest_neg + margin))
+    return float(np.mean(costs)) if costs else 0.0
