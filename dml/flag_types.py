@@ -82,3 +82,11 @@ def choice(*names, what="choices"):
 
     parse.__name__ = "choice"
     return parse
+
+
+def finite_float(text):
+    """Any finite number."""
+    value = _number(text, float)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number")
+    return value

@@ -4,7 +4,7 @@ From these entries come the registry (`losses.create`, `losses.names`), each tra
 script's `--loss_name` choices and loss flags with their help, the batch checks, the
 trainer's choice of sampler, the README's loss table and the tests run on every loss.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from dml.errors import UserError
@@ -44,6 +44,8 @@ class LossSpec:
     batch_rule(per_device_batch, samples_each_class, where): raises UserError when a
         per-device batch cannot feed the loss (`where` names the flag for the message).
     summary: one line for --help and the README: what it is, and the paper.
+    reference_set: forward also takes (ref_embeddings, ref_labels), a set of earlier
+        embeddings to compare the batch with (the cross-batch memory, --xbm_size).
     """
 
     name: str
@@ -55,7 +57,7 @@ class LossSpec:
     classes: bool = False
     probs: bool = False
     batch_rule: Callable = no_rule
-    reference_set: bool = field(default=False)
+    reference_set: bool = False
 
     def __post_init__(self):
         if self.family not in FAMILIES or self.sampler not in SAMPLERS:

@@ -297,11 +297,16 @@ def test_create_sets_each_spec_parameter(name):
     for param in spec.params:
         assert getattr(layer, param.name) == param.default, param.name
     # (samples_each_class is left out: npairs takes only 2; check_batch tests it)
-    changed = {p.name: (not p.default if isinstance(p.default, bool) else p.default * 2 + 0.25)
-               for p in spec.params if p.name != "samples_each_class"}
+    changed = {p.name: _another_value(p.default) for p in spec.params if p.name != "samples_each_class"}
     layer = losses.create(name, 8, class_dim=6, **changed)
     for key, value in changed.items():
         assert getattr(layer, key) == value, key
+
+
+def _another_value(default):
+    if isinstance(default, bool):
+        return not default
+    return default * 2 + (1 if isinstance(default, int) else 0.25)
 
 
 def test_create_rejects_what_a_loss_does_not_take():

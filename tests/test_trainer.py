@@ -10,6 +10,7 @@ import paddle
 import pytest
 
 from dml.train import checkpoint
+import losses
 import train_elem
 import train_pair
 from dml.train import loop
@@ -42,9 +43,9 @@ def final_params(out, model="ResNet18"):
     return paddle.load(os.path.join(out, model, steps[-1], checkpoint.PARAMS)), steps
 
 
-@pytest.mark.parametrize("family, loss_name", [("elem", "softmax"), ("elem", "arcmargin"), ("pair", "triplet"),
-                                               ("pair", "quadruplet"), ("pair", "eml"), ("pair", "npairs")])
-def test_every_loss_trains_end_to_end(tmp_path, demo_dir, capsys, family, loss_name):
+@pytest.mark.parametrize("loss_name", losses.names())
+def test_every_loss_trains_end_to_end(tmp_path, demo_dir, capsys, loss_name):
+    family = losses.spec(loss_name).family
     run(family, flags(demo_dir, tmp_path, loss_name=loss_name, total_iter_num=3, test_iter_step=3, save_iter_step=2))
     lines = capsys.readouterr().out.splitlines()
     line_re = ELEM_LINE if family == "elem" else PAIR_LINE
