@@ -80,6 +80,9 @@ def main(argv=None):
     except ArchiveError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except OSError as err:  # an unreadable source file, an unwritable --out
+        print(f"error: {err.filename or args.out}: {err.strerror}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -212,6 +212,14 @@ def test_inshop_image_in_query_and_gallery(tmp_path):
     assert_one_line_error(prepare("inshop", "--src", src, "--out", src), "both query and gallery")
 
 
+def test_inshop_query_without_gallery_item_is_warned(tmp_path):
+    items = [(1, "MEN/Denim", {"train": 2}), (3, "MEN/Denim", {"query": 2, "gallery": 1}), (5, "MEN/Denim", {"query": 1})]
+    src, _ = oa.inshop(tmp_path, items=items)
+    done = prepare("inshop", "--src", src, "--out", src)
+    assert done.returncode == 0, done.stderr
+    assert "warning: 1 query image(s) have no image of their item in the gallery" in done.stdout
+
+
 # ---------------------------------------------------------------- SOP
 
 def test_sop_copied_with_paths_rebased(tmp_path):
@@ -267,6 +275,13 @@ def test_failed_run_leaves_earlier_lists_untouched(tmp_path):
     assert_one_line_error(prepare("sop", "--src", src, "--out", src), "1 of 7 listed images are missing")
     assert open(os.path.join(src, "Ebay_test.txt")).read() == before
     assert [f for f in os.listdir(src) if f.endswith(".part")] == []
+
+
+def test_unwritable_out_is_one_line(tmp_path):
+    src, _ = oa.sop(tmp_path)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert_one_line_error(prepare("sop", "--src", src, "--out", blocker / "lists"), str(blocker))
 
 
 def test_strict_count_mismatch_writes_nothing(tmp_path):
