@@ -519,7 +519,7 @@ class _Machine:
         namespace = args[1] if len(args) == 2 else None
         if not _same(args[:1], ("data",)) or type(namespace) is not dict or list(namespace) != ["data"] \
                 or not isinstance(_resolved(namespace["data"]), np.ndarray):
-            raise _Refused(f"{func.name} other than Paddle's eval('data', {{'data': array}}) for a DenseTensor")
+            raise _Code(f"{func.name} on something other than Paddle's eval('data', {{'data': array}})")
         return _resolved(namespace["data"])
 
     def call_OrderedDict(self, func, args):
@@ -628,6 +628,8 @@ def _kind(value):
         return "PyTorch storage"
     if isinstance(value, memoryview):
         return "bytes"
+    if isinstance(value, np.ndarray):
+        return "numpy array"
     return type(value).__name__
 
 
@@ -780,30 +782,36 @@ def _file_kind(mode):
     return "not a plain file"
 
 
-def read_weights(path, to_tensor=None, max_bytes=MAX_FILE_BYTES):
+def read_weights(path, to_tensor=None, allow_nonfinite=False, max_bytes=MAX_FILE_BYTES):
     """The dict a weights file holds, its arrays as numpy arrays.
 
     Paddle pickles come back as `paddle.load(path, return_numpy=True)` returns them (name
     table removed, split big arrays joined, (name, array) tuples as arrays); PyTorch zip and
     safetensors files as {name: array}. `to_tensor(array, name)`, if given, is applied where
-    `paddle.load(path)` would make a Tensor. WeightsFileError (one line) on any violation."""
-    return _public(path, _read_weights, path, to_tensor, max_bytes)
+    `paddle.load(path)` would make a Tensor. WeightsFileError (one line) on any violation,
+    and on NaN or Inf in the weights unless `allow_nonfinite`."""
+    return _public(path, _read_weights, path, to_tensor, allow_nonfinite, max_bytes)
 
 
-def _read_weights(path, to_tensor, max_bytes):
+def _read_weights(path, to_tensor, allow_nonfinite, max_bytes):
     data = read_bytes(path, max_bytes)
     budget = 4 * len(data) + (1 << 20)
     if str(path).endswith(".safetensors") or (not data.startswith((b"PK\x03\x04", b"\x80")) and data[8:9] == b"{"):
-        result = paddle_view(_read_safetensors(data, budget), to_tensor)
+        parsed = _read_safetensors(data, budget)
     elif data.startswith(b"PK\x03\x04"):
-        result = paddle_view(_read_torch_zip(data, budget), to_tensor)
+        parsed = _read_torch_zip(data, budget)
     elif data.startswith(b"\x80"):
-        result = paddle_view(_run(data, max_array_bytes=budget), to_tensor)
+        parsed = _run(data, max_array_bytes=budget)
     else:
         raise _Refused("neither a Paddle or PyTorch pickle, a PyTorch zip checkpoint nor a safetensors file")
-    if not isinstance(result, dict):
-        raise _Refused(f"it holds a {_kind(result)}, not a dict of name -> weights")
-    return result
+    del data
+    bad = [] if allow_nonfinite else nonfinite(parsed)
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise _Refused(f"NaN or Inf in {', '.join(_show(name) for name in bad[:3])}{more}")
+    if not isinstance(parsed, dict):
+        raise _Refused(f"it holds a {_kind(parsed)}, not a dict of name -> weights")
+    return paddle_view(parsed, to_tensor)
 
 
 def paddle_view(obj, to_tensor=None):
@@ -969,6 +977,8 @@ def nonfinite(obj, prefix=""):
     if isinstance(obj, dict):
         for key, value in obj.items():
             found += nonfinite(value, f"{prefix}{key}.")
+    elif _is_named_array(obj):
+        found += nonfinite(obj[1], prefix)
     elif type(obj) in (list, tuple):
         for i, value in enumerate(obj):
             found += nonfinite(value, f"{prefix}{i}.")
