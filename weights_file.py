@@ -11,7 +11,7 @@ only the fixed rebuild paths Paddle, numpy and PyTorch write are recognised (an 
 shape whose size matches the bytes). Anything else is refused with one line.
 
 Bounds: only regular files (fstat of the opened descriptor), a maximum size, the nesting
-depth, the number of objects, memo indices, the bytes of all arrays together (a few
+depth, the number of opcodes (each makes at most one object), memo indices, the bytes of all arrays together (a few
 times the file's size), the expanded size of shared structures (by the opcode count).
 
 Formats: pickles written by `paddle.save` (read as `paddle.load(path, return_numpy=True)`
@@ -19,6 +19,8 @@ reads them), PyTorch zip checkpoints (`torch.save`) and `.safetensors` files.
 """
 import _compat_pickle
 import collections
+import concurrent.futures
+import gc
 import io
 import json
 import math
@@ -32,11 +34,12 @@ import numpy as np
 
 MAX_FILE_BYTES = 16 << 30
 MAX_DEPTH = 64
-MAX_OBJECTS = 2_000_000
+MAX_OPS = 4_000_000  # opcodes; each makes at most one object
 MAX_NDIM = 32
 MAX_DIM = 1 << 40
 MAX_LONG_BYTES = 64
 MAX_HEADER_BYTES = 100 << 20
+_PIECE = 1 << 18  # bytes read and checked at a time, a multiple of every itemsize
 NAME_TABLE = "StructuredToParameterName@@"
 BIG_PARAMS = "UnpackBigParamInfor@@"  # typos: disable-line (Paddle's spelling)
 
@@ -137,43 +140,135 @@ def _prod(shape):
     return math.prod(shape) if shape else 1
 
 
-class _Machine:
-    """The pickle opcode interpreter. `storage` (PyTorch only) maps a persistent id to a _Storage."""
+def _truncated(n, start, size):
+    return _Refused(f"truncated: {n} bytes wanted at offset {start}, the file has {size}")
 
-    def __init__(self, data, storage=None, max_objects=MAX_OBJECTS, max_array_bytes=None):
-        self.data = data
-        self.view = memoryview(data)
-        self.pos = 0
-        self.stack, self.marks, self.memo = [], [], {}
-        self.storage = storage
-        self.objects = self.ops = 0
-        self.max_objects = max_objects
-        self.array_bytes_left = 4 * len(data) + (1 << 20) if max_array_bytes is None else max_array_bytes
-        self.table = {ord(code): getattr(self, "op_" + name) for code, name in _OPCODES.items()}
 
-    # --- reading the stream ---
-    def take(self, n):
-        start = self.pos
-        if n < 0 or start + n > len(self.data):
-            raise _Refused(f"truncated: {n} bytes wanted at offset {start}, the file has {len(self.data)}")
-        self.pos = start + n
-        return start
+class _Source:
+    """The pickle's bytes, read in order through a window: all of them when the pickle is in
+    memory, else 4 KiB of the file at a time. A payload (array bytes) inside the window is
+    a view of it; one past it is not read here but left as a span, read later straight into
+    its array. So each byte of array data is copied once, as pickle's own reading does."""
 
-    def unpack(self, fmt, size):
-        return struct.unpack_from(fmt, self.data, self.take(size))[0]
+    WINDOW = 1 << 12
 
-    def chunk(self, n):
-        """n bytes of the stream, not copied."""
-        start = self.take(n)
-        return self.view[start:start + n]
+    def __init__(self, data=None, fd=None, size=None):
+        self.fd = fd
+        self.buf = b"" if data is None else bytes(data)
+        self.size = len(self.buf) if data is not None else size
+        self.base = self.i = 0  # the window starts at file offset `base`; `i` is the position in it
+
+    @property
+    def pos(self):
+        return self.base + self.i
+
+    def byte(self):
+        i = self.i
+        if i < len(self.buf):
+            self.i = i + 1
+            return self.buf[i]
+        return self.read(1)[0]
+
+    def read(self, n):
+        i = self.i
+        end = i + n
+        if 0 <= n and end <= len(self.buf):
+            self.i = end
+            return self.buf[i:end]
+        self.window(n)
+        self.i = n
+        return self.buf[:n]
+
+    def window(self, n):
+        """Start the window at the current position, with at least n bytes in it."""
+        pos = self.pos
+        if n < 0 or pos + n > self.size or self.fd is None:
+            raise _truncated(n, pos, self.size)
+        self.base, self.i = pos, 0
+        self.buf = _pread(self.fd, pos, min(max(n, self.WINDOW), self.size - pos))
+
+    def payload(self, n):
+        i = self.i
+        if 0 <= n <= len(self.buf) - i:
+            self.i = i + n
+            return memoryview(self.buf)[i:i + n]
+        if self.fd is None or n < self.WINDOW:
+            return self.read(n)
+        pos = self.pos
+        if pos + n > self.size:
+            raise _truncated(n, pos, self.size)
+        self.base, self.i, self.buf = pos + n, 0, b""
+        return _Span(self, pos, n)
 
     def line(self):
-        end = self.data.find(b"\n", self.pos, self.pos + 257)
+        if len(self.buf) - self.i < 257 and self.fd is not None and self.pos < self.size:
+            self.window(min(257, self.size - self.pos))
+        end = self.buf.find(b"\n", self.i, self.i + 257)
         if end < 0:
             raise _Refused(f"a GLOBAL opcode at offset {self.pos} without a name line of at most 256 bytes")
-        text = self.chunk(end - self.pos)
-        self.pos += 1
-        return self.text(text, "utf-8")
+        text = self.read(end - self.i)
+        self.i += 1
+        return text
+
+    def fill(self, offset, out):
+        _pread_into(self.fd, offset, out)
+
+
+class _Span:
+    """Bytes of a file not read yet (see _Source)."""
+
+    __slots__ = ("source", "offset", "size")
+
+    def __init__(self, source, offset, size):
+        self.source, self.offset, self.size = source, offset, size
+
+    def __len__(self):
+        return self.size
+
+    def tobytes(self):
+        out = bytearray(self.size)
+        self.source.fill(self.offset, memoryview(out))
+        return bytes(out)
+
+
+def _to_bytes(value):
+    return value if type(value) is bytes else value.tobytes()
+
+
+class _Machine:
+    """The pickle opcode interpreter over a _Source. `storage` (PyTorch
+    only) maps a persistent id to a _Storage."""
+
+    def __init__(self, source, storage=None, max_ops=MAX_OPS, max_array_bytes=None, nonfinite_ids=None):
+        self.source = source
+        self.nonfinite_ids = nonfinite_ids
+        self.stack, self.marks, self.memo = [], [], {}
+        self.storage = storage
+        self.ops = 0
+        self.max_ops = max_ops
+        self.pool, self.fills = None, []
+        self.array_bytes_left = 4 * source.size + (1 << 20) if max_array_bytes is None else max_array_bytes
+        self.table = [None] * 256
+        for code, name in _OPCODES.items():
+            self.table[ord(code)] = getattr(self, "op_" + name)
+        self.byte = source.byte
+        self.push = self.stack.append  # self.stack is never rebound
+        self.calls = {name[5:]: getattr(self, name) for name in dir(self) if name.startswith("call_")}
+
+    # --- reading the stream ---
+    @property
+    def pos(self):
+        return self.source.pos
+
+    def unpack(self, fmt, size):
+        return struct.unpack(fmt, self.source.read(size))[0]
+
+    def chunk(self, n):
+        """n bytes of the stream, not copied (a view or a span) when they are large."""
+        return self.source.payload(n)
+
+    def line(self):
+        return self.text(self.source.line(), "utf-8")
 
     @staticmethod
     def text(raw, encoding):
@@ -183,24 +278,18 @@ class _Machine:
             raise _Refused("a string that is not valid UTF-8") from None
 
     # --- the stack ---
-    def push(self, obj):
-        self.objects += 1
-        if self.objects > self.max_objects:
-            raise _Refused(f"more than {self.max_objects} objects")
-        self.stack.append(obj)
-
     def floor(self):
         return self.marks[-1] if self.marks else 0
 
     def pop(self):
-        if len(self.stack) <= self.floor():
-            raise _Refused(f"stack underflow at offset {self.pos - 1}")
-        return self.stack.pop()
+        if len(self.stack) > (self.marks[-1] if self.marks else 0):
+            return self.stack.pop()
+        raise _Refused(f"stack underflow at offset {self.pos - 1}")
 
     def top(self):
-        if len(self.stack) <= self.floor():
-            raise _Refused(f"stack underflow at offset {self.pos - 1}")
-        return self.stack[-1]
+        if len(self.stack) > (self.marks[-1] if self.marks else 0):
+            return self.stack[-1]
+        raise _Refused(f"stack underflow at offset {self.pos - 1}")
 
     def pop_mark(self):
         if not self.marks:
@@ -211,37 +300,44 @@ class _Machine:
         return items
 
     def run(self):
-        if len(self.data) < 2 or self.data[0] != 0x80:
+        source, table, max_ops = self.source, self.table, self.max_ops
+        if source.size < 2 or source.byte() != 0x80:
             raise _Refused("not a pickle of protocol 2 to 5 (it does not start with a PROTO opcode)")
-        data, table = self.data, self.table
+        self.op_proto()
+        ops = 0
         while True:
-            if self.pos >= len(data):
-                raise _Refused(f"truncated: no STOP opcode in {len(data)} bytes")
-            code = data[self.pos]
-            self.pos += 1
-            self.ops += 1
-            handler = table.get(code)
+            buf, i = source.buf, source.i  # source.byte(), inlined: this loop runs once per opcode
+            if i < len(buf):
+                source.i = i + 1
+                code = buf[i]
+            else:
+                code = source.byte()
+            ops += 1
+            if ops > max_ops:
+                raise _Refused(f"more than {max_ops} pickle opcodes")
+            handler = table[code]
             if handler is None:
                 raise _Refused(_unknown_opcode(code, self.pos - 1))
             if handler():
+                self.ops = ops
                 return self.result
 
     # --- framing, stop, marks ---
     def op_proto(self):
-        version = self.data[self.take(1)]
+        version = self.byte()
         if not 2 <= version <= 5:
             raise _Refused(f"pickle protocol {version}; only protocols 2 to 5 are read")
 
     def op_frame(self):
         size = self.unpack("<Q", 8)
-        if size > len(self.data) - self.pos:
+        if size > self.source.size - self.pos:
             raise _Refused(f"a frame of {size} bytes at offset {self.pos - 9} runs past the end of the file")
 
     def op_stop(self):
         if self.marks or len(self.stack) != 1:
             raise _Refused(f"STOP with {len(self.stack)} objects and {len(self.marks)} marks left")
-        if self.pos != len(self.data):
-            raise _Refused(f"{len(self.data) - self.pos} bytes after the pickle's STOP")
+        if self.pos != self.source.size:
+            raise _Refused(f"{self.source.size - self.pos} bytes after the pickle's STOP")
         self.result = self.stack.pop()
         return True
 
@@ -274,13 +370,13 @@ class _Machine:
         self.push(self.unpack("<i", 4))
 
     def op_binint1(self):
-        self.push(self.data[self.take(1)])
+        self.push(self.byte())
 
     def op_binint2(self):
         self.push(self.unpack("<H", 2))
 
     def op_long1(self):
-        self.push(self.long(self.data[self.take(1)]))
+        self.push(self.long(self.byte()))
 
     def op_long4(self):
         self.push(self.long(self.unpack("<i", 4)))
@@ -288,28 +384,28 @@ class _Machine:
     def long(self, size):
         if size < 0 or size > MAX_LONG_BYTES:
             raise _Refused(f"an integer of {size} bytes (at most {MAX_LONG_BYTES} are read)")
-        return int.from_bytes(self.chunk(size), "little", signed=True)
+        return int.from_bytes(self.source.read(size), "little", signed=True)
 
     def op_binfloat(self):
         self.push(self.unpack(">d", 8))
 
     def op_short_binunicode(self):
-        self.push(self.text(self.chunk(self.data[self.take(1)]), "utf-8"))
+        self.push(self.text(self.source.read(self.byte()), "utf-8"))
 
     def op_binunicode(self):
-        self.push(self.text(self.chunk(self.unpack("<I", 4)), "utf-8"))
+        self.push(self.text(self.source.read(self.unpack("<I", 4)), "utf-8"))
 
     def op_binunicode8(self):
-        self.push(self.text(self.chunk(self.unpack("<Q", 8)), "utf-8"))
+        self.push(self.text(self.source.read(self.unpack("<Q", 8)), "utf-8"))
 
     def op_short_binstring(self):  # Python 2 str; paddle.load reads it as latin1
-        self.push(self.text(self.chunk(self.data[self.take(1)]), "latin1"))
+        self.push(self.text(self.source.read(self.byte()), "latin1"))
 
     def op_binstring(self):
-        self.push(self.text(self.chunk(self.unpack("<i", 4)), "latin1"))
+        self.push(self.text(self.source.read(self.unpack("<i", 4)), "latin1"))
 
     def op_short_binbytes(self):
-        self.push(self.chunk(self.data[self.take(1)]))
+        self.push(self.chunk(self.byte()))
 
     def op_binbytes(self):
         self.push(self.chunk(self.unpack("<I", 4)))
@@ -321,7 +417,7 @@ class _Machine:
         self.push(self.chunk(self.unpack("<Q", 8)))
 
     def op_readonly_buffer(self):
-        if not isinstance(self.top(), memoryview):
+        if not _is_bytes(self.top()):
             raise _Refused("READONLY_BUFFER on something other than a buffer")
 
     # --- containers ---
@@ -386,36 +482,39 @@ class _Machine:
             raise _Refused("SETITEMS with an odd number of items")
         for i in range(0, len(items), 2):
             key = items[i]
-            if isinstance(key, memoryview):
-                key = bytes(key)
+            if isinstance(key, (memoryview, _Span)):
+                key = self.spend_bytes(key)
             if type(key) not in _ATOMS:
                 raise _Refused(f"a dict key that is a {_kind(key)} (only str, bytes and numbers are read)")
             target[key] = items[i + 1]
 
     # --- memo ---
     def op_binput(self):
-        self.put(self.data[self.take(1)])
+        self.put(self.byte())
 
     def op_long_binput(self):
         self.put(self.unpack("<I", 4))
 
     def op_memoize(self):
-        self.put(len(self.memo))
+        stack = self.stack
+        if len(stack) <= (self.marks[-1] if self.marks else 0):
+            raise _Refused(f"MEMOIZE on an empty stack at offset {self.pos - 1}")
+        self.memo[len(self.memo)] = stack[-1]
 
     def put(self, index):
-        if index > self.max_objects:
-            raise _Refused(f"memo index {index} (at most {self.max_objects})")
+        if index > self.max_ops:
+            raise _Refused(f"memo index {index} (at most {self.max_ops})")
         self.memo[index] = self.top()
 
     def op_binget(self):
-        self.get(self.data[self.take(1)])
+        self.get(self.byte())
 
     def op_long_binget(self):
         self.get(self.unpack("<I", 4))
 
     def get(self, index):
         try:
-            self.push(self.memo[index])
+            self.stack.append(self.memo[index])
         except KeyError:
             raise _Refused(f"memo index {index} read before it was written") from None
 
@@ -449,7 +548,7 @@ class _Machine:
             raise _Refused(f"REDUCE calls a {_kind(func)}")
         if type(args) is not tuple:
             raise _Refused(f"REDUCE of {func.name} with arguments that are not a tuple")
-        self.push(getattr(self, "call_" + func.kind)(func, args))
+        self.push(self.calls[func.kind](func, args))
 
     def op_build(self):
         state = self.pop()
@@ -475,7 +574,8 @@ class _Machine:
     # --- the fixed rebuild paths ---
     def call_reconstruct(self, func, args):
         if len(args) != 3 or not (isinstance(args[0], _Global) and args[0].kind == "ndarray") \
-                or not _same(args[1], (0,)) or not _is_bytes(args[2]) or bytes(args[2]) != b"b":
+                or not _same(args[1], (0,)) or not _is_bytes(args[2]) or len(args[2]) != 1 \
+                or _to_bytes(args[2]) != b"b":
             raise _Refused(f"{func.name} with arguments numpy never writes")
         return _PendingArray()
 
@@ -490,7 +590,7 @@ class _Machine:
         dtype = self.dtype_of(args[0])
         if len(args[1]) != dtype.itemsize:
             raise _Refused(f"a {dtype.name} scalar of {len(args[1])} bytes")
-        return _native(np.frombuffer(args[1], dtype))[0]
+        return _native(np.frombuffer(_to_bytes(args[1]), dtype))[0]
 
     def call_frombuffer(self, func, args):  # protocol 5: numpy._core.numeric._frombuffer(buf, dtype, shape, order)
         if len(args) != 4 or not _is_bytes(args[0]) or not (_same(args[3], "C") or _same(args[3], "F")):
@@ -519,7 +619,7 @@ class _Machine:
         namespace = args[1] if len(args) == 2 else None
         if not _same(args[:1], ("data",)) or type(namespace) is not dict or list(namespace) != ["data"] \
                 or not isinstance(_resolved(namespace["data"]), np.ndarray):
-            raise _Code(f"{func.name} on something other than Paddle's eval('data', {{'data': array}})")
+            raise _Code(f"{func.name} with code (Paddle only writes eval('data', {{'data': array}}))")
         return _resolved(namespace["data"])
 
     def call_OrderedDict(self, func, args):
@@ -559,7 +659,7 @@ class _Machine:
         if last >= storage.size:
             raise _Refused(f"a tensor view reaching element {last} of a storage of {storage.size}")
         view = np.lib.stride_tricks.as_strided(storage[offset:], shape, [s * storage.itemsize for s in strides])
-        return np.array(view, copy=True, order="C")
+        return self.checked(np.array(view, copy=True, order="C"))
 
     # --- arrays ---
     def dtype_of(self, value):
@@ -587,13 +687,66 @@ class _Machine:
             raise _Refused(f"an array of shape {shape} and dtype {dtype.name} needs {size} bytes, "
                            f"the file gives {len(raw)}")
         self.spend(size)
-        flat = np.frombuffer(raw, dtype)
-        return _native(flat.reshape(shape, order="F" if fortran else "C").copy(order="K"))
+        flat = np.empty(_prod(shape), dtype)
+        array = flat.reshape(shape, order="F" if fortran else "C")
+        if isinstance(raw, _Span) and dtype.isnative:
+            self.fill_later(flat, raw, array)
+            return array
+        bad = self.fill(flat, raw)
+        array = _native(array)
+        if bad:
+            self.nonfinite_ids.add(id(array))
+        return array
+
+    def fill_later(self, flat, span, array):
+        """Read (and check) a span on a worker thread while the opcodes go on being
+        interpreted (file reads and numpy checks release the GIL); see finish()."""
+        if self.pool is None:
+            self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="weights-read")
+        self.fills.append((self.pool.submit(self.fill, flat, span), array))
+
+    def finish(self):
+        """Wait for the reads of fill_later; note the arrays holding NaN or Inf. Raises a failed read."""
+        try:
+            for future, array in self.fills:
+                if future.result():
+                    self.nonfinite_ids.add(id(array))
+        finally:
+            self.abandon()
+
+    def abandon(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def fill(self, flat, raw):
+        """Copy `raw` into the array `flat`; True if checks are on and it holds NaN or Inf.
+        A span is read and checked 256 KiB at a time, each piece while it is in cache."""
+        out = memoryview(flat).cast("B")
+        check = self.nonfinite_ids is not None
+        if not isinstance(raw, _Span):
+            out[:] = raw
+            return check and _has_nonfinite(flat)
+        bad, itemsize = False, flat.dtype.itemsize
+        for start in range(0, len(out), _PIECE):
+            raw.source.fill(raw.offset + start, out[start:start + _PIECE])
+            bad = bad or (check and _has_nonfinite(flat[start // itemsize:(start + _PIECE) // itemsize]))
+        return bad
+
+    def checked(self, array):
+        """Note (by id) an array holding NaN or Inf, checked while its bytes are still in cache."""
+        if self.nonfinite_ids is not None and _has_nonfinite(array):
+            self.nonfinite_ids.add(id(array))
+        return array
 
     def spend(self, size):
         self.array_bytes_left -= size
         if self.array_bytes_left < 0:
             raise _Refused("its arrays declare more bytes than the file can hold")
+
+    def spend_bytes(self, value):
+        """bytes of a view or span, counted against the same bound as arrays."""
+        self.spend(len(value))
+        return _to_bytes(value)
 
 
 _OPCODES = {
@@ -626,7 +779,7 @@ def _kind(value):
         return "numpy array without data"
     if isinstance(value, _Storage):
         return "PyTorch storage"
-    if isinstance(value, memoryview):
+    if isinstance(value, (memoryview, _Span)):
         return "bytes"
     if isinstance(value, np.ndarray):
         return "numpy array"
@@ -647,7 +800,7 @@ def _empty_dict(value):
 
 
 def _is_bytes(value):
-    return isinstance(value, (bytes, memoryview))
+    return isinstance(value, (bytes, memoryview, _Span))
 
 
 def _resolved(value):
@@ -698,8 +851,10 @@ def _dtype_state(dtype, state):
 class _Freezer:
     """Copy the parsed graph into a tree: refuses markers, cycles, depth and shared expansions."""
 
-    def __init__(self, budget, max_depth):
-        self.budget, self.max_depth = budget, max_depth
+    def __init__(self, machine, max_depth):
+        self.machine, self.max_depth = machine, max_depth
+        self.budget = 2 * machine.ops + 64
+        self.bytes = {}
 
     def __call__(self, value, depth=0):
         self.budget -= 1
@@ -711,8 +866,10 @@ class _Freezer:
         kind = type(value)
         if kind in _ATOMS or kind is np.ndarray or isinstance(value, np.generic):
             return value
-        if kind is memoryview:
-            return bytes(value)
+        if kind is memoryview or kind is _Span:
+            if id(value) not in self.bytes:
+                self.bytes[id(value)] = self.machine.spend_bytes(value)
+            return self.bytes[id(value)]
         if kind is list:
             return [self(v, depth + 1) for v in value]
         if kind is tuple:
@@ -722,19 +879,26 @@ class _Freezer:
         raise _Refused(f"a {_kind(value)} where weights or plain data belong")
 
 
-def _run(data, storage=None, max_objects=MAX_OBJECTS, max_depth=MAX_DEPTH, max_array_bytes=None):
-    machine = _Machine(data, storage, max_objects, max_array_bytes)
-    result = machine.run()
-    return _Freezer(2 * machine.ops + 64, max_depth)(result)
+def _run(source, storage=None, max_ops=MAX_OPS, max_depth=MAX_DEPTH, max_array_bytes=None, nonfinite_ids=None):
+    machine = _Machine(source, storage, max_ops, max_array_bytes, nonfinite_ids)
+    try:
+        result = machine.run()
+    except BaseException:
+        machine.abandon()
+        raise
+    machine.finish()
+    return _Freezer(machine, max_depth)(result)
 
 
-def parse_pickle(data, *, max_objects=MAX_OBJECTS, max_depth=MAX_DEPTH, max_array_bytes=None, name="<bytes>"):
+def parse_pickle(data, *, max_ops=MAX_OPS, max_depth=MAX_DEPTH, max_array_bytes=None, name="<bytes>"):
     """The plain containers and numpy arrays the pickle `data` describes, as pickle would
     build them (without calling anything). WeightsFileError (one line naming `name`) if not."""
-    return _public(name, _run, bytes(data), None, max_objects, max_depth, max_array_bytes)
+    return _public(name, _run, _Source(data=data), None, max_ops, max_depth, max_array_bytes)
 
 
 def _public(name, func, *args):
+    collecting = gc.isenabled()
+    gc.disable()  # the parse makes thousands of acyclic objects: no collector passes over the whole heap
     try:
         return func(*args)
     except _Code as err:
@@ -743,35 +907,26 @@ def _public(name, func, *args):
             f"(a file that runs code when loaded); nothing of it was executed") from None
     except _Refused as err:
         raise WeightsFileError(f"cannot read weights file {_show(name, 300)}: {err}") from None
+    finally:
+        if collecting:
+            gc.enable()
 
 
-def read_bytes(path, max_bytes=MAX_FILE_BYTES):
-    """The bytes (a bytearray) of `path`, a regular file no larger than `max_bytes` (opened without blocking,
-    so a FIFO cannot hang; devices and directories refused)."""
+def _open_regular(path, max_bytes):
+    """(fd, size) of `path`, a regular file no larger than `max_bytes`; opened without
+    blocking (a FIFO cannot hang it), then checked on the descriptor (no race)."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
-    except OSError as err:
-        raise _Refused(err.strerror or str(err)) from None
-    with os.fdopen(fd, "rb", buffering=0) as handle:
-        info = os.fstat(fd)
+    except (OSError, ValueError) as err:
+        raise _Refused(getattr(err, "strerror", None) or str(err)) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+        os.close(fd)
         if not stat.S_ISREG(info.st_mode):
             raise _Refused(f"not a regular file ({_file_kind(info.st_mode)})")
-        if info.st_size > max_bytes:
-            raise _Refused(f"{info.st_size} bytes, more than the {max_bytes} a weights file may have")
-        data = bytearray(info.st_size)
-        view, got = memoryview(data), 0
-        try:
-            while got < len(data):
-                step = handle.readinto(view[got:])
-                if not step:
-                    raise _Refused(f"read {got} of its {len(data)} bytes (it shrank while read)")
-                got += step
-        except OSError as err:
-            raise _Refused(err.strerror or str(err)) from None
-        finally:
-            view.release()
-    return data
+        raise _Refused(f"{info.st_size} bytes, more than the {max_bytes} a weights file may have")
+    return fd, info.st_size
 
 
 def _file_kind(mode):
@@ -780,6 +935,31 @@ def _file_kind(mode):
         if test(mode):
             return name
     return "not a plain file"
+
+
+def _pread_into(fd, offset, out):
+    """Fill the writable byte view `out` with the file's bytes at `offset`."""
+    done = 0
+    while done < len(out):
+        try:
+            step = os.preadv(fd, [out[done:]], offset + done)
+        except OSError as err:
+            raise _Refused(err.strerror or str(err)) from None
+        if step <= 0:
+            raise _Refused(f"it ended at byte {offset + done} while read (it shrank)")
+        done += step
+
+
+def _pread(fd, offset, size):
+    try:
+        data = os.pread(fd, size, offset)
+    except OSError as err:
+        raise _Refused(err.strerror or str(err)) from None
+    if len(data) == size:
+        return data
+    out = bytearray(size)  # a short read: rare, finish it
+    _pread_into(fd, offset, memoryview(out))
+    return bytes(out)
 
 
 def read_weights(path, to_tensor=None, allow_nonfinite=False, max_bytes=MAX_FILE_BYTES):
@@ -794,24 +974,31 @@ def read_weights(path, to_tensor=None, allow_nonfinite=False, max_bytes=MAX_FILE
 
 
 def _read_weights(path, to_tensor, allow_nonfinite, max_bytes):
-    data = read_bytes(path, max_bytes)
-    budget = 4 * len(data) + (1 << 20)
-    if str(path).endswith(".safetensors") or (not data.startswith((b"PK\x03\x04", b"\x80")) and data[8:9] == b"{"):
-        parsed = _read_safetensors(data, budget)
-    elif data.startswith(b"PK\x03\x04"):
-        parsed = _read_torch_zip(data, budget)
-    elif data.startswith(b"\x80"):
-        parsed = _run(data, max_array_bytes=budget)
-    else:
-        raise _Refused("neither a Paddle or PyTorch pickle, a PyTorch zip checkpoint nor a safetensors file")
-    del data
-    bad = [] if allow_nonfinite else nonfinite(parsed)
+    fd, size = _open_regular(path, max_bytes)
+    nonfinite_ids = None if allow_nonfinite else set()
+    try:
+        parsed = _parse_file(fd, size, str(path).endswith(".safetensors"), nonfinite_ids)
+    finally:
+        os.close(fd)
+    bad = [] if allow_nonfinite else nonfinite(parsed, nonfinite_ids=nonfinite_ids)
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         raise _Refused(f"NaN or Inf in {', '.join(_show(name) for name in bad[:3])}{more}")
     if not isinstance(parsed, dict):
         raise _Refused(f"it holds a {_kind(parsed)}, not a dict of name -> weights")
     return paddle_view(parsed, to_tensor)
+
+
+def _parse_file(fd, size, safetensors, nonfinite_ids):
+    head = _pread(fd, 0, min(size, 9))
+    budget = 4 * size + (1 << 20)
+    if safetensors or (not head.startswith((b"PK\x03\x04", b"\x80")) and head[8:9] == b"{"):
+        return _read_safetensors(fd, size, budget, nonfinite_ids)
+    if head.startswith(b"PK\x03\x04"):
+        return _read_torch_zip(fd, size, budget, nonfinite_ids)
+    if head.startswith(b"\x80"):
+        return _run(_Source(fd=fd, size=size), max_array_bytes=budget, nonfinite_ids=nonfinite_ids)
+    raise _Refused("neither a Paddle or PyTorch pickle, a PyTorch zip checkpoint nor a safetensors file")
 
 
 def paddle_view(obj, to_tensor=None):
@@ -889,10 +1076,11 @@ def _join_big_params(obj):
     del obj[BIG_PARAMS]
 
 
-def _read_torch_zip(data, budget):
+def _read_torch_zip(fd, size, budget, nonfinite_ids):
     """torch.save's zip: <name>/data.pkl (protocol 2) refers to storages <name>/data/<key>."""
+    handle = io.FileIO(fd, closefd=False)
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(handle)
         entries = {info.filename: info for info in archive.infolist()}
     except Exception as err:  # zipfile raises many types on damaged archives
         raise _Refused(f"a damaged zip archive ({_show(err)})") from None
@@ -905,7 +1093,7 @@ def _read_torch_zip(data, budget):
         info = entries.get(name)
         if info is None:
             raise _Refused(f"the PyTorch archive lacks {_show(name)}")
-        if info.compress_type != zipfile.ZIP_STORED or info.file_size > len(data):
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size > size:
             raise _Refused(f"the PyTorch archive entry {_show(name)} is compressed or larger than the file")
         try:
             return archive.read(info)
@@ -931,24 +1119,25 @@ def _read_torch_zip(data, budget):
             raise _Refused(f"storage {_show(key)} used with two dtypes or sizes")
         return storages[key]
 
-    return _run(read(prefix + "data.pkl"), storage=storage, max_array_bytes=budget)
+    return _run(_Source(data=read(prefix + "data.pkl")), storage=storage, max_array_bytes=budget,
+                nonfinite_ids=nonfinite_ids)
 
 
-def _read_safetensors(data, budget):
+def _read_safetensors(fd, size, budget, nonfinite_ids):
     """safetensors: u64 header size, a JSON header {name: {dtype, shape, data_offsets}}, the data.
     Parsed here (a few lines, stdlib) so its bounds and messages match the pickle reader's."""
-    if len(data) < 8:
+    if size < 8:
         raise _Refused("a safetensors file shorter than its 8-byte header size")
-    size = struct.unpack_from("<Q", data)[0]
-    if size > min(len(data) - 8, MAX_HEADER_BYTES):
-        raise _Refused(f"a safetensors header of {size} bytes in a file of {len(data)}")
+    header_size = struct.unpack("<Q", _pread(fd, 0, 8))[0]
+    if header_size > min(size - 8, MAX_HEADER_BYTES):
+        raise _Refused(f"a safetensors header of {header_size} bytes in a file of {size}")
     try:
-        header = json.loads(data[8:8 + size].decode("utf-8"))
+        header = json.loads(_pread(fd, 8, header_size).decode("utf-8"))
     except (ValueError, RecursionError) as err:
         raise _Refused(f"a safetensors header that is not JSON ({_show(err)})") from None
     if not isinstance(header, dict):
         raise _Refused("a safetensors header that is not a JSON object")
-    start, result = 8 + size, {}
+    start, result = 8 + header_size, {}
     for name, entry in header.items():
         if name == "__metadata__":
             continue
@@ -961,28 +1150,33 @@ def _read_safetensors(data, budget):
         dtype = _DTYPES[_SAFETENSORS_DTYPES[entry["dtype"]]]
         shape = _shape(entry["shape"])
         begin, end = (_count(v, "data offset") for v in entry["data_offsets"])
-        if not begin <= end <= len(data) - start or end - begin != _prod(shape) * dtype.itemsize:
+        if not begin <= end <= size - start or end - begin != _prod(shape) * dtype.itemsize:
             raise _Refused(f"safetensors entry {_show(name)}: offsets {begin}..{end} do not hold shape {shape}")
         budget -= end - begin
         if budget < 0:
             raise _Refused("its tensors declare more bytes than the file can hold")
-        result[name] = np.frombuffer(data, dtype, _prod(shape), start + begin).reshape(shape).copy()
+        array = np.empty(_prod(shape), dtype)
+        _pread_into(fd, start + begin, memoryview(array).cast("B"))
+        result[name] = array.reshape(shape)
+        if nonfinite_ids is not None and _has_nonfinite(array):
+            nonfinite_ids.add(id(result[name]))
     return result
 
 
-def nonfinite(obj, prefix=""):
+def nonfinite(obj, prefix="", nonfinite_ids=None):
     """Dotted names of the float arrays and numbers in `obj` holding NaN or Inf (uint16
-    arrays are taken as bfloat16 bits, as Paddle and this module write bfloat16)."""
+    arrays are taken as bfloat16 bits, as Paddle and this module write bfloat16).
+    `nonfinite_ids`: the ids of the arrays already found so (arrays are then not scanned)."""
     found = []
     if isinstance(obj, dict):
         for key, value in obj.items():
-            found += nonfinite(value, f"{prefix}{key}.")
+            found += nonfinite(value, f"{prefix}{key}.", nonfinite_ids)
     elif _is_named_array(obj):
-        found += nonfinite(obj[1], prefix)
+        found += nonfinite(obj[1], prefix, nonfinite_ids)
     elif type(obj) in (list, tuple):
         for i, value in enumerate(obj):
-            found += nonfinite(value, f"{prefix}{i}.")
-    elif _has_nonfinite(obj):
+            found += nonfinite(value, f"{prefix}{i}.", nonfinite_ids)
+    elif id(obj) in nonfinite_ids if nonfinite_ids is not None and type(obj) is np.ndarray else _has_nonfinite(obj):
         found.append(prefix[:-1])
     return found
 
