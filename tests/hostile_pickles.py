@@ -204,7 +204,13 @@ def corpus(marker):
 
 SPECIAL_PATHS = {"fifo": None, "/dev/zero": "/dev/zero", "/dev/urandom": "/dev/urandom", "directory": None}
 
-CHILD = r"""
+PEAK = r"""
+def peak_mib():
+    # VmHWM: this process's own peak (ru_maxrss would keep the parent's across fork and exec)
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+"""
+CHILD = PEAK + r"""
 import json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
 sys.path.insert(0, {root!r})
@@ -217,7 +223,7 @@ except weights_file.WeightsFileError as err:
     outcome, message = "refused", str(err)
 seconds = time.perf_counter() - begin
 print(json.dumps({{"outcome": outcome, "message": message, "seconds": seconds,
-                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                  "peak_mib": peak_mib()}}))
 """
 
 
@@ -259,9 +265,8 @@ def write_corpus(directory, marker):
 
 def baseline_mib():
     """Peak memory of the child that reads nothing (interpreter and numpy)."""
-    code = (f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT})); "
-            f"sys.path.insert(0, {ROOT!r}); import weights_file; "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    code = PEAK + (f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))\n"
+                   f"sys.path.insert(0, {ROOT!r}); import weights_file; print(peak_mib())")
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
