@@ -73,7 +73,7 @@ def check_inference_flags(args, alternative=None):
                         f"(e.g. output/ResNet50/30000)")
     for flag in ("save_json", "save_features"):
         check_output_file(getattr(args, flag, None), "--" + flag)
-    return imgtool.parse_image_shape(args.image_shape)[1]
+    return models.check_image_size(args.model, imgtool.parse_image_shape(args.image_shape)[1])
 
 
 def check_output_file(path, flag):

@@ -12,8 +12,10 @@ from dml.errors import UserError
 from .backbones import BACKBONES, BackboneSpec
 from .embedding_net import EmbeddingNet
 from .pretrained import LoadReport, load_pretrained, read_state
+from .vit import check_image_size as _check_patches
 
-__all__ = ["BackboneSpec", "EmbeddingNet", "LoadReport", "create", "load_pretrained", "names", "read_state", "spec"]
+__all__ = ["BackboneSpec", "EmbeddingNet", "LoadReport", "check_image_size", "create", "load_pretrained", "names",
+           "read_state", "spec"]
 
 
 def names():
@@ -35,3 +37,12 @@ def create(name, embedding_size=0):
     if embedding_size < 0:
         raise UserError(f"embedding_size must be 0 (no embedding layer) or positive, got {embedding_size}")
     return EmbeddingNet(spec(name), embedding_size)
+
+
+def check_image_size(name, size):
+    """UserError (one line) when `name` cannot take `size` x `size` images (a ViT's
+    patch size must divide them); returns `size`."""
+    multiple = spec(name).size_multiple
+    if multiple > 1:
+        _check_patches(name, multiple, size)
+    return size

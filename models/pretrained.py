@@ -6,6 +6,8 @@ Formats, recognised by content:
     layer and are skipped here; the trainer reads them through `read_state`);
   * a paddle.vision ImageNet state dict (`conv1.weight`, `layer1.0.bn1._mean`, `fc.*`);
   * a legacy Fluid directory of one-file-per-variable tensors with the original names;
+  * PyTorch state dicts (`.pth`/`.pt` zip files, `.safetensors`; torch is not needed):
+    timm and DINO ViTs, torchvision ResNets, mapped by the model's spec (torch_weights);
   * `imagenet`: paddle.vision's published weights of the model, via Paddle's downloader.
 """
 import os
@@ -19,6 +21,7 @@ from dml.checkpoint_layout import LOSS_PREFIX, PARAMS as CHECKPOINT_FILE
 from dml.errors import UserError, first_line
 from dml.runtime import safe_load
 
+from . import torch_weights
 from .fluid_tensor import FluidTensorError, read_tensor_file
 
 CHECKPOINT_DIR = "toolkit checkpoint directory"
@@ -73,9 +76,10 @@ def load_pretrained(model, path, verbose=True):
         path = _fetch_imagenet(model.spec)
     legacy_names = model.spec.legacy_names() if model.spec.legacy_names else {}
     fmt, state, unread = _read(path, legacy_names)
+    fmt = _format_for(model, path, fmt, state)
     report = LoadReport(path=path, format=fmt)
     report.skipped += [(name, f"no counterpart in {model.model_name}") for name in unread]
-    targets = _targets(fmt, state, legacy_names, model.spec.classifier_prefix, report)
+    targets = _targets(fmt, state, legacy_names, model.spec, report)
     copies, clashes = _plan(model, state, targets, report)
     if not copies:
         raise UserError(
@@ -87,6 +91,23 @@ def load_pretrained(model, path, verbose=True):
     if verbose:
         print("\n".join(report.lines()), flush=True)
     return report
+
+
+def _format_for(model, path, fmt, state):
+    """A PyTorch format the model does not map is refused naming the models it fits;
+    names that are the model's backbone keys without `backbone.` are a paddle.vision
+    state dict (e.g. MobileNetV3's `conv.0.weight`)."""
+    if fmt in torch_weights.FORMATS and fmt not in model.spec.weight_maps:
+        from .backbones import BACKBONES
+
+        fits = [name for name, spec in BACKBONES.items() if fmt in spec.weight_maps]
+        raise UserError(f"{path} holds a {fmt}, which fits {', '.join(fits)}, not {model.model_name}; "
+                        f"choose the --model those weights belong to")
+    if fmt == UNKNOWN:
+        keys = model.state_dict()
+        if any("backbone." + name in keys for name in state):
+            return VISION
+    return fmt
 
 
 def _check_same_backbone(model, path, fmt, report, clashes):
@@ -152,6 +173,9 @@ def _classify(state):
     names = list(state)
     if any(name.startswith("backbone.") for name in names):
         return CHECKPOINT
+    foreign = torch_weights.recognise(state)
+    if foreign:
+        return foreign
     if "conv1.weight" in state or any(name.startswith("layer1.") for name in names):
         return VISION
     return UNKNOWN
@@ -178,13 +202,20 @@ def _read_legacy_dir(path, wanted):
     return state, unread
 
 
-def _targets(fmt, state, legacy_names, classifier_prefix, report):
-    """{source name: network key} for the names this format maps; the rest are skipped."""
+def _targets(fmt, state, legacy_names, spec, report):
+    """{source name: network key} for the names this format maps; the rest are skipped.
+    A PyTorch format's arrays are converted in `state` as they are mapped."""
     targets = {}
     for name in state:
-        if fmt in (CHECKPOINT, CHECKPOINT_DIR) and name.startswith(LOSS_PREFIX):
+        if fmt in spec.weight_maps:
+            key, converted = spec.weight_maps[fmt](name, state[name])
+            if key is None:
+                report.skipped.append((name, converted))
+            else:
+                targets[name], state[name] = key, converted
+        elif fmt in (CHECKPOINT, CHECKPOINT_DIR) and name.startswith(LOSS_PREFIX):
             report.skipped.append((name, "loss-layer parameter, not part of the network"))
-        elif fmt == VISION and name.startswith(classifier_prefix):
+        elif fmt == VISION and name.startswith(spec.classifier_prefix):
             report.skipped.append((name, "ImageNet classifier, not part of the network"))
         elif fmt == LEGACY:
             targets[name] = legacy_names[name]

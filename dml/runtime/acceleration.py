@@ -205,10 +205,11 @@ class OneDNNTrainingFeatures:
 
 def training_features(network, engine, device):
     """The compiled feature function for training steps (OneDNNTrainingFeatures), or
-    None for the network's own dynamic graph: under "dygraph", off the CPU, on builds
-    without oneDNN, or when this Paddle lacks the internals it needs (said once)."""
+    None for the network's own dynamic graph: under "dygraph", off the CPU, for backbones
+    whose spec says oneDNN convolutions gain nothing (ViTs), on builds without oneDNN,
+    or when this Paddle lacks the internals it needs (said once)."""
     if check_engine(engine) == "dygraph" or device != "cpu" or not exportable(network) \
-            or not paddle_compat.compiled_with_onednn():
+            or not network.spec.onednn_training or not paddle_compat.compiled_with_onednn():
         return None
     try:
         return OneDNNTrainingFeatures(network)

@@ -5,6 +5,7 @@ import argparse
 
 import imgtool
 import losses
+import models
 from dml.cli import add_arguments
 from dml.errors import UserError
 from dml.flag_types import choice, increasing_ints, parse_increasing_ints, positive_float, positive_int
@@ -111,5 +112,6 @@ def image_size(args):
 
 def check(args, family):
     """The rules that tie several flags together (each flag's own range is in its type)."""
+    models.check_image_size(args.model, image_size(args))
     if losses.spec(args.loss_name).family != family:
         raise UserError(f"--loss_name={args.loss_name} is trained by {losses.spec(args.loss_name).script}")
