@@ -124,7 +124,7 @@ class VisionTransformer(nn.Layer):
         dim = self.pos_embed.shape[2]
         grid = self.pos_embed[:, 1:].reshape([1, self.grid, self.grid, dim]).transpose([0, 3, 1, 2])
         grid = F.interpolate(grid, size=[rows, cols], mode="bicubic", align_corners=False)
-        grid = grid.transpose([0, 2, 3, 1]).reshape([1, rows * cols, dim])
+        grid = grid.flatten(start_axis=2).transpose([0, 2, 1])  # [1, rows*cols, dim], as the patch tokens
         return paddle.concat([self.pos_embed[:, :1], grid], axis=1)
 
 
