@@ -23,7 +23,8 @@ from dml.script_flags import add_data_arguments, add_inference_arguments, check_
 def build_parser():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_inference_arguments(parser, 10, "Weights to evaluate (required): a checkpoint directory or .pdparams "
-                            "of this toolkit, a paddle.vision state dict, or a legacy Fluid directory.")
+                            "of this toolkit, a paddle.vision state dict, a legacy Fluid directory, or a PyTorch "
+                            ".pth/.safetensors state dict (timm/DINO ViT, torchvision ResNet).")
     add_data_arguments(parser, train=False)
     add_arguments("recall_k", recall_ks, "1,10,100,1000", "Comma-separated K of the Recall@K to report.", parser)
     add_arguments("save_json", str, None, "Also write the metrics and what was evaluated to this JSON file.",

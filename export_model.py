@@ -21,7 +21,8 @@ def build_parser():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     add_arguments("pretrained_model", str, None, "Weights to export (required): a checkpoint directory or "
-                  ".pdparams of this toolkit, a paddle.vision state dict, or a legacy Fluid directory.", parser)
+                  ".pdparams of this toolkit, a paddle.vision state dict, a legacy Fluid directory, or a PyTorch "
+                  ".pth/.safetensors state dict.", parser)
     add_arguments("model_save_dir", str, "save_inference_model", "Where to write the inference model.", parser)
     return parser
 

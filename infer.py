@@ -36,7 +36,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 def build_parser():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_inference_arguments(parser, 1, "Weights to run (this toolkit's checkpoint or .pdparams, a paddle.vision "
-                            "state dict, or a legacy Fluid directory); or use --predictor.")
+                            "state dict, a legacy Fluid directory, or a PyTorch .pth/.safetensors "
+                            "state dict); or use --predictor.")
     add_data_arguments(parser, train=False)
     add_arguments("image_list", str, None,
                   "Images to embed instead of the test list: an SOP-format list or one path per line.", parser)

@@ -1,6 +1,8 @@
 """Inference images/s (eval mode, no gradients) of each engine against PyTorch, in the same run.
 
-    python bench/infer_throughput.py [--configs r18,r50] [--engines ours,torch] [--iters 5] [--rounds 2] [--threads 0]
+    python bench/infer_throughput.py [--configs r18,r50,vits16] [--engines ours,torch] [--iters 5] [--rounds 2] [--threads 0]
+
+Configs: r18 = ResNet18 at 64 px, batch 32; r50 = ResNet50 at 224 px, batch 8; vits16 = ViT_S16 at 224 px, batch 8.
 
 Engines: paddle-1thread (Paddle's untouched default), paddle-dygraph (threads set, the
 dynamic graph: `--engine dygraph`), paddle-to_static (the backbone compiled with

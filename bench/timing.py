@@ -10,7 +10,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = {"r18": ("ResNet18", 64, 32), "r50": ("ResNet50", 224, 8)}
+CONFIGS = {"r18": ("ResNet18", 64, 32), "r50": ("ResNet50", 224, 8), "vits16": ("ViT_S16", 224, 8)}
 
 
 def images_per_second(run, batch, iters, warmup=2):
@@ -83,7 +83,7 @@ def report(rate):
 def add_arguments(parser):
     """The flags both throughput benchmarks share."""
     parser.add_argument("--configs", default="r18,r50", help="comma-separated: r18 (ResNet18, 64 px, batch 32), "
-                        "r50 (ResNet50, 224 px, batch 8)")
+                        "r50 (ResNet50, 224 px, batch 8), vits16 (ViT_S16, 224 px, batch 8)")
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per measurement")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions (median taken)")
     parser.add_argument("--threads", type=int, default=0, help="threads for every engine but paddle-1thread "

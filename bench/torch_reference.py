@@ -1,6 +1,8 @@
 """The benchmark's PyTorch twin of our training step: the same ResNet (torchvision's
 layout, which is paddle.vision's: stride on the 3x3 conv, 1x1 projection shortcut),
-global-average-pooled features, ArcMarginLoss, SGD momentum 0.9 with weight decay 1e-4.
+global-average-pooled features, or the same ViT-S/16 (timm's layout and its fused
+scaled_dot_product_attention, class-token features), ArcMarginLoss, SGD momentum 0.9
+with weight decay 1e-4.
 
 Written out here because PyPI's torchvision does not import beside the local torch
 wheel; torch itself is an optional benchmark-only dependency (requirements-bench.txt).
@@ -55,6 +57,50 @@ class ResNet(nn.Module):
         return self.features(x)
 
 
+class ViTBlock(nn.Module):
+    """timm's pre-norm Block with its fused attention (F.scaled_dot_product_attention)."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.qkv, self.proj = nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x):
+        b, n, c = x.shape
+        qkv = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        x = x + self.proj(attended.transpose(1, 2).reshape(b, n, c))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViT(nn.Module):
+    """images [N,3,224,224] -> class token after the final norm [N, dim] (ViT_S16, ViT_B16)."""
+
+    def __init__(self, name, patch=16, tokens=197):
+        super().__init__()
+        dim, heads = VITS[name]
+        self.patch_embed = nn.Conv2d(3, dim, patch, patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
+        self.blocks = nn.Sequential(*[ViTBlock(dim, heads) for _ in range(12)])
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.feature_dim = dim
+
+    def forward(self, images):
+        x = self.patch_embed(images).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        return self.norm(self.blocks(x))[:, 0]
+
+
+VITS = {"ViT_S16": (384, 6), "ViT_B16": (768, 12)}
+
+
+def network(name):
+    return ViT(name) if name in VITS else ResNet(name)
+
+
 class ArcMarginLoss(nn.Module):
     """The same formula as losses/arcmarginloss.py; returns the mean cost."""
 
@@ -77,7 +123,7 @@ class ArcMarginLoss(nn.Module):
 
 def train_step(name, class_dim, lr=0.01):
     """A closure running one optimisation step on (images, labels) numpy arrays."""
-    model = ResNet(name)
+    model = network(name)
     loss = ArcMarginLoss(class_dim, model.feature_dim)
     params = list(model.parameters()) + list(loss.parameters())
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
@@ -95,7 +141,7 @@ def train_step(name, class_dim, lr=0.01):
 
 def infer(name):
     """A closure: images numpy array -> features numpy array (eval mode, no grad)."""
-    model = ResNet(name).eval()
+    model = network(name).eval()
 
     @torch.inference_mode()
     def run(images):

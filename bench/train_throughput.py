@@ -4,7 +4,9 @@ train_pair.py run it) on each engine, against the same step in PyTorch, in the s
     python bench/train_throughput.py [--configs r18,r50] [--loss arcmargin] [--engines ours,torch]
                                      [--iters 5] [--rounds 2] [--threads 0]
 
-Configs: r18 = ResNet18 at 64 px, batch 32; r50 = ResNet50 at 224 px, batch 8.
+Configs: r18 = ResNet18 at 64 px, batch 32; r50 = ResNet50 at 224 px, batch 8; vits16 =
+ViT_S16 at 224 px, batch 8 (trained in the dynamic graph under every engine: its spec
+says oneDNN convolutions gain it nothing).
 --loss: any --loss_name of the scripts (pair losses get batches of 2 images per class,
 as train_pair.py's default); the PyTorch twin has arcmargin only.
 Engines: paddle-1thread (Paddle's untouched default: one thread), paddle-dygraph

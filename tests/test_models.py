@@ -27,8 +27,9 @@ def vision_without_classifier(name):
     return count, keys
 
 
-def test_model_names_are_the_original_ones():
-    assert models.names() == ["ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152"]
+def test_model_names_are_the_original_ones_then_the_new_backbones():
+    assert models.names() == ["ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152", "ViT_S16",
+                              "ViT_S16_avg", "ViT_B16", "ViT_B16_avg", "MobileNetV3_large"]
 
 
 @pytest.mark.parametrize("embedding_size", [0, 64])

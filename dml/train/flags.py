@@ -42,7 +42,8 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
                   parser)
     add_arguments("pretrained_model", str, None,
                   "Network weights to start from (fine-tuning): a checkpoint directory or .pdparams of this "
-                  "toolkit, a paddle.vision state dict, a legacy Fluid directory, or 'imagenet'.", parser)
+                  "toolkit, a paddle.vision state dict, a legacy Fluid directory, a PyTorch .pth/.safetensors "
+                  "state dict (timm/DINO ViT, torchvision ResNet), or 'imagenet'.", parser)
     add_arguments("checkpoint", str, None,
                   "Resume a run: a checkpoint directory, a directory of numbered checkpoints (its newest), "
                   "or 'latest' (the newest under --model_save_dir/--model).", parser)
