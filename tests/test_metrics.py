@@ -6,7 +6,6 @@ import numpy as np
 import paddle
 import pytest
 
-from dml.retrieval import metrics
 from dml.retrieval.metrics import recall_topk, retrieval_metrics
 
 

@@ -8,7 +8,9 @@ import time
 
 import paddle
 
-from dml.checkpoint_layout import LOSS_PREFIX, OPTIMIZER, PARAMS, STATE
+import numpy as np
+
+from dml.checkpoint_layout import LOSS_PREFIX, MEMORY, OPTIMIZER, PARAMS, STATE
 from dml.errors import UserError
 from dml.runtime import paddle_compat, safe_load
 
@@ -51,7 +53,7 @@ def restore_optimizer(optimizer, model, loss, directory):
     optimizer.set_state_dict(paddle_compat.rename_accumulators(saved, back))
 
 
-def save_checkpoint(directory, model, loss, optimizer, state):
+def save_checkpoint(directory, model, loss, optimizer, state, memory=None):
     """Write a checkpoint to `directory` atomically: a temporary sibling, then a rename.
 
     A crash at any moment leaves either the previous content of `directory` or the
@@ -68,6 +70,8 @@ def save_checkpoint(directory, model, loss, optimizer, state):
         os.makedirs(tmp)
         paddle.save(network_and_loss_state(model, loss), os.path.join(tmp, PARAMS))
         paddle.save(optimizer_state(optimizer, model, loss), os.path.join(tmp, OPTIMIZER))
+        if memory is not None:
+            np.savez(os.path.join(tmp, MEMORY), **memory)
         with open(os.path.join(tmp, STATE), "w") as handle:
             json.dump(dict(state, versions=_versions(), saved_at=time.strftime("%Y-%m-%d %H:%M:%S")),
                       handle, indent=1, sort_keys=True)
@@ -200,6 +204,21 @@ def read_run_state(directory):
     except (OSError, ValueError) as err:
         raise UserError(f"--checkpoint {directory!r}: cannot read {STATE}: {err}") from None
 
+
+
+def restore_memory(directory, memory, rank, nranks):
+    """Load this rank's cross-batch memory from a checkpoint into `memory`."""
+    from .memory import rank_state
+
+    path = os.path.join(directory, MEMORY)
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            memory.load(rank_state(dict(saved), rank, nranks))
+    except FileNotFoundError:
+        raise UserError(f"--checkpoint {directory!r} holds no cross-batch memory ({MEMORY}): it was not written "
+                        f"with --xbm_size; resume without it, or use --pretrained_model") from None
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"--checkpoint {directory!r}: cannot restore the cross-batch memory: {err}") from None
 
 
 def restore(directory, model, loss, same_run):
