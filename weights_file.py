@@ -342,6 +342,8 @@ class _Machine:
         return True
 
     def op_mark(self):
+        if len(self.marks) >= MAX_DEPTH:  # a MARK opens a container: this many are never open at once
+            raise _Refused(f"containers nested deeper than {MAX_DEPTH} (open MARKs)")
         self.marks.append(len(self.stack))
 
     def op_pop(self):
