@@ -145,8 +145,8 @@ def legitimate_files(tmp_path):
             files[f"{name}-p{protocol}"] = tmp_path / f"{name}-p{protocol}.pdopt"
             paddle.save(opt.state_dict(), str(files[f"{name}-p{protocol}"]), protocol=protocol)
     tensor = paddle.to_tensor([[1.5, -2.0]])
-    files["dense"] = tmp_path / "dense.pdparams"
-    paddle.save(tensor.get_tensor(), str(files["dense"]))
+    files["dense"] = tmp_path / "dense.pdparams"  # a DenseTensor, written as eval('data', {'data': array})
+    paddle.save({"dense": {"t": tensor.get_tensor()}}, str(files["dense"]))
     for protocol in (2, 4):
         files[f"mixed-p{protocol}"] = tmp_path / f"mixed-p{protocol}.pdparams"
         paddle.save({"t": tensor, "n": np.arange(3), "s": np.float32(2.5), "l": [1, "a", None, True, (2.0,)]},
@@ -170,7 +170,10 @@ def test_every_legitimate_file_loads_as_paddle_load_reads_it(tmp_path):
 def test_damaged_files_are_clear_user_errors(tmp_path):
     good = tmp_path / "good.pdparams"
     paddle.save({"w": paddle.ones([3])}, str(good))
-    for name, data in (("half", good.read_bytes()[:40]), ("empty", b""), ("text", b"hello\n")):
+    lone, tensor = tmp_path / "lone.pdparams", paddle.ones([3])  # a lone DenseTensor, not a dict
+    paddle.save(tensor.get_tensor(), str(lone))
+    for name, data in (("half", good.read_bytes()[:40]), ("empty", b""), ("text", b"hello\n"),
+                       ("lone", lone.read_bytes())):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(UserError, match=f"cannot read weights file .*{name}"):
             safe_load.load(tmp_path / name)
