@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import hostile_pickles
 from dml.runtime import weights_file
-from weights_file import CodeInWeightsError, WeightsFileError
+from dml.runtime.weights_file import CodeInWeightsError, WeightsFileError
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
