@@ -13,6 +13,7 @@ import losses
 import models
 import reader
 from dml.cli import print_arguments
+from dml.retrieval.test_set import read_test_set
 from dml.runtime import acceleration, paddle_compat
 from dml.runtime.device import choose_device
 
@@ -103,7 +104,7 @@ def train(args, family):
     spec = losses.spec(args.loss_name)
     samples_each_class = getattr(args, "samples_each_class", None)
     train_list = reader.read_list(args.data_dir, args.train_list, "train")
-    test_list = reader.read_list(args.data_dir, args.test_list, "test")
+    test_set = read_test_set(args.data_dir, args.test_list, args.query_list, args.gallery_list)
     losses.check_labels(args.loss_name, int(train_list.labels.min()), int(train_list.labels.max()),
                         len(np.unique(train_list.labels)), args.class_dim)
     sampler = reader.make_sampler(spec.sampler, train_list, args.train_batch_size, args.seed,
@@ -137,7 +138,7 @@ def train(args, family):
     run = Run(model=model, loss=loss, optimizer=optimizer, rank=rank, nranks=nranks,
               schedule=Schedule(args.display_iter_step, args.test_iter_step, args.save_iter_step,
                                 args.total_iter_num),
-              tester=PeriodicTest(test_list, size, args.test_batch_size, args.num_workers, args.engine),
+              tester=PeriodicTest(test_set, size, args.test_batch_size, args.num_workers, args.engine),
               writer=CheckpointWriter(args.model_save_dir, args.model, train_flags.run_identity(args),
                                       flags=vars(args), last_saved=resume_from),
               log_dir=args.log_dir, enable_ce=args.enable_ce, memory=memory)

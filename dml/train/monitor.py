@@ -6,10 +6,10 @@ from dataclasses import dataclass
 import numpy as np
 import paddle
 
-import reader
 from dml.cli import fmt_time
 from dml.errors import UserError
-from dml.retrieval import features, metrics
+from dml.retrieval import metrics
+from dml.retrieval.test_set import TestSet, score_network
 
 from . import checkpoint, curves, interrupts
 from .memory import gathered_state
@@ -85,19 +85,19 @@ class Schedule:
 
 @dataclass(frozen=True)
 class PeriodicTest:
-    """Recall@1 over a whole test list (unreadable images left out), as eval.py computes it."""
+    """Recall@1 over a test set (unreadable images left out), as eval.py computes it."""
 
-    test_list: object
+    test_set: TestSet
     image_size: int
     batch_size: int
     num_workers: int
     engine: str
 
     def __call__(self, model):
-        """(Recall@1, number of images scored)."""
-        loader = reader.test_loader(self.test_list, self.image_size, self.batch_size, self.num_workers)
-        fea, lab, skipped = features.extract_features(model, loader, engine=self.engine)
-        return metrics.recall_topk(fea[~skipped], lab[~skipped], k=1), int((~skipped).sum())
+        """(Recall@1, number of queries scored)."""
+        scored = score_network(model, self.test_set, self.image_size, self.batch_size, self.num_workers,
+                               self.engine)
+        return scored.result["recall@1"], scored.num_queries
 
 
 class CheckpointWriter:
