@@ -99,9 +99,9 @@ def _permuted_stream(num_units, seed, salt, start):
 
 
 def _defer(order, tail, head):
-    """`order` with its first `head` entries drawn from the classes not in `tail`: each
-    class of `tail` met before that many others is moved back, in its order, to just
-    after them. Nothing else moves; unchanged when the head holds no class of `tail`."""
+    """`order` with its first `head` slots given to its first `head` classes not in
+    `tail`; the `tail` classes passed over on the way follow right after, in their order.
+    Nothing else moves, and nothing at all when the first `head` classes avoid `tail`."""
     free = np.flatnonzero(~np.isin(order, tail))[:head]
     rest = np.ones(len(order), dtype=bool)
     rest[free] = False
@@ -119,11 +119,12 @@ def _distinct_class_stream(num_classes, per_batch, seed, salt, start):
 
 
 def _boundary_safe_orders(num_classes, per_batch, seed, salt, first_pass):
-    """The class order of each pass from `first_pass` on. Pass p's order is its shuffle
-    with the head of the batch it shares with pass p - 1 deferred past that pass's tail
-    classes, so it depends on pass p - 1's order. The chain is replayed from a pass whose
-    tail no deferral can reach (the one before, when 2 * per_batch - 1 <= num_classes) or
-    whose first class opens a batch (every per_batch / gcd passes), so it stays short."""
+    """The class order of each pass from `first_pass` on: pass p's shuffle, its head (the
+    slots in the batch that pass p - 1 ends) cleared of pass p - 1's tail classes by
+    _defer. That makes each order depend on the previous one, so the chain is replayed
+    from a pass that needs no predecessor: the pass before, when 2 * per_batch - 1 <=
+    num_classes (a deferral moves only the first per_batch - 1 slots, and a tail starts
+    later); else the last pass that opens a batch (every per_batch / gcd passes)."""
     if 2 * per_batch - 1 <= num_classes:
         pass_no = max(first_pass - 1, 0)
     else:

@@ -121,3 +121,24 @@ def test_sop_sized_class_order_never_repeats_a_class():
     gen = reader.ClassBalancedSampler(image_list, 160, seed=1, samples_each_class=2).batches()
     for batch in take(gen, 2 * 11318 // 80 + 2):
         assert len(set(labels[np.asarray(batch)].tolist())) == 80
+
+
+@PROPERTY
+@given(setups())
+def test_pass_order_is_its_shuffle_with_tail_classes_deferred_out_of_the_head(setup):
+    """The documented boundary rule, rebuilt from its statement: pass p's plain shuffle
+    is numpy's permutation for (seed, salt 37, p) over the classes in increasing order;
+    its first h = (-p * C) mod m slots (those in the batch that pass p - 1 ends) take the
+    first h classes of that shuffle not among the previous t = m - h slots (pass p - 1's
+    tail); every other class follows in its shuffled order."""
+    image_list, classes, m = setup.image_list(), sorted(setup.class_ids), setup.per_batch
+    count = len(classes)
+    batches = take(setup.sampler().batches(), batches_over_passes(setup, 5))
+    stream = [int(row[0]) for batch in batches for row in class_rows(image_list, batch, setup.k)]
+    for p in range(5):
+        shuffle = [classes[u] for u in np.random.default_rng([setup.seed, 37, p]).permutation(count)]
+        head = -p * count % m
+        tail = set(stream[p * count - (m - head):p * count]) if head else set()
+        expected = [c for c in shuffle if c not in tail][:head]
+        expected += [c for c in shuffle if c not in expected]
+        assert stream[p * count:(p + 1) * count] == expected
