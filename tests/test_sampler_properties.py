@@ -93,15 +93,15 @@ def test_resume_from_any_batch_equals_the_uninterrupted_stream(setup, start, cou
 @PROPERTY
 @given(setups(), st.data())
 def test_rank_shards_are_cut_from_the_same_global_batch(setup, data):
-    """With nranks dividing the classes per batch, each rank's TrainBatches share is
+    """With nranks dividing the classes per batch, each rank's train_batches share is
     reader.shard of the single-process global batch, the shares concatenate back to it,
     and every share keeps its class groups whole."""
     per_batch, k = setup.per_batch, setup.k
     nranks = data.draw(st.sampled_from([n for n in range(1, per_batch + 1) if per_batch % n == 0]))
     start = data.draw(st.integers(0, 50))
     sampler, image_list = setup.sampler(), setup.image_list()
-    whole = iter(reader.TrainBatches(sampler, start=start, rank=0, nranks=1))
-    ranks = [iter(reader.TrainBatches(sampler, start=start, rank=r, nranks=nranks)) for r in range(nranks)]
+    whole = iter(reader.train_batches(sampler, start=start, rank=0, nranks=1))
+    ranks = [iter(reader.train_batches(sampler, start=start, rank=r, nranks=nranks)) for r in range(nranks)]
     indices = sampler.batches(start)
     for _ in range(batches_over_passes(setup, 2)):
         parts, expected = [next(r) for r in ranks], next(whole)
