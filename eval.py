@@ -10,12 +10,13 @@ import os
 import numpy as np
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
-from utility import ArgumentParser, UserError, add_arguments, fmt_time, print_arguments, run_cli
+from utility import ArgumentParser, add_arguments, fmt_time, print_arguments, run_cli
 import models
 import reader
 from dml.flag_types import positive_int
 from dml.outputs import write_json_atomic
-from dml.retrieval import features, grid, metrics
+from dml.retrieval import grid
+from dml.retrieval.test_set import read_test_set, score_network
 from dml.runtime.device import choose_device
 from dml.script_flags import add_data_arguments, add_inference_arguments, check_inference_flags
 
@@ -69,42 +70,49 @@ def evaluate(args):
     """Run the whole evaluation described by the parsed flags; return the JSON summary."""
     size, ks = check_inference_flags(args), parse_recall_k(args.recall_k)
     device = choose_device(args.use_gpu)
-    test_list = reader.read_list(args.data_dir, args.test_list, "test")
+    test_set = read_test_set(args.data_dir, args.test_list, args.query_list, args.gallery_list)
     model = models.create(args.model, args.embedding_size)
     report = models.load_pretrained(model, args.pretrained_model)
 
-    loader = reader.test_loader(test_list, size, args.batch_size, args.num_workers)
-    fea, lab, skipped = features.extract_features(model, loader, engine=args.engine)
-    reader.SkipReport(test_list).note(np.flatnonzero(skipped).tolist())
-    kept = np.flatnonzero(~skipped)
-    if len(kept) < 2:
-        raise UserError(f"only {len(kept)} readable image(s) in {test_list.list_path}: need at least 2 to evaluate")
-    fea, lab = fea[kept], lab[kept]
-
-    result = metrics.retrieval_metrics(fea, lab, ks=sorted(set(ks) | {1}), map_at_r=True)
-    print("[%s] End test %d, test_recall %.5f" % (fmt_time(), len(fea), result["recall@1"]), flush=True)
+    scored = score_network(model, test_set, size, args.batch_size, args.num_workers, args.engine, ks, map_at_r=True)
+    for image_list, skipped in zip(test_set.lists, scored.skipped):
+        reader.SkipReport(image_list).note(np.flatnonzero(skipped).tolist())
+    result = scored.result
+    print("[%s] End test %d, test_recall %.5f" % (fmt_time(), scored.num_queries, result["recall@1"]), flush=True)
     print(metrics_table(result, ks), flush=True)
 
+    lists = {"test_list": test_set.queries} if test_set.gallery is None else \
+        {"query_list": test_set.queries, "gallery_list": test_set.gallery}
     summary = {
         "metrics": {key: result[key] for key in ["recall@%d" % k for k in ks] + ["map@r"]},
         "model": args.model, "embedding_size": args.embedding_size, "image_shape": args.image_shape,
         "pretrained_model": os.path.abspath(args.pretrained_model), "weights_format": report.format,
-        "data_dir": os.path.abspath(args.data_dir), "test_list": os.path.abspath(test_list.list_path),
-        "num_images": int(len(fea)), "num_skipped": int(skipped.sum()), "device": device,
-        "evaluated_at": fmt_time(),
+        "data_dir": os.path.abspath(args.data_dir),
+        **{flag: os.path.abspath(image_list.list_path) for flag, image_list in lists.items()},
+        "num_images": int(sum(len(f) for f in scored.fea)), "num_queries": scored.num_queries,
+        "num_skipped": int(sum(s.sum() for s in scored.skipped)), "device": device, "evaluated_at": fmt_time(),
     }
     if args.save_json:
         write_json_atomic(args.save_json, summary)
         print(f"metrics written to {args.save_json}")
     if args.save_retrievals:
-        save_retrievals(args, fea, lab, [test_list.paths[i] for i in kept])
+        save_retrievals(args, test_set, scored)
     return summary
 
 
-def save_retrievals(args, fea, lab, paths):
-    queries = grid.pick_queries(len(fea), args.num_queries, args.seed)
-    neighbours = grid.nearest(fea, queries, args.topk)
-    for path in grid.save_grids(args.save_retrievals, paths, lab, queries, neighbours):
+def save_retrievals(args, test_set, scored):
+    """Grids of queries and their nearest gallery items (with --gallery_list: items of
+    the gallery, which follow the queries in the rows given to the grid)."""
+    paths = [[image_list.paths[i] for i in kept] for image_list, kept in zip(test_set.lists, scored.kept)]
+    queries = grid.pick_queries(scored.num_queries, args.num_queries, args.seed)
+    if test_set.gallery is None:
+        fea, lab, rows = scored.fea[0], scored.labels[0], paths[0]
+        neighbours = grid.nearest(fea, queries, args.topk)
+    else:
+        fea, lab, rows = np.concatenate(scored.fea), np.concatenate(scored.labels), paths[0] + paths[1]
+        gallery = np.arange(scored.num_queries, len(fea))
+        neighbours = gallery[grid.nearest_in(fea[queries], fea[gallery], args.topk)]
+    for path in grid.save_grids(args.save_retrievals, rows, lab, queries, neighbours):
         print(f"retrieval grid written to {path}")
 
 

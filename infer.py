@@ -38,7 +38,7 @@ def build_parser():
     add_inference_arguments(parser, 1, "Weights to run (this toolkit's checkpoint or .pdparams, a paddle.vision "
                             "state dict, a legacy Fluid directory, or a PyTorch .pth/.safetensors "
                             "state dict); or use --predictor.")
-    add_data_arguments(parser, train=False)
+    add_data_arguments(parser, train=False, query_gallery=False)
     add_arguments("image_list", str, None,
                   "Images to embed instead of the test list: an SOP-format list or one path per line.", parser)
     add_arguments("image_dir", str, None, "Embed every image under this directory (sorted by path).", parser)

@@ -8,6 +8,7 @@ Samplers are infinite streams of fixed-size global batches. Batch `i` depends on
 (seed, i), so a resumed run picks up exactly where it stopped, and every rank of a
 multi-process run cuts its own share out of the same global batch.
 """
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -85,13 +86,57 @@ def _parse_row(fields, path, line_no):
     return class_id
 
 
+def _shuffle(num_units, seed, salt, pass_no):
+    return np.random.default_rng([seed, salt, pass_no]).permutation(num_units)
+
+
 def _permuted_stream(num_units, seed, salt, start):
     """Endless unit indices, one fresh permutation per pass, from position `start`."""
     pass_no, offset = divmod(start, num_units)
     while True:
-        perm = np.random.default_rng([seed, salt, pass_no]).permutation(num_units)
-        yield from perm[offset:].tolist()
+        yield from _shuffle(num_units, seed, salt, pass_no)[offset:].tolist()
         pass_no, offset = pass_no + 1, 0
+
+
+def _defer(order, tail, head):
+    """`order` with its first `head` slots given to its first `head` classes not in
+    `tail`; the `tail` classes passed over on the way follow right after, in their order.
+    Nothing else moves, and nothing at all when the first `head` classes avoid `tail`."""
+    free = np.flatnonzero(~np.isin(order, tail))[:head]
+    rest = np.ones(len(order), dtype=bool)
+    rest[free] = False
+    return np.concatenate([order[free], order[rest]])
+
+
+def _distinct_class_stream(num_classes, per_batch, seed, salt, start):
+    """Endless class indices from position `start`, cut into batches of `per_batch` that
+    never hold a class twice; see ClassBalancedSampler for the rule at pass boundaries."""
+    pass_no, offset = divmod(start, num_classes)
+    orders = _boundary_safe_orders(num_classes, per_batch, seed, salt, pass_no)
+    while True:
+        yield from next(orders)[offset:].tolist()
+        offset = 0
+
+
+def _boundary_safe_orders(num_classes, per_batch, seed, salt, first_pass):
+    """The class order of each pass from `first_pass` on: pass p's shuffle, its head (the
+    slots in the batch that pass p - 1 ends) cleared of pass p - 1's tail classes by
+    _defer. That makes each order depend on the previous one, so the chain is replayed
+    from a pass that needs no predecessor: the pass before, when 2 * per_batch - 1 <=
+    num_classes (a deferral moves only the first per_batch - 1 slots, and a tail starts
+    later); else the last pass that opens a batch (every per_batch / gcd passes)."""
+    if 2 * per_batch - 1 <= num_classes:
+        pass_no = max(first_pass - 1, 0)
+    else:
+        pass_no = first_pass - first_pass % (per_batch // math.gcd(num_classes, per_batch))
+    tail = np.empty(0, dtype=np.int64)
+    while True:
+        head = -pass_no * num_classes % per_batch
+        order = _defer(_shuffle(num_classes, seed, salt, pass_no), tail, head)
+        if pass_no >= first_pass:
+            yield order
+        pass_no += 1
+        tail = order[len(order) - pass_no * num_classes % per_batch:]
 
 
 def _take(stream, count):
@@ -113,10 +158,14 @@ class _Sampler:
     def batch_rng(self, iteration):
         return np.random.default_rng([self.seed, self.salt, 1, iteration])
 
+    def class_stream(self, start, classes_per_batch):
+        """Class indices from stream position `start`: a fresh shuffle per pass."""
+        return _permuted_stream(len(self.classes), self.seed, self.salt, start)
+
     def class_batches(self, start, classes_per_batch, group):
         """Batches of `classes_per_batch` groups, one per class drawn from a stream of
         per-pass class permutations; group(label, rng) gives that class's indices."""
-        stream = _permuted_stream(len(self.classes), self.seed, self.salt, start * classes_per_batch)
+        stream = self.class_stream(start * classes_per_batch, classes_per_batch)
         iteration = start
         while True:
             rng = self.batch_rng(iteration)
@@ -157,6 +206,16 @@ class ClassBalancedSampler(_Sampler):
     """Batches of (batch / k) distinct classes x k images, grouped by class.
 
     A class with fewer than k images is drawn with replacement.
+
+    The classes come from a stream of passes, each pass one shuffle of all C classes,
+    cut into runs of m = batch / k; so a batch can straddle two passes, ending pass p
+    with t classes and opening pass p + 1 with h = m - t. At such a boundary the h head
+    slots of pass p + 1 take, in shuffled order, the first h of its classes that are not
+    among pass p's t tail classes; a tail class that the shuffle put in the head is
+    deferred, keeping its shuffled order, to the slots right after the head, i.e. into
+    the next batch. Every pass still visits each class exactly once (stream positions
+    [p * C, (p + 1) * C) are one permutation of the classes), a pass whose head holds no
+    tail class is its plain shuffle, and batch i still depends only on (seed, i).
     """
 
     salt = 37
@@ -172,6 +231,9 @@ class ClassBalancedSampler(_Sampler):
 
     def batches(self, start=0):
         return self.class_batches(start, self.batch_size // self.k, self._group)
+
+    def class_stream(self, start, classes_per_batch):
+        return _distinct_class_stream(len(self.classes), classes_per_batch, self.seed, self.salt, start)
 
     def _group(self, label, rng):
         own = self.members[label]

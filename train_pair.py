@@ -1,5 +1,5 @@
 """Fine-tune an embedding network with a pair-based loss (triplet, quadruplet, eml, npairs, ...)."""
-from utility import ArgumentParser, print_arguments, run_cli
+from utility import ArgumentParser, run_cli
 from dml.train.flags import add_training_arguments
 
 
@@ -11,11 +11,9 @@ def build_parser():
 
 
 def main():
-    args = build_parser().parse_args()
-    print_arguments(args)
     from dml.train import loop
 
-    loop.train(args, family="pair")
+    loop.main(build_parser(), family="pair")
 
 
 if __name__ == "__main__":

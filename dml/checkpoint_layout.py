@@ -8,3 +8,5 @@ PARAMS = "model.pdparams"
 OPTIMIZER = "model.pdopt"
 STATE = "state.json"
 LOSS_PREFIX = "loss."
+#: Present when the run keeps a cross-batch memory (--xbm_size): every rank's memory.
+MEMORY = "memory.npz"

@@ -41,13 +41,18 @@ def add_engine_argument(parser, training):
                   f"On the CPU, static: {what}; dygraph: Paddle's plain dynamic graph.", parser)
 
 
-def add_data_arguments(parser, train=True):
+def add_data_arguments(parser, train=True, query_gallery=True):
     """Flags every data-reading script shares beyond the original's."""
     add_arguments("data_dir", str, "data/Stanford_Online_Products",
                   "Root directory that list paths are relative to.", parser)
     if train:
         add_arguments("train_list", str, "Ebay_train.txt", "Training list, relative to data_dir.", parser)
     add_arguments("test_list", str, "Ebay_test.txt", "Test list, relative to data_dir.", parser)
+    if query_gallery:
+        add_arguments("query_list", str, None, "With --gallery_list: test by queries from this list searching "
+                      "the gallery list only (In-Shop's protocol) instead of --test_list all against all.", parser)
+        add_arguments("gallery_list", str, None, "The gallery the --query_list images search (no image in both).",
+                      parser)
     add_arguments("num_workers", nonnegative_int, 2, "Image decoding worker processes (0: decode in the main "
                   "process).", parser)
     add_arguments("seed", nonnegative_int, 90, "Random seed for weights, sampling and augmentation.", parser)

@@ -15,7 +15,7 @@ from .emlloss import EmlLoss
 from .npairsloss import NpairsLoss
 from .quadrupletloss import QuadrupletLoss
 from .softmaxloss import SoftmaxLoss
-from .spec import FAMILIES, LossSpec, Param
+from .spec import LossSpec, Param
 from .tripletloss import TripletLoss
 
 _BY_NAME = {entry.name: entry for entry in SPECS}

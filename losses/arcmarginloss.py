@@ -5,8 +5,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from .classification import check_embedding_dim, softmax_cross_entropy
-from .normalize import l2_normalize
+from .classification import check_embedding_dim, cosines, softmax_cross_entropy, xavier_rows
 
 
 class ArcMarginLoss(nn.Layer):
@@ -27,16 +26,12 @@ class ArcMarginLoss(nn.Layer):
         self.scale = scale
         self.easy_margin = easy_margin
         self.embedding_dim = embedding_dim
-        self.weight = self.create_parameter(
-            shape=[class_dim, embedding_dim],
-            dtype="float32",
-            default_initializer=nn.initializer.XavierUniform(),
-        )
+        self.weight = xavier_rows(self, class_dim, embedding_dim)
 
     def forward(self, embeddings, labels):
         check_embedding_dim(embeddings, self.embedding_dim, "ArcMarginLoss")
         labels = paddle.reshape(labels, [-1]).astype("int64")
-        cosine = paddle.matmul(l2_normalize(embeddings), l2_normalize(self.weight), transpose_y=True)
+        cosine = cosines(embeddings, self.weight)
         one_hot = F.one_hot(labels, self.class_dim).astype(cosine.dtype)
         margin_cos = arc_margin_cosine(cosine, self.margin, self.easy_margin)
         logits = self.scale * (one_hot * margin_cos + (1.0 - one_hot) * cosine)

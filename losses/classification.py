@@ -1,5 +1,9 @@
-"""Softmax cross entropy shared by the two classification losses."""
+"""What the losses with a row per class share: their weight rows, cosines to them,
+and softmax cross entropy."""
 import paddle
+from paddle import nn
+
+from .normalize import l2_normalize
 
 
 def log_softmax(logits):
@@ -30,3 +34,15 @@ def check_embedding_dim(embeddings, embedding_dim, loss_name):
             f"{loss_name} was built for embeddings of size {embedding_dim} but got "
             f"{embeddings.shape[-1]}; pass embedding_dim={embeddings.shape[-1]}"
         )
+
+
+def xavier_rows(layer, rows, embedding_dim):
+    """A [rows, embedding_dim] Xavier-uniform parameter of `layer`: one row per class
+    (or per class centre)."""
+    return layer.create_parameter(shape=[rows, embedding_dim], dtype="float32",
+                                  default_initializer=nn.initializer.XavierUniform())
+
+
+def cosines(embeddings, rows):
+    """x_n . w_n^T: the cosine of every embedding with every row, [N, rows]."""
+    return paddle.matmul(l2_normalize(embeddings), l2_normalize(rows), transpose_y=True)

@@ -3,8 +3,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from .classification import check_embedding_dim, softmax_cross_entropy
-from .normalize import l2_normalize
+from .classification import check_embedding_dim, cosines, softmax_cross_entropy, xavier_rows
 from .ranges import require_count, require_non_negative, require_positive
 
 
@@ -26,15 +25,11 @@ class CosFaceLoss(nn.Layer):
         self.scale = scale
         self.margin = margin
         self.embedding_dim = embedding_dim
-        self.weight = self.create_parameter(
-            shape=[class_dim, embedding_dim],
-            dtype="float32",
-            default_initializer=nn.initializer.XavierUniform(),
-        )
+        self.weight = xavier_rows(self, class_dim, embedding_dim)
 
     def forward(self, embeddings, labels):
         check_embedding_dim(embeddings, self.embedding_dim, "CosFaceLoss")
         labels = paddle.reshape(labels, [-1]).astype("int64")
-        cosine = paddle.matmul(l2_normalize(embeddings), l2_normalize(self.weight), transpose_y=True)
+        cosine = cosines(embeddings, self.weight)
         one_hot = F.one_hot(labels, self.class_dim).astype(cosine.dtype)
         return softmax_cross_entropy(self.scale * (cosine - self.margin * one_hot), labels)

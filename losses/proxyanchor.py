@@ -5,9 +5,8 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from .classification import check_embedding_dim
+from .classification import check_embedding_dim, cosines
 from .masked_reduce import log1p_sum_exp
-from .normalize import l2_normalize
 from .ranges import require_count, require_non_negative, require_positive
 
 
@@ -43,7 +42,7 @@ class ProxyAnchorLoss(nn.Layer):
     def forward(self, embeddings, labels):
         check_embedding_dim(embeddings, self.embedding_dim, "ProxyAnchorLoss")
         labels = paddle.reshape(labels, [-1]).astype("int64")
-        sim = paddle.matmul(l2_normalize(embeddings), l2_normalize(self.proxies), transpose_y=True)
+        sim = cosines(embeddings, self.proxies)
         member = F.one_hot(labels, self.class_dim).astype("bool")
         pos = log1p_sum_exp(-self.alpha * (sim - self.margin), member, axis=0)
         neg = log1p_sum_exp(self.alpha * (sim + self.margin), paddle.logical_not(member), axis=0)

@@ -4,8 +4,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .arcmarginloss import arc_margin_cosine
-from .classification import check_embedding_dim, softmax_cross_entropy
-from .normalize import l2_normalize
+from .classification import check_embedding_dim, cosines, softmax_cross_entropy, xavier_rows
 from .ranges import require_count, require_non_negative, require_positive
 
 
@@ -32,16 +31,12 @@ class SubCenterArcMarginLoss(nn.Layer):
         self.scale = scale
         self.easy_margin = easy_margin
         self.embedding_dim = embedding_dim
-        self.weight = self.create_parameter(
-            shape=[class_dim * sub_centers, embedding_dim],
-            dtype="float32",
-            default_initializer=nn.initializer.XavierUniform(),
-        )
+        self.weight = xavier_rows(self, class_dim * sub_centers, embedding_dim)
 
     def forward(self, embeddings, labels):
         check_embedding_dim(embeddings, self.embedding_dim, "SubCenterArcMarginLoss")
         labels = paddle.reshape(labels, [-1]).astype("int64")
-        centre_cos = paddle.matmul(l2_normalize(embeddings), l2_normalize(self.weight), transpose_y=True)
+        centre_cos = cosines(embeddings, self.weight)
         cosine = paddle.max(paddle.reshape(centre_cos, [-1, self.class_dim, self.sub_centers]), axis=2)
         one_hot = F.one_hot(labels, self.class_dim).astype(cosine.dtype)
         margin_cos = arc_margin_cosine(cosine, self.margin, self.easy_margin)

@@ -19,6 +19,7 @@ from dml.retrieval import metrics
 import models
 import reader
 from dml.retrieval import grid
+from dml.retrieval.test_set import TestSet
 from dml.train import monitor
 from utility import UserError
 
@@ -95,7 +96,7 @@ def test_eval_prints_the_same_recall_as_the_training_test(ckpt, demo_dir, eval_r
     model = models.create("ResNet18", 16)
     models.load_pretrained(model, ckpt, verbose=False)
     test_list = reader.read_list(demo_dir, "Ebay_test.txt", "test")
-    recall, count = monitor.PeriodicTest(test_list, SIZE, batch_size=10, num_workers=0, engine="static")(model)
+    recall, count = monitor.PeriodicTest(TestSet(test_list), SIZE, batch_size=10, num_workers=0, engine="static")(model)
     assert int(match.group(1)) == count == 40
     assert match.group(2) == "%.5f" % recall
 

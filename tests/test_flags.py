@@ -16,7 +16,6 @@ import infer
 import models
 import train_elem
 import train_pair
-from dml.train import loop
 from utility import run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,7 +136,7 @@ def test_invalid_flag_is_one_line_and_exit_2(case, demo_dir, tmp_path, weights, 
 
 
 def test_more_ranks_than_batch_is_one_line(demo_dir, tmp_path, weights, capsys, monkeypatch):
-    monkeypatch.setattr(loop, "init_distributed", lambda: (0, 16))
+    monkeypatch.setattr(paddle.distributed, "get_world_size", lambda: 16)
     monkeypatch.setattr(sys, "argv", ["train_pair.py"] + argv_for("train_pair", {}, demo_dir, tmp_path, weights))
     with pytest.raises(SystemExit) as stop:
         run_cli(train_pair.main)

@@ -6,7 +6,6 @@ import numpy as np
 import paddle
 import pytest
 
-from dml.retrieval import metrics
 from dml.retrieval.metrics import recall_topk, retrieval_metrics
 
 
@@ -183,3 +182,48 @@ def test_single_item_and_bad_input():
         retrieval_metrics(np.array([[1.0, np.nan], [1.0, 0.0]]), [0, 0])
     with pytest.raises(ValueError, match="K must be"):
         retrieval_metrics(np.ones((3, 2)), [0, 1, 1], ks=(0,))
+
+
+def brute_force_query_gallery(queries, query_lab, gallery, gallery_lab, ks):
+    """Query/gallery Recall@K and MAP@R from the definitions, one query at a time."""
+    q = np.asarray(queries, dtype=np.float64)
+    g = np.asarray(gallery, dtype=np.float64)
+    q, g = q / np.linalg.norm(q, axis=1, keepdims=True), g / np.linalg.norm(g, axis=1, keepdims=True)
+    dist = ((q[:, None, :] - g[None, :, :]) ** 2).sum(axis=2)
+    hits_at, precisions = {k: 0 for k in ks}, []
+    for i in range(len(q)):
+        hits = np.asarray(gallery_lab)[np.argsort(dist[i], kind="stable")] == query_lab[i]
+        for k in ks:
+            hits_at[k] += bool(hits[:k].any())
+        r = int(hits.sum())
+        if r:
+            precisions.append(float((np.cumsum(hits[:r]) / np.arange(1, r + 1) * hits[:r]).sum()) / r)
+    expected = {"recall@%d" % k: hits_at[k] / len(q) for k in ks}
+    expected["map@r"] = float(np.mean(precisions)) if precisions else float("nan")
+    expected["num_queries"] = len(q)
+    return expected
+
+
+@pytest.mark.parametrize("num_query,num_gallery,block", [(30, 50, None), (41, 17, 4), (5, 200, 2)])
+def test_query_gallery_metrics_match_brute_force(num_query, num_gallery, block):
+    from dml.retrieval.metrics import query_gallery_metrics
+
+    fea, lab = clustered(num_query + num_gallery, 8, 9, seed=num_query, noise=1.5)
+    lab[0] = 99  # a query whose class the gallery lacks: a miss, left out of MAP@R
+    queries, gallery = fea[:num_query], fea[num_query:]
+    gallery[3] = gallery[5]  # exact ties among gallery items: the lower index first
+    ks = (1, 2, 5, 10, 1000)
+    got = query_gallery_metrics(queries, lab[:num_query], gallery, lab[num_query:], ks=ks, block_size=block)
+    expected = brute_force_query_gallery(queries, lab[:num_query], gallery, lab[num_query:], ks)
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert got[key] == pytest.approx(expected[key], abs=1e-12), key
+
+
+def test_a_gallery_holding_the_queries_scores_a_perfect_recall():
+    """Why eval.py refuses overlapping lists: each query finds its own copy first."""
+    from dml.retrieval.metrics import query_gallery_metrics
+
+    fea, lab = clustered(60, 6, 6, seed=3, noise=5.0)
+    assert retrieval_metrics(fea, lab, ks=(1,), map_at_r=False)["recall@1"] < 0.9
+    assert query_gallery_metrics(fea, lab, fea, lab, ks=(1,), map_at_r=False)["recall@1"] == 1.0

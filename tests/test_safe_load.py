@@ -170,9 +170,8 @@ def test_every_legitimate_file_loads_as_paddle_load_reads_it(tmp_path):
 def test_damaged_files_are_clear_user_errors(tmp_path):
     good = tmp_path / "good.pdparams"
     paddle.save({"w": paddle.ones([3])}, str(good))
-    lone = tmp_path / "lone.pdparams"
-    ones = paddle.ones([3])  # kept alive: a DenseTensor of a freed temporary crashes paddle.save
-    paddle.save(ones.get_tensor(), str(lone))
+    lone, tensor = tmp_path / "lone.pdparams", paddle.ones([3])  # a lone DenseTensor, not a dict
+    paddle.save(tensor.get_tensor(), str(lone))
     for name, data in (("half", good.read_bytes()[:40]), ("empty", b""), ("text", b"hello\n"),
                        ("lone", lone.read_bytes())):
         (tmp_path / name).write_bytes(data)

@@ -48,7 +48,7 @@ def test_every_loss_trains_end_to_end(tmp_path, demo_dir, capsys, loss_name):
     family = losses.spec(loss_name).family
     run(family, flags(demo_dir, tmp_path, loss_name=loss_name, total_iter_num=3, test_iter_step=3, save_iter_step=2))
     lines = capsys.readouterr().out.splitlines()
-    line_re = ELEM_LINE if family == "elem" else PAIR_LINE
+    line_re = ELEM_LINE if losses.spec(loss_name).probs else PAIR_LINE
     train_lines = [line for line in lines if "trainbatch" in line and "test_recall" not in line]
     assert [int(re.search(r"trainbatch (\d+)", line).group(1)) for line in train_lines] == [0, 1, 2]
     assert all(line_re.match(line) for line in train_lines), train_lines

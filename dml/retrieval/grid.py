@@ -35,16 +35,27 @@ def pick_queries(num_items, count, seed):
     return np.sort(rng.choice(num_items, size=count, replace=False))
 
 
+def _unit(fea):
+    fea = np.asarray(fea, dtype=np.float32)
+    norms = np.linalg.norm(fea, axis=1, keepdims=True)
+    return fea / np.where(norms > 0, norms, 1.0)
+
+
 def nearest(fea, queries, k):
     """[Q, k] indices of each query's k most cosine-similar items, itself excluded,
     ties to the lower index (the order the metrics rank by)."""
-    fea = np.asarray(fea, dtype=np.float32)
-    norms = np.linalg.norm(fea, axis=1, keepdims=True)
-    fea = fea / np.where(norms > 0, norms, 1.0)
+    fea = _unit(fea)
     sims = fea[queries] @ fea.T
     sims[np.arange(len(queries)), queries] = -np.inf
     k = min(k, len(fea) - 1)
     return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def nearest_in(queries, gallery, k):
+    """[Q, k] indices into `gallery` of each query row's k most cosine-similar gallery
+    rows, ties to the lower index."""
+    sims = _unit(queries) @ _unit(gallery).T
+    return np.argsort(-sims, axis=1, kind="stable")[:, :min(k, len(gallery))]
 
 
 def grid_size(num_rows, topk):

@@ -51,17 +51,45 @@ def retrieval_metrics(fea, lab, ks=(1, 10, 100, 1000), map_at_r=True, block_size
     similarities take ~128 MB (plus a boolean mask a quarter that size).
     """
     fea = _normalised_features(fea)
-    classes = _class_ids(lab, len(fea))
+    return _metrics(fea, _class_ids(lab, len(fea)), len(fea), ks, map_at_r, block_size)
+
+
+def query_gallery_metrics(query_fea, query_lab, gallery_fea, gallery_lab, ks=(1, 10, 20, 30, 40, 50),
+                          map_at_r=True, block_size=None):
+    """Recall@K and MAP@R of queries searching a separate gallery (In-Shop's protocol).
+
+    As retrieval_metrics, but each query is ranked against the gallery items only (no
+    query is excluded from it, since none is in it) and R is the number of gallery
+    items of the query's class. Returns the same keys; num_queries = len(query_fea).
+    """
+    gallery = _normalised_features(gallery_fea)
+    queries = _normalised_features(query_fea)
+    if gallery.shape[1] != queries.shape[1]:
+        raise ValueError(f"query features have dimension {queries.shape[1]}, gallery {gallery.shape[1]}")
+    gallery_lab = np.asarray(gallery_lab.numpy() if hasattr(gallery_lab, "numpy") else gallery_lab).reshape(-1)
+    query_lab = np.asarray(query_lab.numpy() if hasattr(query_lab, "numpy") else query_lab).reshape(-1)
+    if len(gallery_lab) != len(gallery) or len(query_lab) != len(queries):
+        raise ValueError("got %d/%d labels for %d/%d query/gallery features"
+                         % (len(query_lab), len(gallery_lab), len(queries), len(gallery)))
+    fea = np.concatenate([gallery, queries])
+    classes = _class_ids(np.concatenate([gallery_lab, query_lab]), len(fea))
+    return _metrics(fea, classes, len(gallery), ks, map_at_r, block_size)
+
+
+def _metrics(fea, classes, num_gallery, ks, map_at_r, block_size):
+    """The metrics of the queries among rows `fea`: every row against all (num_gallery
+    = len(fea)), or rows num_gallery.. against rows ..num_gallery."""
     ks = _check_ks(ks)
-    members = _ClassMembers(classes)
-    num = len(fea)
-    rows = block_size or max(64, min(4096, _BLOCK_ELEMENTS // max(num, 1)))
+    members = _ClassMembers(classes, num_gallery)
+    query_rows = np.arange(len(fea)) if num_gallery == len(fea) else np.arange(num_gallery, len(fea))
+    num = len(query_rows)
+    rows = block_size or max(64, min(4096, _BLOCK_ELEMENTS // max(num_gallery, 1)))
     first_hit = np.empty(num, dtype=np.int64)
     average_precision = np.empty(num)
     for start in range(0, num, rows):
-        queries = np.arange(start, min(start + rows, num))
-        first_hit[queries], average_precision[queries] = _score_block(
-            fea, classes, members, queries, max(ks), map_at_r
+        block = np.arange(start, min(start + rows, num))
+        first_hit[block], average_precision[block] = _score_block(
+            fea, classes, members, query_rows[block], max(ks), map_at_r
         )
     result = {"recall@%d" % k: float(np.mean(first_hit < k)) for k in ks}
     if map_at_r:
@@ -75,14 +103,14 @@ def retrieval_metrics(fea, lab, ks=(1, 10, 100, 1000), map_at_r=True, block_size
 
 def _score_block(fea, classes, members, queries, max_k, map_at_r):
     """Rank of the first positive (for Recall@K) and AP@R (nan: none) of each query."""
-    sims = _similarities(fea, queries)
+    sims = _similarities(fea, queries, members.num_gallery)
     num_pos = members.num_positives(queries)
     no_precision = np.full(len(queries), np.nan)
     if not num_pos.any():
         return np.full(len(queries), _NEVER), no_precision
     if max_k == 1 and not map_at_r:
         return _nearest_ranks(sims, classes, queries, num_pos), no_precision
-    top = _top_items(sims, depth=min(len(fea) - 1, int(num_pos.max())))
+    top = _top_items(sims, depth=min(sims.shape[1] - 1, int(num_pos.max())))
     hits = classes[top] == classes[queries][:, None]
     ranks = _first_hit_ranks(hits, num_pos)
     beyond = np.flatnonzero(ranks == top.shape[1])
@@ -126,37 +154,46 @@ def _check_ks(ks):
 
 
 class _ClassMembers:
-    """Gallery indices of each query's class, as padded per-block arrays."""
+    """Gallery indices (rows below num_gallery) of each query's class, as padded
+    per-block arrays."""
 
-    def __init__(self, classes):
-        self.classes = classes
-        self.order = np.argsort(classes, kind="stable")
-        self.sizes = np.bincount(classes)
+    def __init__(self, classes, num_gallery):
+        self.classes, self.num_gallery = classes, num_gallery
+        self.order = np.argsort(classes[:num_gallery], kind="stable")
+        self.sizes = np.bincount(classes[:num_gallery], minlength=int(classes.max()) + 1)
         self.starts = np.cumsum(self.sizes) - self.sizes
 
     def num_positives(self, queries):
-        """R of each query: the number of other items of its class."""
-        return self.sizes[self.classes[queries]] - 1
+        """R of each query: the number of other gallery items of its class."""
+        return self.sizes[self.classes[queries]] - (queries < self.num_gallery)
 
     def positives(self, queries):
-        """[B, M] indices of the other items of each query's class, ascending.
+        """[B, M] indices of the other gallery items of each query's class, ascending.
 
         M = the largest class size among the queries; a row's unused slots hold the
-        query's own index (its similarity is -inf, so padding never counts as a hit).
+        query's own column (itself, or the column past the gallery for a query outside
+        it): its similarity is -inf, so padding never counts as a hit.
         """
         cls = self.classes[queries]
         sizes = self.sizes[cls]
-        slots = np.arange(sizes.max())
+        slots = np.arange(max(int(sizes.max()), 1))
         valid = slots < sizes[:, None]
         index = self.order[np.where(valid, self.starts[cls][:, None] + slots, 0)]
-        own = queries[:, None]
+        own = np.where(queries < self.num_gallery, queries, self.num_gallery)[:, None]
         return np.where(valid & (index != own), index, own)
 
 
-def _similarities(fea, queries):
-    """[B, N] cosine similarities of the queries to every item, self set to -inf."""
-    sims = fea[queries[0]:queries[-1] + 1] @ fea.T
-    sims[np.arange(len(queries)), queries] = -np.inf
+def _similarities(fea, queries, num_gallery):
+    """[B, G] cosine similarities of the queries to every gallery item, self set to
+    -inf; queries outside the gallery get one more column, -inf (the padding column)."""
+    block = fea[queries[0]:queries[-1] + 1]
+    if queries[0] < num_gallery:
+        sims = block @ fea[:num_gallery].T
+        sims[np.arange(len(queries)), queries] = -np.inf
+        return sims
+    sims = np.empty((len(queries), num_gallery + 1), dtype=fea.dtype)
+    sims[:, :num_gallery] = block @ fea[:num_gallery].T
+    sims[:, num_gallery] = -np.inf
     return sims
 
 

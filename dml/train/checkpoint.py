@@ -3,16 +3,23 @@ found again (`--checkpoint latest`), and restored."""
 import json
 import os
 import platform
+import re
 import shutil
 import time
 
 import paddle
 
-from dml.checkpoint_layout import LOSS_PREFIX, OPTIMIZER, PARAMS, STATE
-from dml.errors import UserError
+import numpy as np
+
+from dml.checkpoint_layout import LOSS_PREFIX, MEMORY, OPTIMIZER, PARAMS, STATE
+from dml.errors import UserError, first_line
 from dml.runtime import paddle_compat, safe_load
 
 TMP_MARK = ".tmp-"
+#: A numbered checkpoint directory: ASCII digits only.
+_ITERATION = re.compile(r"[0-9]{1,19}")
+#: state.json is a few kilobytes; anything far larger is not one.
+_MAX_STATE_BYTES = 1 << 20
 
 
 class CheckpointWriteError(UserError):
@@ -51,7 +58,7 @@ def restore_optimizer(optimizer, model, loss, directory):
     optimizer.set_state_dict(paddle_compat.rename_accumulators(saved, back))
 
 
-def save_checkpoint(directory, model, loss, optimizer, state):
+def save_checkpoint(directory, model, loss, optimizer, state, memory=None):
     """Write a checkpoint to `directory` atomically: a temporary sibling, then a rename.
 
     A crash at any moment leaves either the previous content of `directory` or the
@@ -68,6 +75,8 @@ def save_checkpoint(directory, model, loss, optimizer, state):
         os.makedirs(tmp)
         paddle.save(network_and_loss_state(model, loss), os.path.join(tmp, PARAMS))
         paddle.save(optimizer_state(optimizer, model, loss), os.path.join(tmp, OPTIMIZER))
+        if memory is not None:
+            np.savez(os.path.join(tmp, MEMORY), **memory)
         with open(os.path.join(tmp, STATE), "w") as handle:
             json.dump(dict(state, versions=_versions(), saved_at=time.strftime("%Y-%m-%d %H:%M:%S")),
                       handle, indent=1, sort_keys=True)
@@ -84,15 +93,32 @@ def remove_stale_temporaries(parent):
     for name in os.listdir(parent):
         pid = _temporary_owner(name)
         if pid is not None and not _process_alive(pid):
-            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+            _remove(os.path.join(parent, name))
+
+
+def _remove(path):
+    """Remove a directory tree, or a file or symlink (never what a symlink points to)."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+#: `.<iteration>.tmp-<pid>[.old]`, ASCII digits only (str.isdigit also takes '²' and '١').
+_TEMPORARY = re.compile(r"\.([0-9]{1,19})" + re.escape(TMP_MARK) + r"([0-9]{1,7})(\.old)?")
+#: Linux's largest possible pid (pid_max is at most 2^22).
+_MAX_PID = 1 << 22
 
 
 def _temporary_owner(name):
     """The writer's pid of a temporary checkpoint directory name, else None."""
-    if not name.startswith(".") or TMP_MARK not in name:
+    match = _TEMPORARY.fullmatch(name)
+    if not match or int(match.group(2)) > _MAX_PID:
         return None
-    pid = name.split(TMP_MARK, 1)[1].removesuffix(".old")
-    return int(pid) if pid.isdigit() else None
+    return int(match.group(2))
 
 
 def _process_alive(pid):
@@ -133,7 +159,7 @@ def numbered_checkpoints(root):
     found = []
     for name in os.listdir(root):
         path = os.path.join(root, name)
-        if name.isdigit() and os.path.isdir(path) and is_complete(path):
+        if _ITERATION.fullmatch(name) and os.path.isdir(path) and is_complete(path):
             found.append((int(name), path))
     return sorted(found)
 
@@ -194,12 +220,60 @@ def read_run_state(directory):
         raise UserError(
             f"--checkpoint {directory!r} is not a complete checkpoint (needs {PARAMS}, {OPTIMIZER}, {STATE})"
         )
+    path = os.path.join(directory, STATE)
     try:
-        with open(os.path.join(directory, STATE)) as handle:
-            return json.load(handle)
-    except (OSError, ValueError) as err:
-        raise UserError(f"--checkpoint {directory!r}: cannot read {STATE}: {err}") from None
+        if os.path.getsize(path) > _MAX_STATE_BYTES:
+            raise ValueError(f"larger than {_MAX_STATE_BYTES} bytes")
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+    except (OSError, ValueError, RecursionError) as err:
+        raise UserError(f"--checkpoint {directory!r}: cannot read {STATE}: {first_line(err)}") from None
+    problem = state_problem(state)
+    if problem:
+        raise UserError(f"--checkpoint {directory!r}: {STATE} is not a checkpoint state ({problem})")
+    return state
 
+
+def state_problem(state):
+    """What is wrong with a parsed state.json (None when nothing is): the fields a
+    resume reads, with their types and ranges."""
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__}, not an object"
+    next_iter = state.get("next_iter")
+    if type(next_iter) is not int or next_iter < 0:
+        return f"next_iter must be a non-negative integer, got {next_iter!r}"[:200]
+    flags = state.get("flags", {})
+    if not isinstance(flags, dict):
+        return "flags must be an object"
+    total = flags.get("total_iter_num")
+    if total is not None and (type(total) is not int or next_iter > total):
+        return f"next_iter {next_iter} is past the run's total_iter_num {total!r}"[:200]
+    for key in ("model", "loss_name"):
+        if key in state and not isinstance(state[key], str):
+            return f"{key} must be a string"
+    if "embedding_size" in state and type(state["embedding_size"]) is not int:
+        return "embedding_size must be an integer"
+    meter = state.get("meter", {})
+    if not isinstance(meter, dict) or not all(
+            isinstance(seq, list) and all(type(v) in (int, float) for v in seq) for seq in meter.values()):
+        return "meter must map names to lists of numbers"
+    return None
+
+
+
+def restore_memory(directory, memory, rank, nranks):
+    """Load this rank's cross-batch memory from a checkpoint into `memory`."""
+    from .memory import rank_state
+
+    path = os.path.join(directory, MEMORY)
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            memory.load(rank_state(dict(saved), rank, nranks))
+    except FileNotFoundError:
+        raise UserError(f"--checkpoint {directory!r} holds no cross-batch memory ({MEMORY}): it was not written "
+                        f"with --xbm_size; resume without it, or use --pretrained_model") from None
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"--checkpoint {directory!r}: cannot restore the cross-batch memory: {err}") from None
 
 
 def restore(directory, model, loss, same_run):

@@ -8,7 +8,8 @@ import losses
 import models
 from dml.cli import add_arguments
 from dml.errors import UserError
-from dml.flag_types import choice, increasing_ints, parse_increasing_ints, positive_float, positive_int
+from dml.flag_types import choice, increasing_ints, nonnegative_int, parse_increasing_ints, positive_float, \
+    positive_int
 from dml.script_flags import add_data_arguments, add_engine_argument, add_model_arguments
 
 LR_STRATEGIES = ("piecewise_decay", "cosine_decay")
@@ -53,13 +54,28 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
     add_arguments("loss_name", loss_name_of(family), loss_name,
                   "Loss: " + "; ".join(f"{n}: {losses.spec(n).summary}" for n in family_losses), parser)
     add_loss_arguments(parser, family)
+    add_arguments("loss_lr_mult", positive_float, 1.0,
+                  "Learning-rate multiplier for the loss layer's own parameters (class weights, proxies; "
+                  "Proxy-Anchor's authors train proxies at 100).", parser)
+    if family == "pair":
+        memory_losses = ", ".join(n for n in losses.names("pair") if losses.spec(n).reference_set)
+        add_arguments("xbm_size", nonnegative_int, 0,
+                      "Cross-batch memory (Wang et al., XBM, CVPR 2020): compare each batch also with the last "
+                      f"this many training embeddings of this rank (0: off; at least the per-device batch). "
+                      f"Losses: {memory_losses}.", parser)
+        add_arguments("xbm_start_iter", nonnegative_int, 0,
+                      "Iteration from which the cross-batch memory is filled and used.", parser)
     add_engine_argument(parser, training=True)
     add_arguments("log_dir", str, None, "Write training curves (loss, lr, accuracy or recall, test recall) as "
                   "VisualDL scalars to this directory (needs: pip install visualdl==2.5.3).", parser)
     add_arguments("amp", bool, False, "Mixed precision (float16 autocast, dynamic loss scaling) on GPU; "
                   "ignored on CPU.", parser)
     add_arguments("enable_ce", bool, False,
-                  "Continuous evaluation: print the final 'kpis' lines (train_cost, test_recall).", parser)
+                  "Continuous evaluation: test at the end and print the 'kpis' lines (train_cost, test_recall).",
+                  parser)
+    add_arguments("test_before_training", bool, False,
+                  "Also test Recall@1 before the first step (logged as trainbatch 0): the starting point.",
+                  parser)
     add_data_arguments(parser)
 
 
@@ -100,6 +116,8 @@ def run_identity(args):
     identity = {"model": args.model, "embedding_size": args.embedding_size, "loss_name": args.loss_name}
     if losses.spec(args.loss_name).classes:
         identity["class_dim"] = args.class_dim
+    if getattr(args, "xbm_size", 0):
+        identity["xbm_size"] = args.xbm_size
     return identity
 
 
@@ -114,5 +132,18 @@ def image_size(args):
 def check(args, family):
     """The rules that tie several flags together (each flag's own range is in its type)."""
     models.check_image_size(args.model, image_size(args))
-    if losses.spec(args.loss_name).family != family:
-        raise UserError(f"--loss_name={args.loss_name} is trained by {losses.spec(args.loss_name).script}")
+    spec = losses.spec(args.loss_name)
+    if spec.family != family:
+        raise UserError(f"--loss_name={args.loss_name} is trained by {spec.script}")
+    if getattr(args, "xbm_size", 0) and not spec.reference_set:
+        users = ", ".join(n for n in losses.names() if losses.spec(n).reference_set)
+        raise UserError(f"--xbm_size works with the losses that compare a batch with a memory ({users}), "
+                        f"not {args.loss_name}; use --xbm_size=0")
+
+
+def check_memory(args, per_device_batch):
+    """The cross-batch memory must hold at least one device batch."""
+    size = getattr(args, "xbm_size", 0)
+    if size and size < per_device_batch:
+        raise UserError(f"--xbm_size={size} is smaller than a device batch ({per_device_batch} images): "
+                        f"use at least {per_device_batch}, or 0 to switch the memory off")

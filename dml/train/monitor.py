@@ -6,12 +6,13 @@ from dataclasses import dataclass
 import numpy as np
 import paddle
 
-import reader
 from dml.cli import fmt_time
 from dml.errors import UserError
-from dml.retrieval import features, metrics
+from dml.retrieval import metrics
+from dml.retrieval.test_set import TestSet, score_network
 
 from . import checkpoint, curves, interrupts
+from .memory import gathered_state
 
 #: State-dict key endings of BatchNorm running statistics (paddle.nn.BatchNorm*'s
 #: documented buffers `_mean` and `_variance`).
@@ -44,10 +45,19 @@ class Meter:
         self.values = {}
         return means
 
+    def restore(self, values):
+        """Continue the averages a checkpoint saved (its state.json's `meter`), so a
+        resumed run logs the lines the uninterrupted run would have."""
+        if isinstance(values, dict):
+            self.values = {str(name): [float(v) for v in seq] for name, seq in values.items()
+                           if isinstance(seq, list)}
 
-def step_figures(family, cost, embeddings, probs, labels):
-    """The per-step figures of the original log line: accuracy or in-batch recall."""
-    if family == "elem":
+
+def step_figures(cost, embeddings, probs, labels):
+    """The per-step figures of the original log lines: top-1/top-5 accuracy for the
+    losses that classify (they return probs: train_elem.py's line), else Recall@1
+    inside the batch (train_pair.py's line; also Proxy-Anchor's)."""
+    if probs is not None:
         label_col = labels.reshape([-1, 1])
         top5 = min(5, probs.shape[1])
         return {"loss": cost.item(), "acc1": paddle.metric.accuracy(probs, label_col, k=1).item(),
@@ -55,8 +65,8 @@ def step_figures(family, cost, embeddings, probs, labels):
     return {"loss": cost.item(), "recall": metrics.recall_topk(embeddings.numpy(), labels.numpy(), k=1)}
 
 
-def display_line(family, iteration, lr, means):
-    if family == "elem":
+def display_line(iteration, lr, means):
+    if "acc1" in means:
         return ("[%s] trainbatch %d, lr %.6f, loss %.6f, acc1 %.4f, acc5 %.4f, time %2.2f sec"
                 % (fmt_time(), iteration, lr, means["loss"], means["acc1"], means["acc5"], means["time"]))
     return ("[%s] trainbatch %d, lr %.6f, loss %.6f, recall %.4f, time %2.2f sec"
@@ -75,19 +85,19 @@ class Schedule:
 
 @dataclass(frozen=True)
 class PeriodicTest:
-    """Recall@1 over a whole test list (unreadable images left out), as eval.py computes it."""
+    """Recall@1 over a test set (unreadable images left out), as eval.py computes it."""
 
-    test_list: object
+    test_set: TestSet
     image_size: int
     batch_size: int
     num_workers: int
     engine: str
 
     def __call__(self, model):
-        """(Recall@1, number of images scored)."""
-        loader = reader.test_loader(self.test_list, self.image_size, self.batch_size, self.num_workers)
-        fea, lab, skipped = features.extract_features(model, loader, engine=self.engine)
-        return metrics.recall_topk(fea[~skipped], lab[~skipped], k=1), int((~skipped).sum())
+        """(Recall@1, number of queries scored)."""
+        scored = score_network(model, self.test_set, self.image_size, self.batch_size, self.num_workers,
+                               self.engine)
+        return scored.result["recall@1"], scored.num_queries
 
 
 class CheckpointWriter:
@@ -101,10 +111,11 @@ class CheckpointWriter:
         self.state = dict(identity, seed=flags.get("seed"), flags=dict(flags))
         self.last_saved = last_saved
 
-    def save(self, done, model, loss, optimizer):
+    def save(self, done, model, loss, optimizer, memory=None, meter=None):
         directory = os.path.join(self.root, str(done))
+        state = dict(self.state, next_iter=done, meter=meter or {})
         try:
-            checkpoint.save_checkpoint(directory, model, loss, optimizer, dict(self.state, next_iter=done))
+            checkpoint.save_checkpoint(directory, model, loss, optimizer, state, memory)
         except checkpoint.CheckpointWriteError as err:
             raise checkpoint.CheckpointWriteError(
                 f"{err} at iteration {done}; the last good checkpoint {self.last_saved or '(none yet)'} is untouched"
@@ -116,14 +127,16 @@ class CheckpointWriter:
 class Run:
     """What happens around the steps: log lines, periodic tests, checkpoints (rank 0 only)."""
 
-    def __init__(self, *, family, model, loss, optimizer, schedule, tester, writer, rank=0, nranks=1,
-                 log_dir=None, enable_ce=False):
-        self.family, self.rank, self.nranks = family, rank, nranks
+    def __init__(self, *, model, loss, optimizer, schedule, tester, writer, rank=0, nranks=1,
+                 log_dir=None, enable_ce=False, memory=None):
+        self.rank, self.nranks = rank, nranks
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.schedule, self.tester, self.writer = schedule, tester, writer
         self.enable_ce = enable_ce
+        self.memory = memory
         self.meter = Meter()
         self.saved_iter = None
+        self.tested_iter = None
         self.last_recall = None
         self.last_cost = None
         self.curves = curves.ScalarLog(log_dir if rank == 0 else None)
@@ -133,7 +146,7 @@ class Run:
         return self.writer.last_saved
 
     def after_step(self, iteration, lr, cost, embeddings, probs, labels, seconds):
-        figures = step_figures(self.family, cost, embeddings, probs, labels)
+        figures = step_figures(cost, embeddings, probs, labels)
         if not np.isfinite(figures["loss"]):
             raise UserError(f"the loss became {figures['loss']} at iteration {iteration}; last good checkpoint: "
                             f"{self.last_saved or 'none'} (lower --lr or check the data)")
@@ -143,6 +156,7 @@ class Run:
         saving = done % self.schedule.save_every == 0 or done == self.schedule.total
         if testing or saving:
             average_running_stats(self.model, self.nranks)
+        memory = self.gather_memory() if saving else None
         if saving:
             self.saved_iter = done  # on every rank, so all agree in stop()
         if self.rank != 0:
@@ -150,15 +164,23 @@ class Run:
         if iteration % self.schedule.display_every == 0:
             means = self.meter.pop()
             self.last_cost = means["loss"]
-            print(display_line(self.family, iteration, lr, means), flush=True)
+            print(display_line(iteration, lr, means), flush=True)
             scalars = {f"train/{name}": value for name, value in means.items() if name != "time"}
             self.curves.add(iteration, **scalars, **{"train/lr": lr})
         if testing:
             self.test(done)
         if saving:
-            self.writer.save(done, self.model, self.loss, self.optimizer)
+            self.save(done, memory)
+
+    def save(self, done, memory):
+        self.writer.save(done, self.model, self.loss, self.optimizer, memory, meter=self.meter.values)
+
+    def gather_memory(self):
+        """Every rank's cross-batch memory (a collective on all ranks), or None."""
+        return None if self.memory is None else gathered_state(self.memory, self.nranks)
 
     def test(self, done):
+        self.tested_iter = done
         recall, count = self.tester(self.model)
         self.last_recall = recall
         self.curves.add(done, **{"test/recall@1": recall})
@@ -169,8 +191,9 @@ class Run:
         """After SIGINT/SIGTERM: save the state after `done` steps (rank 0), then exit."""
         if self.saved_iter != done:
             average_running_stats(self.model, self.nranks)
+            memory = self.gather_memory()
             if self.rank == 0:
-                self.writer.save(done, self.model, self.loss, self.optimizer)
+                self.save(done, memory)
         self.curves.close()
         if self.rank == 0:
             print(f"[{fmt_time()}] stopped by {interrupts.signal_name(signum)} after {done} iterations; "
@@ -178,12 +201,16 @@ class Run:
         raise interrupts.Stopped(interrupts.EXIT_CODES[signum])
 
     def finish(self, start):
-        self.curves.close()
         if self.rank != 0:
+            self.curves.close()
             return
         if start >= self.schedule.total:
+            self.curves.close()
             print(f"nothing to do: the checkpoint is at iteration {start} >= --total_iter_num")
             return
+        if self.enable_ce and self.tested_iter != self.schedule.total:
+            self.test(self.schedule.total)  # the kpis report the final network, as the original's did
+        self.curves.close()
         if self.enable_ce:
             print("kpis\ttrain_cost\t%f" % (self.last_cost if self.last_cost is not None else float("nan")))
             print("kpis\ttest_recall\t%f" % (self.last_recall if self.last_recall is not None else float("nan")))

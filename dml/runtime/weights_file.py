@@ -32,6 +32,8 @@ import zipfile
 
 import numpy as np
 
+from dml.errors import UserError
+
 MAX_FILE_BYTES = 16 << 30
 MAX_DEPTH = 64
 MAX_OPS = 4_000_000  # opcodes; each makes at most one object
@@ -44,7 +46,7 @@ NAME_TABLE = "StructuredToParameterName@@"
 BIG_PARAMS = "UnpackBigParamInfor@@"  # typos: disable-line (Paddle's spelling)
 
 
-class WeightsFileError(Exception):
+class WeightsFileError(UserError):
     """A weights file that cannot be read or is refused; the message is one line."""
 
 
@@ -342,6 +344,8 @@ class _Machine:
         return True
 
     def op_mark(self):
+        if len(self.marks) >= MAX_DEPTH:  # a MARK opens a container: this many are never open at once
+            raise _Refused(f"containers nested deeper than {MAX_DEPTH} (open MARKs)")
         self.marks.append(len(self.stack))
 
     def op_pop(self):
