@@ -15,6 +15,7 @@ import models
 import reader
 from dml.flag_types import positive_int
 from dml.outputs import write_json_atomic
+from dml.recorded_flags import settle_embedding_size
 from dml.retrieval import features, grid, metrics
 from dml.runtime.device import choose_device
 from dml.script_flags import add_data_arguments, add_inference_arguments, check_inference_flags
@@ -69,8 +70,8 @@ def evaluate(args):
     size, ks = check_inference_flags(args), parse_recall_k(args.recall_k)
     device = choose_device(args.use_gpu)
     test_list = reader.read_list(args.data_dir, args.test_list, "test")
-    model = models.create(args.model, args.embedding_size)
-    report = models.load_pretrained(model, args.pretrained_model)
+    model = models.create(args.model, settle_embedding_size(args))
+    report = models.load_pretrained(model, args.pretrained_model, strict=True)
 
     loader = reader.test_loader(test_list, size, args.batch_size, args.num_workers)
     fea, lab, skipped = features.extract_features(model, loader, engine=args.engine)

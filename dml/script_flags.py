@@ -21,11 +21,22 @@ def image_shape(text):
     return text
 
 
-def add_model_arguments(parser, embedding_help="Size of the fully connected embedding layer after the "
-                                               "backbone's pooled features (0: no layer, the pooled features)."):
+EMBEDDING_HELP = "Size of the fully connected embedding layer after the backbone's pooled features (0: no layer, " \
+                 "the pooled features)."
+
+
+def add_model_arguments(parser, from_weights=False):
+    """--model, --embedding_size, --image_shape, --use_gpu. from_weights: the script
+    loads trained weights, so --embedding_size defaults to the size they were trained
+    with (dml.recorded_flags)."""
     add_arguments("model", choice(*models.names(), what="models"), "ResNet50",
                   f"Network: one of {', '.join(models.names())}.", parser)
-    add_arguments("embedding_size", nonnegative_int, 0, embedding_help, parser)
+    if from_weights:
+        parser.add_argument("--embedding_size", type=nonnegative_int, default=None,
+                            help=EMBEDDING_HELP + " Must be the size the weights were trained with. Default: the "
+                                 "size recorded in the checkpoint's state.json; 0 for weights without one.")
+    else:
+        add_arguments("embedding_size", nonnegative_int, 0, EMBEDDING_HELP, parser)
     add_arguments("image_shape", image_shape, "3,224,224",
                   "Input size as channels,height,width (square RGB: 3,S,S), e.g. 3,224,224.", parser)
     add_arguments("use_gpu", bool, True, "Run on the GPU when Paddle sees one (else the CPU, said in one line).",
@@ -55,7 +66,7 @@ def add_data_arguments(parser, train=True):
 
 def add_inference_arguments(parser, batch_size, weights_help):
     """The original flags eval.py and infer.py share (plus --engine)."""
-    add_model_arguments(parser)
+    add_model_arguments(parser, from_weights=True)
     add_arguments("batch_size", positive_int, batch_size, "Images per forward pass.", parser)
     add_arguments("with_mem_opt", bool, False, "Accepted for compatibility; a no-op (Paddle manages memory).",
                   parser)
