@@ -25,13 +25,17 @@ def build_parser():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_inference_arguments(parser, 10, "Weights to evaluate (required): a checkpoint directory or .pdparams "
                             "of this toolkit, a paddle.vision state dict, or a legacy Fluid directory.")
-    add_data_arguments(parser, train=False)
-    add_arguments("recall_k", recall_ks, "1,10,100,1000", "Comma-separated K of the Recall@K to report.", parser)
+    add_data_arguments(parser, train=False, seed_help="Random seed of the queries --save_retrievals shows.",
+                       test_list_help="List of the images to evaluate (SOP format), relative to data_dir: every "
+                                      "image is a query against all the others.")
+    add_arguments("recall_k", recall_ks, "1,10,100,1000", "Comma-separated K of the Recall@K to report "
+                  "(positive integers; Recall@1 is always computed for the End test line).", parser)
     add_arguments("save_json", str, None, "Also write the metrics and what was evaluated to this JSON file.",
                   parser)
     add_arguments("save_retrievals", str, None,
-                  "Directory for PNG grids of retrieval results (query, then its top-K framed green "
-                  "for the same class, red otherwise).", parser)
+                  "Directory for PNG grids of retrieval results, retrievals_000.png, ... (10 queries each: "
+                  "the query, then its --topk results framed green for the same class, red otherwise); "
+                  "grids of an earlier run there are replaced, other files kept.", parser)
     add_arguments("num_queries", positive_int, 10, "Queries shown by --save_retrievals (drawn with --seed).",
                   parser)
     add_arguments("topk", positive_int, 5, "Results shown per query by --save_retrievals.", parser)

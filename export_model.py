@@ -23,7 +23,8 @@ def build_parser():
     add_model_arguments(parser, from_weights=True)
     add_arguments("pretrained_model", str, None, "Weights to export (required): a checkpoint directory or "
                   ".pdparams of this toolkit, a paddle.vision state dict, or a legacy Fluid directory.", parser)
-    add_arguments("model_save_dir", str, "save_inference_model", "Where to write the inference model.", parser)
+    add_arguments("model_save_dir", str, "save_inference_model", "Directory to write the inference model to "
+                  "(inference.json or .pdmodel, inference.pdiparams, export_info.json; created if missing).", parser)
     return parser
 
 

@@ -40,17 +40,23 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 
 def build_parser():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_inference_arguments(parser, 1, "Weights to run (this toolkit's checkpoint or .pdparams, a paddle.vision "
-                            "state dict, or a legacy Fluid directory); or use --predictor.")
-    add_data_arguments(parser, train=False)
+    add_inference_arguments(parser, 1, "Weights to run, required unless --inference_model is given: a checkpoint "
+                            "directory or .pdparams of this toolkit, a paddle.vision state dict, or a legacy Fluid "
+                            "directory.")
+    add_data_arguments(parser, train=False, seed_help="Not used: infer.py draws nothing at random (accepted like "
+                       "the other scripts).", test_list_help="Images to embed when neither --image_list nor "
+                       "--image_dir is given (SOP format), relative to data_dir.")
     add_arguments("image_list", str, None,
-                  "Images to embed instead of the test list: an SOP-format list or one path per line.", parser)
+                  "Images to embed instead of the test list: an SOP-format list (paths relative to "
+                  "--data_dir) or one path per line (relative to the list's directory).", parser)
     add_arguments("image_dir", str, None, "Embed every image under this directory (sorted by path).", parser)
     add_arguments("inference_model", str, None,
                   "Directory written by export_model.py, run through paddle.inference "
                   "(then --model, --embedding_size and --pretrained_model are not used).", parser)
     add_arguments("save_features", str, None,
-                  "Write all features to this .npy file, and the image paths to <name>.paths.txt.", parser)
+                  "Write the features (float32 [N, D]) to this .npy file, the image paths to <name>.paths.txt "
+                  "and, for SOP lists, the labels to <name>.labels.npy, as one set (an older set's "
+                  ".labels.npy is removed).", parser)
     return parser
 
 

@@ -52,22 +52,24 @@ def add_engine_argument(parser, training):
                   f"On the CPU, static: {what}; dygraph: Paddle's plain dynamic graph.", parser)
 
 
-def add_data_arguments(parser, train=True):
+def add_data_arguments(parser, train=True, seed_help="Random seed for weights, sampling and augmentation.",
+                       test_list_help="Test list, relative to data_dir."):
     """Flags every data-reading script shares beyond the original's."""
     add_arguments("data_dir", str, "data/Stanford_Online_Products",
                   "Root directory that list paths are relative to.", parser)
     if train:
         add_arguments("train_list", str, "Ebay_train.txt", "Training list, relative to data_dir.", parser)
-    add_arguments("test_list", str, "Ebay_test.txt", "Test list, relative to data_dir.", parser)
+    add_arguments("test_list", str, "Ebay_test.txt", test_list_help, parser)
     add_arguments("num_workers", nonnegative_int, 2, "Image decoding worker processes (0: decode in the main "
                   "process).", parser)
-    add_arguments("seed", nonnegative_int, 90, "Random seed for weights, sampling and augmentation.", parser)
+    add_arguments("seed", nonnegative_int, 90, seed_help, parser)
 
 
 def add_inference_arguments(parser, batch_size, weights_help):
     """The original flags eval.py and infer.py share (plus --engine)."""
     add_model_arguments(parser, from_weights=True)
-    add_arguments("batch_size", positive_int, batch_size, "Images per forward pass.", parser)
+    add_arguments("batch_size", positive_int, batch_size, "Images per forward pass (memory, not results: "
+                  "features do not depend on it).", parser)
     add_arguments("with_mem_opt", bool, False, "Accepted for compatibility; a no-op (Paddle manages memory).",
                   parser)
     add_arguments("pretrained_model", str, None, weights_help, parser)
