@@ -16,7 +16,7 @@ ZIP = "Stanford_Online_Products.zip"
 
 
 def run(target, url):
-    return subprocess.run(["bash", SCRIPT, str(target)], capture_output=True, text=True, timeout=600,
+    return subprocess.run(["bash", SCRIPT, str(target)], capture_output=True, text=True, timeout=1800,
                           env=dict(os.environ, SOP_URL=url))
 
 
