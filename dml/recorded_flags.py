@@ -4,11 +4,27 @@ eval.py, infer.py and export_model.py must build the network the weights were tr
 as: with `--embedding_size` left out they take the size from the checkpoint's
 state.json, and a size given on the command line that contradicts it is refused.
 """
+import argparse
 import json
 import os
 
 from dml.checkpoint_layout import PARAMS, STATE
 from dml.errors import UserError
+
+
+class GivenFlag(argparse.Action):
+    """Stores the flag's value like argparse's default action and notes that it was
+    given (`given(args, dest)`), so a default can be told apart from the same value
+    typed on the command line."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, "_given_" + self.dest, True)
+
+
+def given(args, dest):
+    """True when flag `dest` (declared with GivenFlag) was on the command line."""
+    return getattr(args, "_given_" + dest, False)
 
 
 def state_file(weights):
@@ -46,12 +62,12 @@ def recorded_embedding_size(weights):
 
 def settle_embedding_size(args):
     """Set args.embedding_size for the weights in args.pretrained_model: the recorded
-    size when the flag was left out (None), else the flag's own value, which must agree
-    with the record. Returns the size."""
+    size when the flag was left out, else the flag's own value, which must agree with
+    the record. Returns the size."""
     recorded, path = recorded_embedding_size(args.pretrained_model)
-    if args.embedding_size is None:
-        args.embedding_size = 0 if recorded is None else recorded
-        if recorded is not None:
+    if not given(args, "embedding_size"):
+        if recorded is not None and recorded != args.embedding_size:
+            args.embedding_size = recorded
             print(f"embedding_size: {recorded} (recorded in {path})", flush=True)
     elif recorded is not None and recorded != args.embedding_size:
         raise UserError(f"--embedding_size={args.embedding_size}, but {args.pretrained_model} was trained with "

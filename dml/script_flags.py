@@ -5,6 +5,7 @@ import os
 
 import imgtool
 import models
+from dml import recorded_flags
 from dml.cli import add_arguments
 from dml.errors import UserError
 from dml.flag_types import choice, nonnegative_int, positive_int
@@ -32,9 +33,10 @@ def add_model_arguments(parser, from_weights=False):
     add_arguments("model", choice(*models.names(), what="models"), "ResNet50",
                   f"Network: one of {', '.join(models.names())}.", parser)
     if from_weights:
-        parser.add_argument("--embedding_size", type=nonnegative_int, default=None,
-                            help=EMBEDDING_HELP + " Must be the size the weights were trained with. Default: the "
-                                 "size recorded in the checkpoint's state.json; 0 for weights without one.")
+        parser.add_argument("--embedding_size", type=nonnegative_int, default=0, action=recorded_flags.GivenFlag,
+                            help=EMBEDDING_HELP + " Must be the size the weights were trained with. Default: when "
+                                 "left out, the size recorded in the checkpoint's state.json; 0 for weights "
+                                 "without one.")
     else:
         add_arguments("embedding_size", nonnegative_int, 0, EMBEDDING_HELP, parser)
     add_arguments("image_shape", image_shape, "3,224,224",

@@ -151,3 +151,14 @@ def test_strict_load_takes_an_imagenet_dict_without_its_classifier(tmp_path):
     assert report.missing == [] and report.unfit == []
     assert {name for name, _ in report.skipped} == {"fc.weight", "fc.bias"}
     np.testing.assert_array_equal(model.state_dict()["backbone.conv1.weight"].numpy(), vision["conv1.weight"].numpy())
+
+
+def test_a_typed_default_value_is_checked_like_any_other(with_embedding, demo_dir, capsys, monkeypatch):
+    """--embedding_size=0 typed on a 16-d checkpoint is a contradiction, not "left out";
+    the configuration block shows flags only."""
+    weights, _ = with_embedding
+    argv = COMMON + DATA + ["--embedding_size=0", f"--pretrained_model={weights}", f"--data_dir={demo_dir}"]
+    code, out, err = run_main(eval_script, argv, capsys, monkeypatch)
+    assert code == 2 and len(err) == 1 and "--embedding_size=16" in err[0], err
+    assert "embedding_size: 0" in out and "_given" not in out
+    assert eval_script.build_parser().parse_args([]).embedding_size == 0
