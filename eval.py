@@ -15,6 +15,7 @@ import models
 import reader
 from dml.flag_types import positive_int
 from dml.outputs import write_json_atomic
+from dml.recorded_flags import settle_embedding_size
 from dml.retrieval import grid
 from dml.retrieval.test_set import read_test_set, score_network
 from dml.runtime.device import choose_device
@@ -26,13 +27,17 @@ def build_parser():
     add_inference_arguments(parser, 10, "Weights to evaluate (required): a checkpoint directory or .pdparams "
                             "of this toolkit, a paddle.vision state dict, a legacy Fluid directory, or a PyTorch "
                             ".pth/.safetensors state dict (timm/DINO ViT, torchvision ResNet).")
-    add_data_arguments(parser, train=False)
-    add_arguments("recall_k", recall_ks, "1,10,100,1000", "Comma-separated K of the Recall@K to report.", parser)
+    add_data_arguments(parser, train=False, seed_help="Random seed of the queries --save_retrievals shows.",
+                       test_list_help="List of the images to evaluate (SOP format), relative to data_dir: every "
+                                      "image is a query against all the others.")
+    add_arguments("recall_k", recall_ks, "1,10,100,1000", "Comma-separated K of the Recall@K to report "
+                  "(positive integers; Recall@1 is always computed for the End test line).", parser)
     add_arguments("save_json", str, None, "Also write the metrics and what was evaluated to this JSON file.",
                   parser)
     add_arguments("save_retrievals", str, None,
-                  "Directory for PNG grids of retrieval results (query, then its top-K framed green "
-                  "for the same class, red otherwise).", parser)
+                  "Directory for PNG grids of retrieval results, retrievals_000.png, ... (10 queries each: "
+                  "the query, then its --topk results framed green for the same class, red otherwise); "
+                  "grids of an earlier run there are replaced, other files kept.", parser)
     add_arguments("num_queries", positive_int, 10, "Queries shown by --save_retrievals (drawn with --seed).",
                   parser)
     add_arguments("topk", positive_int, 5, "Results shown per query by --save_retrievals.", parser)
@@ -71,8 +76,8 @@ def evaluate(args):
     size, ks = check_inference_flags(args), parse_recall_k(args.recall_k)
     device = choose_device(args.use_gpu)
     test_set = read_test_set(args.data_dir, args.test_list, args.query_list, args.gallery_list)
-    model = models.create(args.model, args.embedding_size)
-    report = models.load_pretrained(model, args.pretrained_model)
+    model = models.create(args.model, settle_embedding_size(args))
+    report = models.load_pretrained(model, args.pretrained_model, strict=True)
 
     scored = score_network(model, test_set, size, args.batch_size, args.num_workers, args.engine, ks, map_at_r=True)
     for image_list, skipped in zip(test_set.lists, scored.skipped):

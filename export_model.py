@@ -12,6 +12,7 @@ import os
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
 from utility import ArgumentParser, UserError, add_arguments, print_arguments, run_cli
 import models
+from dml.recorded_flags import settle_embedding_size
 from dml.retrieval import predictor
 from dml.runtime.device import choose_device
 from dml.script_flags import add_model_arguments, check_inference_flags
@@ -19,11 +20,12 @@ from dml.script_flags import add_model_arguments, check_inference_flags
 
 def build_parser():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(parser)
+    add_model_arguments(parser, from_weights=True)
     add_arguments("pretrained_model", str, None, "Weights to export (required): a checkpoint directory or "
                   ".pdparams of this toolkit, a paddle.vision state dict, a legacy Fluid directory, or a PyTorch "
                   ".pth/.safetensors state dict.", parser)
-    add_arguments("model_save_dir", str, "save_inference_model", "Where to write the inference model.", parser)
+    add_arguments("model_save_dir", str, "save_inference_model", "Directory to write the inference model to "
+                  "(inference.json or .pdmodel, inference.pdiparams, export_info.json; created if missing).", parser)
     return parser
 
 
@@ -33,8 +35,8 @@ def export(args):
     if os.path.exists(args.model_save_dir) and not os.path.isdir(args.model_save_dir):
         raise UserError(f"--model_save_dir {args.model_save_dir!r} exists and is not a directory")
     choose_device(args.use_gpu)
-    model = models.create(args.model, args.embedding_size)
-    report = models.load_pretrained(model, args.pretrained_model)
+    model = models.create(args.model, settle_embedding_size(args))
+    report = models.load_pretrained(model, args.pretrained_model, strict=True)
     info = {"model": args.model, "embedding_size": args.embedding_size, "feature_dim": model.feature_dim,
             "pretrained_model": os.path.abspath(args.pretrained_model), "weights_format": report.format}
     files = predictor.export(model, size, args.model_save_dir, info)

@@ -6,12 +6,16 @@ from the list file's directory) or `--image_dir DIR` (every image under it, sort
 Weights: `--pretrained_model` (dynamic graph) or `--inference_model DIR` (a model
 written by export_model.py, run through paddle.inference).
 
-Prints `Test-<i>-feature: <first five values>` for the i-th input image (from 0).
+Prints `Test-<r>-feature: <first five values> <image path>` for each readable image,
+r counting the rows written (from 0): line r describes row r of the saved features.
 `--save_features PATH` writes the features of every readable image to PATH (.npy,
 float32 [N, D], raw network outputs, not normalised) and their paths, one a line, in
 the same order, to PATH with `.paths.txt` instead of `.npy` (plus `.labels.npy` when
 the input is an SOP list). An unreadable image is reported with its path and left out
-of both files, so row r of the .npy is always line r of the paths file.
+of every file, so row r of the .npy is always line r of the paths file. The files are
+written as one set: a `.labels.npy` of an earlier run to the same name is removed when
+the new input has no labels. When no image at all can be read, nothing is written and
+the script stops with exit code 2.
 """
 import argparse
 import os
@@ -24,7 +28,8 @@ from utility import ArgumentParser, UserError, add_arguments, print_arguments, r
 import imgtool
 import models
 import reader
-from dml.outputs import write_atomic
+from dml.output_set import write_set
+from dml.recorded_flags import settle_embedding_size
 from dml.retrieval import features, predictor
 from dml.runtime.device import choose_device
 from dml.script_flags import add_data_arguments, add_inference_arguments, check_inference_flags
@@ -35,18 +40,24 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 
 def build_parser():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_inference_arguments(parser, 1, "Weights to run (this toolkit's checkpoint or .pdparams, a paddle.vision "
-                            "state dict, a legacy Fluid directory, or a PyTorch .pth/.safetensors "
-                            "state dict); or use --predictor.")
-    add_data_arguments(parser, train=False, query_gallery=False)
+    add_inference_arguments(parser, 1, "Weights to run, required unless --inference_model is given: a checkpoint "
+                            "directory or .pdparams of this toolkit, a paddle.vision state dict, a legacy Fluid "
+                            "directory, or a PyTorch .pth/.safetensors state dict.")
+    add_data_arguments(parser, train=False, query_gallery=False,
+                       seed_help="Not used: infer.py draws nothing at random (accepted like the other scripts).",
+                       test_list_help="Images to embed when neither --image_list nor --image_dir is given "
+                                      "(SOP format), relative to data_dir.")
     add_arguments("image_list", str, None,
-                  "Images to embed instead of the test list: an SOP-format list or one path per line.", parser)
+                  "Images to embed instead of the test list: an SOP-format list (paths relative to "
+                  "--data_dir) or one path per line (relative to the list's directory).", parser)
     add_arguments("image_dir", str, None, "Embed every image under this directory (sorted by path).", parser)
     add_arguments("inference_model", str, None,
                   "Directory written by export_model.py, run through paddle.inference "
                   "(then --model, --embedding_size and --pretrained_model are not used).", parser)
     add_arguments("save_features", str, None,
-                  "Write all features to this .npy file, and the image paths to <name>.paths.txt.", parser)
+                  "Write the features (float32 [N, D]) to this .npy file, the image paths to <name>.paths.txt "
+                  "and, for SOP lists, the labels to <name>.labels.npy, as one set (an older set's "
+                  ".labels.npy is removed).", parser)
     return parser
 
 
@@ -125,8 +136,8 @@ def build_network(args, size):
                   f"{args.image_shape}")
             size = imgtool.parse_image_shape(exported)[1]
         return predictor.Predictor(args.inference_model, args.use_gpu), size
-    model = models.create(args.model, args.embedding_size)
-    models.load_pretrained(model, args.pretrained_model)
+    model = models.create(args.model, settle_embedding_size(args))
+    models.load_pretrained(model, args.pretrained_model, strict=True)
     return model, size
 
 
@@ -137,14 +148,13 @@ def infer(args):
     network, size = build_network(args, size)
     loader = reader.test_loader(images, size, args.batch_size, args.num_workers)
     fea, lab, skipped = features.extract_features(network, loader, engine=args.engine)
-    report = reader.SkipReport(images)
-    for i in range(len(images)):
-        if skipped[i]:
-            report.note([i])
-        else:
-            print("Test-{0}-feature: {1}".format(i, first_values(fea[i])))
+    reader.SkipReport(images).note(np.flatnonzero(skipped).tolist())
     kept = np.flatnonzero(~skipped)
+    if len(kept) == 0:
+        raise UserError(f"none of the {len(images)} images of {images.list_path} could be read: nothing written")
     paths = [images.paths[i] for i in kept]
+    for row, (i, path) in enumerate(zip(kept, paths)):
+        print("Test-{0}-feature: {1} {2}".format(row, first_values(fea[i]), path))
     if args.save_features:
         save_features(args.save_features, fea[kept], paths, lab[kept] if labelled else None)
     return fea[kept], paths, lab[kept]
@@ -156,12 +166,14 @@ def first_values(feature, count=5):
 
 
 def save_features(path, fea, paths, labels=None):
-    """Write features (.npy), their paths (.paths.txt) and labels (.labels.npy), each atomically."""
+    """Write features (.npy), their paths (.paths.txt) and labels (.labels.npy) as one
+    set; without labels, an older set's .labels.npy is removed."""
     path = features_path(path)
-    write_atomic(path, lambda handle: np.save(handle, fea))
-    write_atomic(companion(path, ".paths.txt"), lambda handle: handle.write("".join(p + "\n" for p in paths).encode()))
+    writers = {path: lambda handle: np.save(handle, fea),
+               companion(path, ".paths.txt"): lambda handle: handle.write("".join(p + "\n" for p in paths).encode())}
     if labels is not None:
-        write_atomic(companion(path, ".labels.npy"), lambda handle: np.save(handle, labels))
+        writers[companion(path, ".labels.npy")] = lambda handle: np.save(handle, labels)
+    write_set(writers, stale=[companion(path, ".labels.npy")])
     print(f"{len(fea)} features of dimension {fea.shape[1]} written to {path} "
           f"(paths: {companion(path, '.paths.txt')})")
 

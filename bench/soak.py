@@ -20,6 +20,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# How long processes and files may take to go away after training returns: a limit for
+# a busy machine, not an expected duration (an idle one needs well under a second).
+EXIT_WAIT_SECONDS = 120
 
 
 def rss_kb(pid):
@@ -56,6 +59,34 @@ def alive(pid):
 
 def open_fds():
     return sorted(os.listdir("/proc/self/fd"))
+
+
+def new_fds(before):
+    """What the descriptors opened since `before` point to."""
+    found = []
+    for fd in sorted(set(open_fds()) - set(before)):
+        try:
+            found.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # closed meanwhile
+            pass
+    return found
+
+
+def new_files(before):
+    """The new descriptors that are files (not pipes or sockets)."""
+    return [target for target in new_fds(before) if target.startswith("/")]
+
+
+def live_children():
+    return [pid for pid in children(os.getpid()) if alive(pid)]
+
+
+def wait_until(condition, seconds, poll=0.1):
+    """Poll `condition` until it holds or `seconds` have passed; return its last value."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(poll)
+    return condition()
 
 
 def shm_entries():
@@ -99,11 +130,12 @@ def worker(args):
     fds_before, shm_before = open_fds(), shm_entries()
     loop.train(script.build_parser().parse_args(flags), args.family)
     gc.collect()
-    time.sleep(0.5)
+    # decode workers and their files go away asynchronously: wait for that (a busy
+    # machine may take seconds), then record whatever is still there
+    wait_until(lambda: not live_children() and not new_files(fds_before), EXIT_WAIT_SECONDS)
     report["fds_before"], report["fds_after"] = len(fds_before), len(open_fds())
-    report["new_fds"] = [os.readlink(f"/proc/self/fd/{fd}") for fd in sorted(set(open_fds()) - set(fds_before))
-                         if os.path.exists(f"/proc/self/fd/{fd}")]
-    report["children_after"] = [pid for pid in children(os.getpid()) if alive(pid)]
+    report["new_fds"] = new_fds(fds_before)
+    report["children_after"] = live_children()
     report["new_shm"] = sorted(shm_entries() - shm_before)
     print("soak-worker: " + json.dumps(report), flush=True)
 
@@ -130,9 +162,7 @@ def soak(args):
             raise SystemExit(f"soak worker failed ({done.returncode}):\n{done.stderr[-3000:]}")
         report = json.loads(lines[-1][len("soak-worker: "):])
         report["seconds"] = round(time.time() - begin, 1)
-    deadline = time.time() + 10
-    while any(alive(pid) for pid in report["workers"]) and time.time() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: not any(alive(pid) for pid in report["workers"]), EXIT_WAIT_SECONDS)
     report["workers_alive_after_exit"] = [pid for pid in report["workers"] if alive(pid)]
     report["rss_ratio"] = report["rss_end_kb"] / report["rss_early_kb"]
     report["rss_ratio_with_workers"] = report["rss_end_with_workers_kb"] / report["rss_early_with_workers_kb"]

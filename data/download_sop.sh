@@ -1,34 +1,34 @@
 #!/usr/bin/env bash
 # Download and unpack Stanford Online Products (about 2.9 GB) into data/.
 #   bash data/download_sop.sh [target_dir]     (default: the folder of this script)
-# Resumable: run it again after an interruption and the download continues.
+# Resumable: run it again after an interruption and the download continues (from
+# Stanford_Online_Products.zip.part; the zip appears under its own name only once complete).
 # The original example's address is the Stanford ftp server; if it is not reachable
 # from your network, download Stanford_Online_Products.zip by hand from the
 # Baidu AI Studio mirror (https://aistudio.baidu.com/aistudio/datasetDetail/5103),
 # put it in the target folder and run this script again: it then only unpacks.
 set -euo pipefail
-target="${1:-$(cd "$(dirname "$0")" && pwd)}"
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/download_lib.sh"
+target="${1:-$here}"
 url="${SOP_URL:-ftp://cs.stanford.edu/cs/cvgl/Stanford_Online_Products.zip}"
 zip="$target/Stanford_Online_Products.zip"
 mkdir -p "$target"
 
-if [ ! -f "$zip.done" ] && [ -f "$zip" ] && python3 -m zipfile -l "$zip" >/dev/null 2>&1; then
-  touch "$zip.done"   # placed by hand and complete
-fi
-if [ ! -f "$zip.done" ]; then
-  echo "downloading $url -> $zip"
-  if command -v wget >/dev/null; then
-    fetch=(wget -c -O "$zip" "$url")
-  else
-    fetch=(curl -fL -C - -o "$zip" "$url")
+if ! zip_ok "$zip"; then
+  if fetch "$url" "$zip" && ! zip_ok "$zip"; then
+    rm -f "$zip"   # what came is not a zip: leave nothing where the user is told to put one
+    echo "error: $url did not give a readable zip (removed)." >&2
   fi
-  if ! "${fetch[@]}"; then
-    echo "error: could not download $url." >&2
+  if ! zip_ok "$zip"; then
+    [ -s "$zip.part" ] || rm -f "$zip.part"   # nothing came: leave no empty file behind
+    kept=""
+    [ -f "$zip.part" ] && kept=" (partial data kept in $zip.part for a resumed run)"
+    echo "error: could not download $url$kept." >&2
     echo "Download Stanford_Online_Products.zip from https://aistudio.baidu.com/aistudio/datasetDetail/5103," >&2
     echo "place it at $zip, and run this script again." >&2
     exit 1
   fi
-  touch "$zip.done"
 fi
 
 echo "unpacking $zip"
@@ -36,7 +36,7 @@ python3 -m zipfile -e "$zip" "$target"
 for f in Ebay_train.txt Ebay_test.txt; do
   if [ ! -f "$target/Stanford_Online_Products/$f" ]; then
     echo "error: $target/Stanford_Online_Products/$f is missing after unpacking; the zip may be damaged:" >&2
-    echo "delete $zip and $zip.done and run this script again." >&2
+    echo "delete $zip and run this script again." >&2
     exit 1
   fi
 done

@@ -35,10 +35,12 @@ def add_arguments(argname, type, default, help, argparser, **kwargs):
 
 
 def print_arguments(args):
-    """Print the configuration block the original scripts started their logs with."""
+    """Print the configuration block the original scripts started their logs with
+    (flags only: attributes starting with `_` are bookkeeping, not flags)."""
     print("-----------  Configuration Arguments -----------")
     for arg, value in sorted(vars(args).items()):
-        print("%s: %s" % (arg, value))
+        if not arg.startswith("_"):
+            print("%s: %s" % (arg, value))
     print("------------------------------------------------")
     sys.stdout.flush()
 

@@ -5,6 +5,7 @@ import os
 
 import imgtool
 import models
+from dml import recorded_flags
 from dml.cli import add_arguments
 from dml.errors import UserError
 from dml.flag_types import choice, nonnegative_int, positive_int
@@ -21,11 +22,23 @@ def image_shape(text):
     return text
 
 
-def add_model_arguments(parser, embedding_help="Size of the fully connected embedding layer after the "
-                                               "backbone's pooled features (0: no layer, the pooled features)."):
+EMBEDDING_HELP = "Size of the fully connected embedding layer after the backbone's pooled features (0: no layer, " \
+                 "the pooled features)."
+
+
+def add_model_arguments(parser, from_weights=False):
+    """--model, --embedding_size, --image_shape, --use_gpu. from_weights: the script
+    loads trained weights, so --embedding_size defaults to the size they were trained
+    with (dml.recorded_flags)."""
     add_arguments("model", choice(*models.names(), what="models"), "ResNet50",
                   f"Network: one of {', '.join(models.names())}.", parser)
-    add_arguments("embedding_size", nonnegative_int, 0, embedding_help, parser)
+    if from_weights:
+        parser.add_argument("--embedding_size", type=nonnegative_int, default=0, action=recorded_flags.GivenFlag,
+                            help=EMBEDDING_HELP + " Must be the size the weights were trained with. Default: when "
+                                 "left out, the size recorded in the checkpoint's state.json; 0 for weights "
+                                 "without one.")
+    else:
+        add_arguments("embedding_size", nonnegative_int, 0, EMBEDDING_HELP, parser)
     add_arguments("image_shape", image_shape, "3,224,224",
                   "Input size as channels,height,width (square RGB: 3,S,S), e.g. 3,224,224.", parser)
     add_arguments("use_gpu", bool, True, "Run on the GPU when Paddle sees one (else the CPU, said in one line).",
@@ -41,13 +54,15 @@ def add_engine_argument(parser, training):
                   f"On the CPU, static: {what}; dygraph: Paddle's plain dynamic graph.", parser)
 
 
-def add_data_arguments(parser, train=True, query_gallery=True):
+def add_data_arguments(parser, train=True, query_gallery=True,
+                       seed_help="Random seed for weights, sampling and augmentation.",
+                       test_list_help="Test list, relative to data_dir."):
     """Flags every data-reading script shares beyond the original's."""
     add_arguments("data_dir", str, "data/Stanford_Online_Products",
                   "Root directory that list paths are relative to.", parser)
     if train:
         add_arguments("train_list", str, "Ebay_train.txt", "Training list, relative to data_dir.", parser)
-    add_arguments("test_list", str, "Ebay_test.txt", "Test list, relative to data_dir.", parser)
+    add_arguments("test_list", str, "Ebay_test.txt", test_list_help, parser)
     if query_gallery:
         add_arguments("query_list", str, None, "With --gallery_list: test by queries from this list searching "
                       "the gallery list only (In-Shop's protocol) instead of --test_list all against all.", parser)
@@ -55,13 +70,14 @@ def add_data_arguments(parser, train=True, query_gallery=True):
                       parser)
     add_arguments("num_workers", nonnegative_int, 2, "Image decoding worker processes (0: decode in the main "
                   "process).", parser)
-    add_arguments("seed", nonnegative_int, 90, "Random seed for weights, sampling and augmentation.", parser)
+    add_arguments("seed", nonnegative_int, 90, seed_help, parser)
 
 
 def add_inference_arguments(parser, batch_size, weights_help):
     """The original flags eval.py and infer.py share (plus --engine)."""
-    add_model_arguments(parser)
-    add_arguments("batch_size", positive_int, batch_size, "Images per forward pass.", parser)
+    add_model_arguments(parser, from_weights=True)
+    add_arguments("batch_size", positive_int, batch_size, "Images per forward pass (memory, not results: "
+                  "features do not depend on it).", parser)
     add_arguments("with_mem_opt", bool, False, "Accepted for compatibility; a no-op (Paddle manages memory).",
                   parser)
     add_arguments("pretrained_model", str, None, weights_help, parser)

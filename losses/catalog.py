@@ -30,7 +30,9 @@ ARC_PARAMS = (
 MARGIN = Param("margin", "margin", nonnegative_float, 0.1,
                "Margin between positive and negative squared distances of unit embeddings.")
 SAMPLES = Param("samples_each_class", "samples_each_class", int_at_least(2), 2,
-                "Images of each class in a class-balanced batch (the batch must divide by it; npairs needs 2).")
+                "Images of each class in a class-balanced batch: --train_batch_size (each device's share of it "
+                "with several devices) must be divisible by it and hold at least 2 classes; at least 2, and "
+                "exactly 2 for npairs.")
 
 SPECS = (
     LossSpec("softmax", SoftmaxLoss, "elem", "elem", classes=True, probs=True,

@@ -38,13 +38,16 @@ _SHOW_MISSING = 8
 class LoadReport:
     """What `load_pretrained` did: `loaded` holds the network's keys that received a
     value, `skipped` (name in the source, reason) what did not fit, and `missing` the
-    network's keys that the source did not provide (they keep their initial values)."""
+    network's keys that the source did not provide (they keep their initial values).
+    `unfit` names the source tensors among `skipped` that were meant for the network
+    (a network key this model lacks or has in another shape)."""
 
     path: str
     format: str
     loaded: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     missing: list = field(default_factory=list)
+    unfit: list = field(default_factory=list)
 
     def lines(self):
         total = len(self.loaded) + len(self.missing)
@@ -68,9 +71,15 @@ def read_state(path):
     return fmt, state
 
 
-def load_pretrained(model, path, verbose=True):
+def load_pretrained(model, path, verbose=True, strict=False):
     """Copy every fitting weight of `path` into `model` (an EmbeddingNet); print and
-    return a LoadReport. Loading nothing at all is a UserError."""
+    return a LoadReport. Loading nothing at all is a UserError.
+
+    strict=True (evaluating, extracting, exporting): the network must come out of the
+    file whole, so a network tensor the file lacks (it would keep random values) or a
+    network tensor of the file that does not fit (e.g. an embedding layer of another
+    size) is a UserError. Fine-tuning leaves it off: a new embedding layer starts from
+    its initial values there."""
     path = str(path)
     if path == "imagenet":
         path = _fetch_imagenet(model.spec)
@@ -87,6 +96,8 @@ def load_pretrained(model, path, verbose=True):
             f"{len(report.skipped)} tensors skipped, e.g. {_examples(report.skipped)})"
         )
     _check_same_backbone(model, path, fmt, report, clashes)
+    if strict:
+        _check_whole_network(model, path, report, _embedding_width(state, targets))
     _copy(model, copies)
     if verbose:
         print("\n".join(report.lines()), flush=True)
@@ -126,6 +137,33 @@ def _check_same_backbone(model, path, fmt, report, clashes):
         f"{path} does not hold a complete {model.model_name} (it looked like a {fmt}; {'; '.join(problems)}); "
         f"choose the --model those weights belong to"
     )
+
+
+def _check_whole_network(model, path, report, source_width):
+    """Refuse a load that would leave the network partly random or drop part of the
+    file's network (see load_pretrained's strict)."""
+    if not (report.missing or report.unfit):
+        return
+    problems = []
+    if report.missing:
+        problems.append(f"{len(report.missing)} network tensors would keep random values "
+                        f"({', '.join(report.missing[:3])})")
+    if report.unfit:
+        problems.append(f"{len(report.unfit)} tensors of the file would be left out ({', '.join(report.unfit[:3])})")
+    width = model.embedding.weight.shape[1] if model.embedding is not None else 0
+    hint = "" if source_width is None or source_width == width else \
+        f"; the file's embedding layer has {source_width} outputs: use --embedding_size={source_width}"
+    raise UserError(f"{path} does not fit {model.model_name} with --embedding_size={width}: "
+                    f"{'; '.join(problems)}{hint}")
+
+
+def _embedding_width(state, targets):
+    """Outputs of the file's embedding layer (0: it has none; None: unknown layout)."""
+    for name, key in targets.items():
+        array = _as_array(state[name])
+        if key == "embedding.weight" and array is not None and array.ndim == 2:
+            return int(array.shape[1])
+    return 0 if any(key.startswith("backbone.") for key in targets.values()) else None
 
 
 def _examples(skipped, count=3):
@@ -245,8 +283,10 @@ def _plan(model, state, targets, report):
             report.skipped.append((name, f"a {type(state[name]).__name__}, not a tensor"))
         elif key not in params:
             report.skipped.append((name, _absent_reason(model, key)))
+            report.unfit.append(name)
         elif list(array.shape) != list(params[key].shape):
             report.skipped.append((name, f"shape {list(array.shape)} does not fit {key} {list(params[key].shape)}"))
+            report.unfit.append(name)
             if key.startswith("backbone."):
                 clashes.append(report.skipped[-1])
         else:

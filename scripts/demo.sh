@@ -3,9 +3,10 @@
 # data, train with arcmargin (train_elem.py), fine-tune with eml (train_pair.py), evaluate
 # Recall@K (eval.py), extract features (infer.py). Outputs go to $DEMO_OUTPUT (demo_output/);
 # DEMO_ENGINE=dygraph runs everything in Paddle's plain dynamic graph (default: static).
+# REQUIREMENTS=requirements-gpu.txt installs the GPU wheel into .venv first (README, "GPU").
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$root/scripts/setup_env.sh" requirements.txt
+bash "$root/scripts/setup_env.sh" "${REQUIREMENTS:-requirements.txt}"
 cd "$root"
 py=.venv/bin/python
 out="${DEMO_OUTPUT:-demo_output}"

@@ -15,7 +15,7 @@ def launch(tmp_path, script, *args, nproc=2):
     env = dict(os.environ, PYTHONPATH=ROOT)
     cmd = [sys.executable, "-m", "paddle.distributed.launch", f"--nproc_per_node={nproc}",
            f"--log_dir={tmp_path / 'launch_logs'}", os.path.join(WORKERS, script), *args]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     logs = "".join((tmp_path / "launch_logs" / f).read_text() for f in sorted(os.listdir(tmp_path / "launch_logs"))
                    if f.startswith("workerlog"))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:] + logs[-3000:]
@@ -25,7 +25,7 @@ def launch(tmp_path, script, *args, nproc=2):
 def single(tmp_path, script, *args):
     env = dict(os.environ, PYTHONPATH=ROOT)
     subprocess.run([sys.executable, os.path.join(WORKERS, script), *args], cwd=tmp_path, env=env, check=True,
-                   capture_output=True, timeout=300)
+                   capture_output=True, timeout=1800)
 
 
 def test_two_cpu_processes_train_in_step(tmp_path, demo_dir):

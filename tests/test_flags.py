@@ -160,7 +160,7 @@ def paddle_noise(line):
 def test_invalid_flag_as_a_real_process(script, overrides, message, demo_dir, tmp_path, weights):
     argv = argv_for(script, overrides, demo_dir, tmp_path, weights)
     done = subprocess.run([sys.executable, os.path.join(ROOT, script + ".py")] + argv, capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
+                          text=True, timeout=1800, cwd=tmp_path)
     lines = [line for line in done.stderr.splitlines() if line.strip() and not paddle_noise(line)]
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr

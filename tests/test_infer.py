@@ -68,9 +68,11 @@ def test_image_dir_features_paths_and_unreadable(weights, image_tree, tmp_path):
     expected = dynamic_graph_features(weights, readable, SIZE, embedding_size=8)
     np.testing.assert_allclose(fea, expected, rtol=1e-4, atol=1e-4)
 
-    lines = re.findall(r"^Test-(\d+)-feature: (.*)$", proc.stdout, re.M)
-    assert [int(i) for i, _ in lines] == [0, 2, 3, 4, 5]
-    for (_, text), row in zip(lines, fea):
+    # line r names row r of the .npy and its image (the skipped file takes no number)
+    lines = re.findall(r"^Test-(\d+)-feature: (\[[^]]*\]) (.*)$", proc.stdout, re.M)
+    assert [int(i) for i, _, _ in lines] == [0, 1, 2, 3, 4]
+    assert [path for _, _, path in lines] == readable
+    for (_, text, _), row in zip(lines, fea):
         values = np.array(text.strip("[] ").split(), dtype=np.float32)
         np.testing.assert_allclose(values, row[:5], rtol=1e-5, atol=1e-5)
     assert lines[0][1] == np.array2string(fea[0][:5], max_line_width=10**9)
@@ -123,3 +125,15 @@ def test_empty_image_dir(weights, tmp_path):
     args = infer.build_parser().parse_args(["--pretrained_model", weights, "--image_dir", str(tmp_path)])
     with pytest.raises(UserError, match="holds no image files"):
         infer.infer(args)
+
+
+def test_no_readable_image_is_exit_2_and_writes_nothing(weights, tmp_path):
+    (tmp_path / "in").mkdir()
+    for name in ("a.jpg", "b.png"):
+        (tmp_path / "in" / name).write_bytes(b"not an image at all")
+    out = tmp_path / "feats.npy"
+    proc = run_infer("--pretrained_model", weights, "--image_dir", str(tmp_path / "in"), "--save_features", str(out))
+    assert proc.returncode == 2, proc.stdout[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "none of the 2 images" in errors[0] and "Traceback" not in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["in"]

@@ -7,11 +7,13 @@ so a user can see what the model confuses.
     save_grids(out_dir, paths, labels, queries, neighbours)   # -> retrievals_000.png, ...
 """
 import os
+import re
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 import imgtool
+from dml.output_set import write_set
 
 THUMB = 96          # side of each image thumbnail, px
 FRAME = 5           # frame width around a thumbnail, px
@@ -19,6 +21,7 @@ PAD = 6             # space between tiles and around the grid, px
 CAPTION = 14        # height of the caption strip under each tile, px
 ROWS_PER_GRID = 10  # queries per PNG file
 TILE = THUMB + 2 * FRAME
+GRID_NAME = re.compile(r"retrievals_\d+\.png")
 
 BACKGROUND = (255, 255, 255)
 QUERY_FRAME = (60, 90, 200)
@@ -98,16 +101,20 @@ def draw_grid(paths, labels, queries, neighbours):
 
 
 def save_grids(directory, paths, labels, queries, neighbours, rows_per_grid=ROWS_PER_GRID):
-    """Write `retrievals_000.png`, ... (rows_per_grid queries each) to `directory`;
-    return the written paths."""
+    """Write `retrievals_000.png`, ... (rows_per_grid queries each) to `directory` as
+    one set: grids of an earlier run there that this one does not overwrite are
+    removed, other files are left alone. Return the written paths."""
     os.makedirs(directory, exist_ok=True)
-    written = []
+    writers = {}
     for number, start in enumerate(range(0, len(queries), rows_per_grid)):
         part = slice(start, start + rows_per_grid)
         image = draw_grid(paths, labels, queries[part], neighbours[part])
-        path = os.path.join(directory, f"retrievals_{number:03d}.png")
-        tmp = f"{path}.tmp-{os.getpid()}.png"
-        image.save(tmp)
-        os.replace(tmp, path)
-        written.append(path)
-    return written
+        writers[os.path.join(directory, f"retrievals_{number:03d}.png")] = \
+            lambda handle, image=image: image.save(handle, format="PNG")
+    write_set(writers, stale=earlier_grids(directory))
+    return list(writers)
+
+
+def earlier_grids(directory):
+    """The `retrievals_<number>.png` files already in `directory`."""
+    return [os.path.join(directory, name) for name in os.listdir(directory) if GRID_NAME.fullmatch(name)]

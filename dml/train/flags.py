@@ -13,6 +13,8 @@ from dml.flag_types import choice, increasing_ints, nonnegative_int, parse_incre
 from dml.script_flags import add_data_arguments, add_engine_argument, add_model_arguments
 
 LR_STRATEGIES = ("piecewise_decay", "cosine_decay")
+BATCH_RULES = {"elem": ".", "pair": "; each device's share must be divisible by 3 for triplet, and by "
+                                    "--samples_each_class, with at least 2 classes, for the other losses."}
 
 
 def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, total_iter_num,
@@ -20,12 +22,14 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
     """Every flag of a training script of `family` ("elem" or "pair"), with its defaults."""
     add_model_arguments(parser)
     add_arguments("train_batch_size", positive_int, train_batch_size,
-                  "Images per training step, over all devices (split evenly between them).", parser)
+                  "Images per training step, over all devices (split evenly between them, so a multiple of "
+                  "their number)" + BATCH_RULES[family], parser)
     add_arguments("test_batch_size", positive_int, 50, "Images per forward pass of the periodic test.", parser)
     class_help = ("Number of training classes: rows of the classifier / proxies (SOP: 11318)." if family == "elem"
                   else "Number of training classes; kept from the original, not read by the pair losses.")
     add_arguments("class_dim", positive_int, 11318, class_help, parser)
-    add_arguments("lr", positive_float, lr, "Initial learning rate.", parser)
+    add_arguments("lr", positive_float, lr, "Initial learning rate of the Momentum optimizer (momentum 0.9, L2 "
+                  "decay 1e-4); --lr_strategy lowers it.", parser)
     add_arguments("lr_strategy", choice(*LR_STRATEGIES), "piecewise_decay",
                   "Learning-rate schedule: piecewise_decay (x0.1 at each of --lr_steps) or cosine_decay "
                   "(to 0 at --total_iter_num).", parser)
@@ -52,7 +56,8 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
                   "Checkpoints go to <model_save_dir>/<model>/<iteration>/.", parser)
     family_losses = losses.names(family)
     add_arguments("loss_name", loss_name_of(family), loss_name,
-                  "Loss: " + "; ".join(f"{n}: {losses.spec(n).summary}" for n in family_losses), parser)
+                  "Loss: " + "; ".join(f"{n}: {losses.spec(n).summary.rstrip('.')}" for n in family_losses) + ".",
+                  parser)
     add_loss_arguments(parser, family)
     add_arguments("loss_lr_mult", positive_float, 1.0,
                   "Learning-rate multiplier for the loss layer's own parameters (class weights, proxies; "

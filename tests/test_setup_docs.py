@@ -1,0 +1,121 @@
+"""What the README tells a new user to run is true: the .venv comes before the first
+`python` command, the shared-flags table matches the scripts' parsers, the GPU install
+goes through Paddle's index, and the GPU check line runs."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import eval as eval_script
+import export_model
+import infer
+import train_elem
+import train_pair
+from dml.runtime.device import cuda_available
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = open(os.path.join(ROOT, "README.md")).read()
+SCRIPTS = {"train_elem": train_elem, "train_pair": train_pair, "eval": eval_script, "infer": infer,
+           "export_model": export_model}
+
+
+def test_venv_is_named_before_the_first_python_command():
+    first_command = re.search(r"^python ", README, re.M)
+    assert first_command, "the README shows python commands"
+    venv = README.find("source .venv/bin/activate")
+    assert 0 <= venv < first_command.start()
+    assert README.find("`.venv/bin/python`") < first_command.start()
+
+
+def shared_flag_rows():
+    """(flags, scripts, default cell) of the README's shared-flags table."""
+    section = README.split("## Flags the scripts share", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`--"):
+            scripts = list(SCRIPTS) if cells[1] == "all five" else [s.strip() for s in cells[1].split(",")]
+            rows.append((re.findall(r"`--([a-z_]+)`", cells[0]), scripts, cells[2]))
+    return rows
+
+
+def test_readme_shared_flags_table_matches_every_parser():
+    rows = shared_flag_rows()
+    assert len(rows) >= 10
+    for flags, scripts, default in rows:
+        for script in scripts:
+            parser = SCRIPTS[script].build_parser()
+            known = {a.dest: a.default for a in parser._actions}
+            for flag in flags:
+                assert flag in known, f"README: {script}.py takes --{flag}; it does not"
+                single = re.fullmatch(r"`([^`]*)`", default)
+                if single:
+                    assert str(known[flag]) == single.group(1), (script, flag, known[flag])
+        others = set(SCRIPTS) - set(scripts)
+        for script in others:  # a script the row leaves out really lacks the flag
+            dests = {a.dest for a in SCRIPTS[script].build_parser()._actions}
+            assert not set(flags) & dests, f"README leaves {script}.py out of --{flags}"
+
+
+def pins(path):
+    """{package: version} of a requirements file (options and comments left out)."""
+    found = {}
+    for line in open(os.path.join(ROOT, path)):
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            name, version = line.split("==")
+            found[name.strip()] = version.strip()
+    return found
+
+
+def test_gpu_requirements_are_the_cpu_pins_with_the_gpu_wheel_from_paddles_index():
+    cpu, gpu = pins("requirements.txt"), pins("requirements-gpu.txt")
+    assert gpu.pop("paddlepaddle-gpu") == cpu.pop("paddlepaddle")
+    assert gpu == cpu
+    options = [line.split() for line in open(os.path.join(ROOT, "requirements-gpu.txt")) if line.startswith("-")]
+    assert options == [["--extra-index-url", "https://www.paddlepaddle.org.cn/packages/stable/cu126/"]]
+    assert "REQUIREMENTS=requirements-gpu.txt bash scripts/setup_env.sh" in README
+
+
+@pytest.fixture
+def fake_checkout(tmp_path):
+    """scripts/setup_env.sh beside the requirements files, with a .venv whose python
+    only records how it was called (and says paddlepaddle is installed)."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(os.path.join(ROOT, "scripts", "setup_env.sh"), tmp_path / "scripts")
+    for name in ("requirements.txt", "requirements-gpu.txt"):
+        shutil.copy(os.path.join(ROOT, name), tmp_path)
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text('#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls.log"\n'
+                      '[ "$3" = show ] && [ "$5" = paddlepaddle ] && exit 0\n[ "$3" = show ] && exit 1\nexit 0\n')
+    python.chmod(0o755)
+    return tmp_path
+
+
+def test_setup_env_installs_the_requirements_named_by_REQUIREMENTS(fake_checkout):
+    done = subprocess.run(["bash", str(fake_checkout / "scripts" / "setup_env.sh")], capture_output=True, text=True,
+                          env=dict(os.environ, REQUIREMENTS="requirements-gpu.txt"), timeout=120)
+    assert done.returncode == 0, done.stderr
+    calls = (fake_checkout / ".venv" / "bin" / "calls.log").read_text().splitlines()
+    assert "-m pip uninstall --quiet --yes paddlepaddle" in calls, calls
+    assert calls[-1].endswith(f"-r {fake_checkout}/requirements-gpu.txt"), calls
+    assert (fake_checkout / ".venv" / ".installed-requirements-gpu.txt").exists()
+
+
+def test_setup_env_names_a_missing_requirements_file(fake_checkout):
+    done = subprocess.run(["bash", str(fake_checkout / "scripts" / "setup_env.sh")], capture_output=True, text=True,
+                          env=dict(os.environ, REQUIREMENTS="requirements-cuda.txt"), timeout=120)
+    assert done.returncode == 2 and "requirements-cuda.txt not found" in done.stderr
+
+
+def test_the_readme_device_check_prints_the_device_the_scripts_use():
+    line = re.search(r'^\.venv/bin/python -c "([^"]+)"', README, re.M)
+    assert line, "README shows the one-line device check"
+    done = subprocess.run([sys.executable, "-c", line.group(1)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=1800)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == ("gpu" if cuda_available() else "cpu")
