@@ -17,6 +17,7 @@ dimension, which is what approximate search relies on; exact search does not car
 
     python bench/search_bench.py                  # the README's table (~15 minutes, ~8 GB RAM)
     python bench/search_bench.py --quick          # smoke run
+    python bench/search_bench.py --sections=hnsw --hnsw_num=1000000 --ef_search=16,32,64   # hnsw at 1M (~25 min)
 """
 import argparse
 import os
@@ -168,7 +169,8 @@ def add_section(args):
                 handle.write("".join(f"/gallery/{i:07d}.jpg\n" for i in range(size)))
             index_dir = os.path.join(work, f"idx{size}")
             net = ["--model", "ResNet18", "--embedding_size", "0", "--image_shape", "3,32,32"]
-            index_cli.main(["build", "--index_dir", index_dir, "--features", feats, *net, "--pretrained_model", weights])
+            index_cli.main(["build", "--index_dir", index_dir, "--features", feats, *net,
+                            "--pretrained_model", weights])
             calls.clear()
             begin = time.perf_counter()
             index_cli.main(["add", "--index_dir", index_dir, "--image_dir", images, "--use_gpu", "False",
@@ -195,15 +197,23 @@ def main():
     parser.add_argument("--add_images", type=int, default=1000)
     parser.add_argument("--add_into", type=int, default=100_000)
     parser.add_argument("--add_small", type=int, default=1_000)
+    parser.add_argument("--sections", default="flat,hnsw,add", help="which parts to run, e.g. hnsw")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     args = parser.parse_args()
     if args.quick:
         args.num, args.queries, args.hnsw_num, args.add_images, args.add_into, args.add_small = (
             20_000, 100, 5_000, 50, 2_000, 200)
-    gallery, queries, _ = flat_section(args)
-    hnsw_section(args, gallery, queries)
+    sections = args.sections.split(",")
+    if "flat" in sections:
+        gallery, queries, _ = flat_section(args)
+    else:
+        gallery = embedding_like(max(args.num, args.hnsw_num), args.dim, 0)
+        queries = embedding_like(args.queries, args.dim, 1)
+    if "hnsw" in sections:
+        hnsw_section(args, gallery, queries)
     del gallery
-    add_section(args)
+    if "add" in sections:
+        add_section(args)
 
 
 if __name__ == "__main__":

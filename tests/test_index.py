@@ -209,8 +209,8 @@ def read_state(index_dir):
 
 def test_kill_9_during_changes_leaves_old_or_new(tmp_path):
     """SIGKILL a process flipping the index between states A and B (add 300 rows /
-    remove them) at random moments, 40 times; each time the index reads back exactly
-    as A or as B, and the next writer goes on from it."""
+    remove them) at a random moment after its first commit, 40 times; each time the
+    index reads back exactly as A or as B, and the next writer goes on from it."""
     index_dir, vectors, paths = make_index(tmp_path, rows=2000, dim=64)
     extra = unit(np.random.default_rng(1).standard_normal((300, 64)))
     np.save(str(tmp_path / "extra.npy"), extra)
@@ -225,13 +225,15 @@ def test_kill_9_during_changes_leaves_old_or_new(tmp_path):
         worker = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "workers", "index_churn.py"),
                                    index_dir, str(tmp_path / "extra.npy")], cwd=ROOT, stdout=subprocess.PIPE,
                                   text=True, env=dict(os.environ, PYTHONPATH=ROOT))
-        time.sleep(0.25 + rng.uniform(0, 0.6))
+        first = worker.stdout.readline()  # started and committed once: kill it mid-stream
+        time.sleep(rng.uniform(0, 0.5))
         worker.send_signal(signal.SIGKILL)
         out, _ = worker.communicate()
-        commits += out.count("committed")
+        commits += (first + out).count("committed")
         state = read_state(index_dir)
         assert state in (state_a, state_b)
         outcomes["A" if state == state_a else "B"] += 1
+    print(f"kill test: {outcomes}, {commits} commits")
     assert outcomes["A"] and outcomes["B"] and commits > 40, (outcomes, commits)
     assert len(os.listdir(os.path.join(index_dir, "generations"))) <= 3
 

@@ -135,3 +135,21 @@ def test_milvus_lite_end_to_end(tmp_path):
     for (got_scores, got_rows), want_scores, want_rows in zip(results, scores, rows):
         assert got_rows.tolist() == want_rows.tolist()
         np.testing.assert_allclose(got_scores, want_scores, atol=1e-5)
+
+
+def test_grid_unknown_labels_grey_and_short_rows(demo_dir):
+    """search.py's grids: a row may hold fewer hits (--threshold); unknown labels (-1)
+    get a grey frame, known ones green/red as in eval.py."""
+    paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(demo_dir) for f in fs if f.endswith((".jpg", ".png")))
+    labels = np.array([3, 3, 4, -1, 3])
+    image = grid.draw_grid(paths, labels, np.array([0, 3]), [np.array([1, 2, 3]), np.array([4])])
+    width, _ = grid.grid_size(2, 3)
+    assert image.size[0] == width
+
+    def frame(row, col):
+        x = grid.PAD + col * (grid.TILE + grid.PAD) + 1
+        y = grid.PAD + row * (grid.TILE + grid.CAPTION + grid.PAD) + 1
+        return image.getpixel((x, y))
+
+    assert [frame(0, c) for c in (1, 2, 3)] == [grid.HIT_FRAME, grid.MISS_FRAME, grid.UNKNOWN_FRAME]
+    assert frame(1, 1) == grid.UNKNOWN_FRAME and frame(1, 2) == grid.BACKGROUND
