@@ -44,9 +44,9 @@ def build_parser():
     return parser
 
 
-def gallery_input(args, meta):
-    """(unit vectors, absolute paths, labels or None) of the input; images embedded
-    with the network recorded in `meta`, only those `skip(paths)` keeps."""
+def gallery_input(args):
+    """--features: (unit vectors, absolute paths, labels or None); images: (ImageList
+    with absolute paths, labelled), embedded later by embed_images."""
     flags.one_input(args, INPUTS)
     if args.features:
         fea, paths, labels = feature_files.read_features(args.features)
@@ -77,7 +77,7 @@ def cmd_build(args):
     if not args.features and record["weights"] is None:
         raise UserError("building from images needs --pretrained_model (and --model/--image_shape/--embedding_size)")
     options = backends.get(args.backend).options(args)
-    source = gallery_input(args, record)
+    source = gallery_input(args)
     if args.features:
         vectors, paths, labels = source
     else:
@@ -92,7 +92,7 @@ def cmd_add(args):
     with store.writer(args.index_dir) as writer:
         snapshot = writer.current()
         manifest.check_same_network(snapshot.meta, args, args.index_dir)
-        source = gallery_input(args, snapshot.meta)
+        source = gallery_input(args)
         if args.features:
             vectors, paths, labels = source
             check_features_dim(vectors, snapshot.meta)

@@ -61,7 +61,7 @@ def print_hits(snapshot, names, results):
     for name, (scores, rows) in zip(names, results):
         for rank, (score, row) in enumerate(zip(scores, rows), start=1):
             label = "\t" + (label_text(snapshot.labels, row) or "-") if labelled else ""
-            print(f"{name}\t{rank}\t{score:.6f}\t{snapshot.paths[row]}{label}", flush=False)
+            print(f"{name}\t{rank}\t{score:.6f}\t{snapshot.paths[row]}{label}")
 
 
 def as_json(snapshot, names, results, k, threshold):

@@ -32,6 +32,7 @@ PATHS = "paths.txt"
 LABELS = "labels.npy"
 TMP_MARK = ".tmp-"
 FORMAT_VERSION = 1
+REQUIRED = ("files", "count", "dim", "backend", "backend_options")
 _COPY_ROWS = 1 << 15
 
 
@@ -95,6 +96,9 @@ def read_meta(directory):
             raise UserError(f"{path!r} is not valid JSON ({first_line(err)}): the index is damaged") from None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path!r}: not an index of format version {FORMAT_VERSION}")
+    missing = [key for key in REQUIRED if key not in meta]
+    if missing:
+        raise UserError(f"{path!r} lacks {', '.join(missing)}: the index is damaged")
     return meta
 
 
