@@ -40,7 +40,7 @@ def add_backend_arguments(parser):
                   "flat (exact), hnsw or ivfpq (faiss), milvus (a Milvus database).", parser)
     add_arguments("hnsw_m", positive_int, 32, "hnsw: graph neighbours per node.", parser)
     add_arguments("ef_construction", positive_int, 80, "hnsw: candidate list size while building.", parser)
-    add_arguments("ef_search", positive_int, 128, "hnsw: candidate list size while searching.", parser)
+    add_arguments("ef_search", positive_int, 64, "hnsw: candidate list size while searching.", parser)
     add_arguments("nlist", positive_int, 1024, "ivfpq: inverted lists (fewer for small galleries).", parser)
     add_arguments("pq_m", positive_int, 64, "ivfpq: sub-quantisers (must divide the dimension).", parser)
     add_arguments("nprobe", positive_int, 32, "ivfpq: lists visited per query.", parser)
