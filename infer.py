@@ -18,7 +18,6 @@ the new input has no labels. When no image at all can be read, nothing is writte
 the script stops with exit code 2.
 """
 import argparse
-import os
 import sys
 
 import numpy as np
@@ -28,14 +27,12 @@ from utility import ArgumentParser, UserError, add_arguments, print_arguments, r
 import imgtool
 import models
 import reader
-from dml.output_set import write_set
 from dml.recorded_flags import settle_embedding_size
-from dml.retrieval import features, predictor
+from dml.retrieval import features, image_inputs, predictor
+from dml.retrieval.feature_files import save_features
 from dml.runtime.device import choose_device
 from dml.script_flags import add_data_arguments, add_inference_arguments, check_inference_flags
 
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 def build_parser():
@@ -61,15 +58,6 @@ def build_parser():
     return parser
 
 
-def companion(npy_path, suffix):
-    """`feats.npy` -> `feats<suffix>`: the files written beside the features."""
-    return npy_path[:-len(".npy")] + suffix
-
-
-def features_path(path):
-    return path if path.endswith(".npy") else path + ".npy"
-
-
 def check_flags(args):
     """The rules that tie infer.py's flags together; returns the image size."""
     if args.image_list and args.image_dir:
@@ -79,50 +67,10 @@ def check_flags(args):
     return check_inference_flags(args, alternative="inference_model")
 
 
-def read_plain_list(path):
-    """One image path per line (blank lines ignored); relative paths from the list's directory."""
-    base = os.path.dirname(os.path.abspath(path))
-    with open(path, encoding="utf-8") as handle:
-        paths = [line.strip() for line in handle if line.strip()]
-    return [p if os.path.isabs(p) else os.path.join(base, p) for p in paths]
-
-
-def looks_like_sop(path):
-    """True when the first non-blank line is the SOP header or an `id class super path` row."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            fields = line.split()
-            if fields:
-                return fields == reader.HEADER or (len(fields) == 4 and all(f.isdigit() for f in fields[:3]))
-    return False
-
-
-def images_under(directory):
-    """Every file with an image extension under `directory`, recursively, sorted."""
-    found = []
-    for root, _, names in os.walk(directory):
-        found += [os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
-    return sorted(found)
-
-
 def input_images(args):
     """The ImageList to embed (labels are 0 except for SOP lists)."""
-    if args.image_dir:
-        if not os.path.isdir(args.image_dir):
-            raise UserError(f"--image_dir {args.image_dir!r} is not a directory")
-        paths = images_under(args.image_dir)
-        if not paths:
-            raise UserError(f"--image_dir {args.image_dir!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
-        return reader.ImageList(paths, np.zeros(len(paths), np.int64), args.image_dir), False
-    if args.image_list:
-        if not os.path.isfile(args.image_list):
-            raise UserError(f"--image_list {args.image_list!r} not found")
-        if looks_like_sop(args.image_list):
-            return reader.read_list(args.data_dir, os.path.abspath(args.image_list), "test"), True
-        paths = read_plain_list(args.image_list)
-        if not paths:
-            raise UserError(f"--image_list {args.image_list!r} lists no images")
-        return reader.ImageList(paths, np.zeros(len(paths), np.int64), args.image_list), False
+    if args.image_dir or args.image_list:
+        return image_inputs.selected_images(args.image_dir, args.image_list, args.data_dir)
     return reader.read_list(args.data_dir, args.test_list, "test"), True
 
 
@@ -163,19 +111,6 @@ def infer(args):
 def first_values(feature, count=5):
     """The first values as numpy prints them (the original's line), never wrapped."""
     return np.array2string(feature[:count], max_line_width=sys.maxsize)
-
-
-def save_features(path, fea, paths, labels=None):
-    """Write features (.npy), their paths (.paths.txt) and labels (.labels.npy) as one
-    set; without labels, an older set's .labels.npy is removed."""
-    path = features_path(path)
-    writers = {path: lambda handle: np.save(handle, fea),
-               companion(path, ".paths.txt"): lambda handle: handle.write("".join(p + "\n" for p in paths).encode())}
-    if labels is not None:
-        writers[companion(path, ".labels.npy")] = lambda handle: np.save(handle, labels)
-    write_set(writers, stale=[companion(path, ".labels.npy")])
-    print(f"{len(fea)} features of dimension {fea.shape[1]} written to {path} "
-          f"(paths: {companion(path, '.paths.txt')})")
 
 
 def main():

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the bundled demo data, from a fresh clone: set up .venv, build the demo
 # data, train with arcmargin (train_elem.py), fine-tune with eml (train_pair.py), evaluate
-# Recall@K (eval.py), extract features (infer.py). Outputs go to $DEMO_OUTPUT (demo_output/);
+# Recall@K (eval.py), extract features (infer.py), put them in a gallery index (index.py)
+# and search it with one image (search.py). Outputs go to $DEMO_OUTPUT (demo_output/);
 # DEMO_ENGINE=dygraph runs everything in Paddle's plain dynamic graph (default: static).
 # REQUIREMENTS=requirements-gpu.txt installs the GPU wheel into .venv first (README, "GPU").
 set -euo pipefail
@@ -16,24 +17,31 @@ start=$(date +%s)
 
 [ -f $data/Ebay_test.txt ] || $py data/make_demo.py --out $data
 
-echo "== 1/4 train_elem.py: arcmargin from scratch"
+echo "== 1/5 train_elem.py: arcmargin from scratch"
 $py train_elem.py "${common[@]}" --test_batch_size=100 --loss_name=arcmargin --arc_scale=30 --class_dim=100 \
     --train_batch_size=32 --lr=0.05 --lr_steps=350 --total_iter_num=450 \
     --display_iter_step=50 --test_iter_step=150 --save_iter_step=450 --model_save_dir=$out/arcmargin
 
-echo "== 2/4 train_pair.py: eml fine-tune of the arcmargin model"
+echo "== 2/5 train_pair.py: eml fine-tune of the arcmargin model"
 $py train_pair.py "${common[@]}" --test_batch_size=100 --loss_name=eml --samples_each_class=2 --pretrained_model=$out/arcmargin/ResNet18/450 \
     --train_batch_size=32 --lr=0.001 --lr_steps=150 --total_iter_num=150 \
     --display_iter_step=25 --test_iter_step=150 --save_iter_step=150 --model_save_dir=$out/eml
 
-echo "== 3/4 eval.py: Recall@K and MAP@R of the fine-tuned model"
+echo "== 3/5 eval.py: Recall@K and MAP@R of the fine-tuned model"
 $py eval.py "${common[@]}" --batch_size=100 --pretrained_model=$out/eml/ResNet18/150 --recall_k=1,2,4,8 \
     --save_json=$out/eval.json --save_retrievals=$out/retrievals --num_queries=8 --topk=5
 
-echo "== 4/4 infer.py: features of every test image"
+echo "== 4/5 infer.py: features of every test image"
 $py infer.py "${common[@]}" --batch_size=100 --pretrained_model=$out/eml/ResNet18/150 \
     --save_features=$out/features.npy > $out/infer.log
 head -n 3 <(grep "^Test-" $out/infer.log)
+
+echo "== 5/5 index.py + search.py: a gallery index of those features, searched with one image"
+rm -rf $out/index
+$py index.py build --index_dir=$out/index --features=$out/features.npy --model=ResNet18 --image_shape=3,32,32 \
+    --pretrained_model=$out/eml/ResNet18/150
+$py search.py --index_dir=$out/index --image="$(head -n 1 $out/features.paths.txt)" --topk=5 --use_gpu=True \
+    --engine=${DEMO_ENGINE:-static} --save_json=$out/search.json --save_retrievals=$out/search_retrievals
 
 cat <<DONE
 
@@ -44,4 +52,7 @@ Demo finished in $(( $(date +%s) - start )) s. Outputs:
   $out/retrievals/               PNG grids: query, then its top 5 (green = same class, red = other)
   $out/features.npy              test-image features, row i = line i of $out/features.paths.txt
   $out/infer.log                 infer.py's Test-<i>-feature lines
+  $out/index/                    gallery index of those features (index.py info --index_dir=$out/index)
+  $out/search.json               the top 5 of one query image (search.py)
+  $out/search_retrievals/        its grid: the query, then its top 5
 DONE

@@ -14,7 +14,12 @@ if [ ! -x "$root/.venv/bin/python" ]; then
   python3 -m venv "$root/.venv"
 fi
 stamp="$root/.venv/.installed-$(basename "$req")"
-if [ ! -f "$stamp" ] || [ "$root/$req" -nt "$stamp" ] || [ "$root/requirements.txt" -nt "$stamp" ]; then
+stale=0
+[ -f "$stamp" ] || stale=1
+for file in "$root"/requirements*.txt; do   # any requirements file may be included by another
+  if [ "$file" -nt "$stamp" ]; then stale=1; fi
+done
+if [ "$stale" = 1 ]; then
   # paddlepaddle and paddlepaddle-gpu install the same `paddle` module: keep only the one asked for
   if grep -q '^paddlepaddle-gpu' "$root/$req"; then other=paddlepaddle; else other=paddlepaddle-gpu; fi
   if "$root/.venv/bin/python" -m pip show --quiet "$other" >/dev/null 2>&1; then

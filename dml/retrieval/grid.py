@@ -27,6 +27,7 @@ BACKGROUND = (255, 255, 255)
 QUERY_FRAME = (60, 90, 200)
 HIT_FRAME = (0, 170, 0)
 MISS_FRAME = (220, 0, 0)
+UNKNOWN_FRAME = (150, 150, 150)
 TEXT = (0, 0, 0)
 UNREADABLE = (160, 160, 160)
 
@@ -80,18 +81,29 @@ def thumbnail(path):
     return tile
 
 
+def describe(label):
+    """Caption text of a label; a negative label means unknown (search.py's unlabelled images)."""
+    return "class ?" if label < 0 else f"class {label}"
+
+
+def frame_colour(label, query_label):
+    if label < 0 or query_label < 0:
+        return UNKNOWN_FRAME
+    return HIT_FRAME if label == query_label else MISS_FRAME
+
+
 def draw_grid(paths, labels, queries, neighbours):
-    """One PIL image: row r = query `queries[r]`, then its `neighbours[r]` in rank order."""
-    topk = neighbours.shape[1]
+    """One PIL image: row r = query `queries[r]`, then its `neighbours[r]` in rank order
+    (rows may hold fewer neighbours than others)."""
+    topk = max((len(found) for found in neighbours), default=0)
     canvas = Image.new("RGB", grid_size(len(queries), topk), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
     for row, (query, found) in enumerate(zip(queries, neighbours)):
         y = PAD + row * (TILE + CAPTION + PAD)
-        tiles = [(query, QUERY_FRAME, f"query, class {labels[query]}")]
+        tiles = [(query, QUERY_FRAME, f"query, {describe(labels[query])}")]
         for rank, item in enumerate(found, start=1):
-            colour = HIT_FRAME if labels[item] == labels[query] else MISS_FRAME
-            tiles.append((item, colour, f"#{rank}, class {labels[item]}"))
+            tiles.append((item, frame_colour(labels[item], labels[query]), f"#{rank}, {describe(labels[item])}"))
         for col, (item, colour, caption) in enumerate(tiles):
             x = PAD + col * (TILE + PAD)
             draw.rectangle([x, y, x + TILE - 1, y + TILE - 1], fill=colour)

@@ -50,7 +50,7 @@ def retrieval_metrics(fea, lab, ks=(1, 10, 100, 1000), map_at_r=True, block_size
     block_size: queries per block; by default about 2**25 / N, so the block's float32
     similarities take ~128 MB (plus a boolean mask a quarter that size).
     """
-    fea = _normalised_features(fea)
+    fea = normalised_features(fea)
     return _metrics(fea, _class_ids(lab, len(fea)), len(fea), ks, map_at_r, block_size)
 
 
@@ -62,8 +62,8 @@ def query_gallery_metrics(query_fea, query_lab, gallery_fea, gallery_lab, ks=(1,
     query is excluded from it, since none is in it) and R is the number of gallery
     items of the query's class. Returns the same keys; num_queries = len(query_fea).
     """
-    gallery = _normalised_features(gallery_fea)
-    queries = _normalised_features(query_fea)
+    gallery = normalised_features(gallery_fea)
+    queries = normalised_features(query_fea)
     if gallery.shape[1] != queries.shape[1]:
         raise ValueError(f"query features have dimension {queries.shape[1]}, gallery {gallery.shape[1]}")
     gallery_lab = np.asarray(gallery_lab.numpy() if hasattr(gallery_lab, "numpy") else gallery_lab).reshape(-1)
@@ -110,7 +110,7 @@ def _score_block(fea, classes, members, queries, max_k, map_at_r):
         return np.full(len(queries), _NEVER), no_precision
     if max_k == 1 and not map_at_r:
         return _nearest_ranks(sims, classes, queries, num_pos), no_precision
-    top = _top_items(sims, depth=min(sims.shape[1] - 1, int(num_pos.max())))
+    top = top_items(sims, depth=min(sims.shape[1] - 1, int(num_pos.max())))
     hits = classes[top] == classes[queries][:, None]
     ranks = _first_hit_ranks(hits, num_pos)
     beyond = np.flatnonzero(ranks == top.shape[1])
@@ -121,7 +121,7 @@ def _score_block(fea, classes, members, queries, max_k, map_at_r):
     return ranks, _average_precision_at_r(hits, num_pos)
 
 
-def _normalised_features(fea):
+def normalised_features(fea):
     """Float32 copy of `fea` as [N, D] with unit-L2 rows (zero rows stay zero)."""
     if hasattr(fea, "numpy"):
         fea = fea.numpy()
@@ -204,7 +204,7 @@ def _nearest_ranks(sims, classes, queries, num_pos):
     return ranks
 
 
-def _top_items(sims, depth):
+def top_items(sims, depth):
     """[B, depth] indices of each row's `depth` most similar items, best first.
 
     Order: similarity descending, then index ascending. Candidates are the items at

@@ -1,0 +1,220 @@
+"""Benchmark of the gallery index (index.py / search.py), ratios from the same run.
+
+1. Exact flat search, Q queries against N x D unit vectors (default 1,000 x 1,000,000 x
+   512): dml.index.flat (the flat backend) against the floor (numpy: the same blocked
+   float32 matrix products + argpartition top-k, no tie rule) and faiss IndexFlatIP;
+   peak memory beyond the vectors (tracemalloc: numpy reports its buffers to it).
+2. hnsw (faiss) on a gallery of --hnsw_num vectors: recall@10 against exact search and
+   queries/s against the flat backend on the same gallery.
+3. index.py add of --add_images images into an index of --add_into vectors, against
+   the same add into a --add_small index: network calls (images through the network)
+   and wall time. The network is a random ResNet18 at 32 px (a small network is enough
+   to count calls).
+
+Data: embedding-like synthetic unit vectors (a 32-dimensional mixture of 1,000 classes
+mapped to D dimensions, plus noise): trained embeddings have a low intrinsic
+dimension, which is what approximate search relies on; exact search does not care.
+
+    python bench/search_bench.py                  # the README's table (~15 minutes, ~8 GB RAM)
+    python bench/search_bench.py --quick          # smoke run
+    python bench/search_bench.py --sections=hnsw --hnsw_num=1000000 --ef_search=16,32,64   # hnsw at 1M (~25 min)
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import tracemalloc
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from dml.index import flat  # noqa: E402
+
+BLOCK = 1 << 16
+
+
+def embedding_like(num, dim, seed, latent=32, classes=1000):
+    """Unit rows: class centre + spread in a `latent`-dim space, mapped to `dim`, + noise."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(1234).standard_normal((classes, latent)).astype(np.float32)
+    mixing = np.random.default_rng(4321).standard_normal((latent, dim)).astype(np.float32)
+    out = np.empty((num, dim), np.float32)
+    for start in range(0, num, BLOCK):
+        n = min(BLOCK, num - start)
+        z = centres[rng.integers(0, classes, n)] + 0.5 * rng.standard_normal((n, latent), dtype=np.float32)
+        x = z @ mixing + 0.5 * rng.standard_normal((n, dim), dtype=np.float32)
+        out[start:start + n] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def floor_search(gallery, queries, k, budget=flat.DEFAULT_BUDGET):
+    """The least an exact blocked top-k does: matmul per chunk, argpartition, merge."""
+    chunk = max(k, budget // (4 * len(queries)))
+    best_s = np.empty((len(queries), 0), np.float32)
+    best_i = np.empty((len(queries), 0), np.int64)
+    for start in range(0, len(gallery), chunk):
+        sims = queries @ gallery[start:start + chunk].T
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        best_s = np.concatenate([best_s, np.take_along_axis(sims, part, axis=1)], axis=1)
+        best_i = np.concatenate([best_i, part + start], axis=1)
+        keep = np.argpartition(-best_s, k - 1, axis=1)[:, :k]
+        best_s, best_i = np.take_along_axis(best_s, keep, axis=1), np.take_along_axis(best_i, keep, axis=1)
+    order = np.argsort(-best_s, axis=1)
+    return np.take_along_axis(best_s, order, axis=1), np.take_along_axis(best_i, order, axis=1)
+
+
+def timed(function, *args):
+    tracemalloc.start()
+    begin = time.perf_counter()
+    result = function(*args)
+    seconds = time.perf_counter() - begin
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return result, seconds, peak
+
+
+def faiss_or_none():
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def flat_section(args):
+    gallery = embedding_like(args.num, args.dim, 0)
+    queries = embedding_like(args.queries, args.dim, 1)
+    print(f"\n== exact top-{args.k}: {args.queries} queries x {args.num} x {args.dim} float32 "
+          f"({gallery.nbytes / 2**30:.2f} GiB)")
+    (ours_s, ours_i), ours_t, ours_mem = timed(flat.search, gallery, queries, args.k)
+    (_, floor_i), floor_t, floor_mem = timed(floor_search, gallery, queries, args.k)
+    rows = [("dml.index.flat (flat backend)", ours_t, ours_mem), ("numpy floor: matmul + argpartition", floor_t,
+                                                                   floor_mem)]
+    faiss = faiss_or_none()
+    if faiss:
+        index = faiss.IndexFlatIP(args.dim)
+        index.add(gallery)
+        (_, faiss_i), faiss_t, _ = timed(index.search, queries, args.k)
+        rows.append(("faiss IndexFlatIP", faiss_t, None))
+        del index
+    for name, seconds, mem in rows:
+        extra = f"{mem / 2**20:8.0f} MiB" if mem is not None else "       - "
+        print(f"{name:38s} {seconds:8.2f} s  {args.queries / seconds:9.1f} q/s  peak beyond vectors {extra}")
+    print(f"ratio flat / floor time: {ours_t / floor_t:.2f}x (<= 1.2 wanted)")
+    if faiss:
+        print(f"ratio faiss / flat time: {faiss_t / ours_t:.2f}x (>= 1.0 wanted)")
+    same = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(ours_i, floor_i)])
+    print(f"flat vs floor: same top-{args.k} sets for {same:.4%} of the (query, hit) pairs (ties may differ)")
+    return gallery, queries, ours_t
+
+
+def hnsw_section(args, gallery, queries):
+    faiss = faiss_or_none()
+    if not faiss:
+        print("\n== hnsw: skipped (faiss not installed: pip install -r requirements-index.txt)")
+        return
+    base = gallery[:args.hnsw_num]
+    print(f"\n== hnsw on {len(base)} x {args.dim} (M={args.hnsw_m}, efConstruction={args.ef_construction})")
+    begin = time.perf_counter()
+    index = faiss.IndexHNSWFlat(args.dim, args.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = args.ef_construction
+    index.add(base)
+    print(f"build {time.perf_counter() - begin:.0f} s")
+    (_, exact), flat_t, _ = timed(flat.search, base, queries, args.k)
+    print(f"flat on the same gallery: {len(queries) / flat_t:9.1f} q/s")
+    for ef in args.ef_search:
+        index.hnsw.efSearch = ef
+        (_, found), seconds, _ = timed(index.search, queries, args.k)
+        recall = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(found, exact)])
+        print(f"efSearch {ef:4d}: recall@{args.k} {recall:.4f}  {len(queries) / seconds:9.1f} q/s  "
+              f"= {flat_t / seconds:6.1f}x flat")
+
+
+def add_section(args):
+    import paddle
+
+    import index as index_cli
+    import models
+    from dml.retrieval import features
+
+    work = tempfile.mkdtemp(prefix="search_bench_")
+    try:
+        weights = os.path.join(work, "net.pdparams")
+        paddle.seed(0)
+        paddle.save(models.create("ResNet18", 0).state_dict(), weights)
+        images = os.path.join(work, "new")
+        os.makedirs(images)
+        rng = np.random.default_rng(0)
+        import cv2
+
+        for i in range(args.add_images):
+            cv2.imwrite(os.path.join(images, f"{i:05d}.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        calls = []
+        original = features.extract_features
+
+        def counting(model, loader, **kwargs):
+            calls.append(len(loader.dataset))
+            return original(model, loader, **kwargs)
+
+        features.extract_features = counting
+        print(f"\n== index.py add of {args.add_images} images (ResNet18, 32 px, random weights)")
+        times = {}
+        for size in (args.add_small, args.add_into):
+            feats = os.path.join(work, f"g{size}.npy")
+            np.save(feats, embedding_like(size, 512, 5))
+            with open(feats[:-4] + ".paths.txt", "w") as handle:
+                handle.write("".join(f"/gallery/{i:07d}.jpg\n" for i in range(size)))
+            index_dir = os.path.join(work, f"idx{size}")
+            net = ["--model", "ResNet18", "--embedding_size", "0", "--image_shape", "3,32,32"]
+            index_cli.main(["build", "--index_dir", index_dir, "--features", feats, *net,
+                            "--pretrained_model", weights])
+            calls.clear()
+            begin = time.perf_counter()
+            index_cli.main(["add", "--index_dir", index_dir, "--image_dir", images, "--use_gpu", "False",
+                            "--batch_size", "100"])
+            times[size] = time.perf_counter() - begin
+            print(f"into {size:7d}: {times[size]:6.1f} s, images through the network: {sum(calls)}")
+        print(f"ratio time(into {args.add_into}) / time(into {args.add_small}): "
+              f"{times[args.add_into] / times[args.add_small]:.2f}x (index {args.add_into // args.add_small}x larger)")
+    finally:
+        features.extract_features = original
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--hnsw_num", type=int, default=100_000)
+    parser.add_argument("--hnsw_m", type=int, default=32)
+    parser.add_argument("--ef_construction", type=int, default=80)
+    parser.add_argument("--ef_search", type=lambda s: [int(v) for v in s.split(",")], default=[64, 128, 256])
+    parser.add_argument("--add_images", type=int, default=1000)
+    parser.add_argument("--add_into", type=int, default=100_000)
+    parser.add_argument("--add_small", type=int, default=1_000)
+    parser.add_argument("--sections", default="flat,hnsw,add", help="which parts to run, e.g. hnsw")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.num, args.queries, args.hnsw_num, args.add_images, args.add_into, args.add_small = (
+            20_000, 100, 5_000, 50, 2_000, 200)
+    sections = args.sections.split(",")
+    if "flat" in sections:
+        gallery, queries, _ = flat_section(args)
+    else:
+        gallery = embedding_like(max(args.num, args.hnsw_num), args.dim, 0)
+        queries = embedding_like(args.queries, args.dim, 1)
+    if "hnsw" in sections:
+        hnsw_section(args, gallery, queries)
+    del gallery
+    if "add" in sections:
+        add_section(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""search.py: the demo index's top-k equal eval.py's nearest neighbours on the same
+features; printed hits, --threshold, --save_json and grids; faiss backends' recall
+against exact search; the Milvus backend end to end on a Milvus Lite file."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from dml.errors import UserError
+from dml.index import flat, gallery, store
+from dml.retrieval import grid
+from test_index import NET, RUN, feats, make_index, net, run, unit  # noqa: F401 (fixtures)
+
+
+@pytest.fixture(scope="module")
+def demo_index(feats, net, tmp_path_factory):  # noqa: F811
+    index_dir = str(tmp_path_factory.mktemp("s") / "idx")
+    proc = run("index.py", "build", "--index_dir", index_dir, "--features", feats, *NET, "--pretrained_model", net)
+    assert proc.returncode == 0, proc.stderr
+    return index_dir
+
+
+def test_demo_index_topk_equals_eval_nearest_neighbours(demo_index, feats, tmp_path):  # noqa: F811
+    """Every demo image as a query (--features): its top k+1 hits without itself are
+    exactly eval.py's k nearest neighbours (grid.nearest) of the same features."""
+    k = 5
+    out = str(tmp_path / "hits.json")
+    proc = run("search.py", "--index_dir", demo_index, "--features", feats, "--topk", str(k + 1), "--save_json", out)
+    assert proc.returncode == 0, proc.stderr
+    fea = np.load(feats)
+    expected = grid.nearest(fea, np.arange(len(fea)), k)
+    results = json.load(open(out))["results"]
+    assert len(results) == len(fea)
+    for i, result in enumerate(results):
+        rows = [hit["row"] for hit in result["hits"] if hit["row"] != i][:k]
+        assert rows == expected[i].tolist(), i
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].split("\t") == ["query", "rank", "score", "path", "label"]
+    assert sum("\t" in line for line in lines) == 1 + len(fea) * (k + 1)
+
+
+def test_image_query_threshold_json_and_grid(demo_index, feats, tmp_path):  # noqa: F811
+    paths = open(feats[:-4] + ".paths.txt").read().split()
+    labels = np.load(feats[:-4] + ".labels.npy")
+    grids, out = str(tmp_path / "grids"), str(tmp_path / "r.json")
+    proc = run("search.py", "--index_dir", demo_index, "--image", paths[3], "--topk", "4", *RUN,
+               "--save_json", out, "--save_retrievals", grids)
+    assert proc.returncode == 0, proc.stderr
+    hits = [line.split("\t") for line in proc.stdout.splitlines() if line.startswith(paths[3] + "\t")]
+    assert [h[1] for h in hits] == ["1", "2", "3", "4"]
+    assert hits[0][3] == os.path.abspath(paths[3]) and float(hits[0][2]) > 0.9999
+    row_of = {os.path.abspath(p): i for i, p in enumerate(paths)}
+    assert [h[4] for h in hits] == [str(labels[row_of[h[3]]]) for h in hits]
+    scores = [float(h[2]) for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert os.path.isfile(os.path.join(grids, "retrievals_000.png"))
+    assert json.load(open(out))["results"][0]["hits"][0]["path"] == os.path.abspath(paths[3])
+    cut = (scores[1] + scores[2]) / 2
+    proc = run("search.py", "--index_dir", demo_index, "--image", paths[3], "--topk", "4", *RUN,
+               "--threshold", str(cut))
+    assert [line.split("\t")[1] for line in proc.stdout.splitlines() if line.startswith(paths[3])] == ["1", "2"]
+
+
+def recall_at(found, exact):
+    return np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact)])
+
+
+def clustered(num, dim, seed):
+    """Embedding-like data: unit vectors scattered around 50 class centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((50, dim))
+    return unit(centres[rng.integers(0, 50, num)] + 0.6 * rng.standard_normal((num, dim)))
+
+
+@pytest.mark.parametrize("backend, floor", [("hnsw", 0.95), ("ivfpq", 0.5)])
+def test_faiss_backends_recall_against_exact_after_add(backend, floor, tmp_path):
+    pytest.importorskip("faiss")
+    import index
+
+    data = clustered(3000, 32, 0)
+    queries = clustered(100, 32, 1)
+    feats_path = str(tmp_path / "g.npy")
+    np.save(feats_path, data[:2000])
+    open(str(tmp_path / "g.paths.txt"), "w").write("".join(f"/g/{i}.jpg\n" for i in range(2000)))
+    index_dir = str(tmp_path / "idx")
+    index.main(["build", "--index_dir", index_dir, "--features", feats_path, "--backend", backend, "--pq_m", "8",
+                "--nlist", "16", "--nprobe", "8"])
+    np.save(feats_path, data[2000:])
+    open(str(tmp_path / "g.paths.txt"), "w").write("".join(f"/g/{i}.jpg\n" for i in range(2000, 3000)))
+    index.main(["add", "--index_dir", index_dir, "--features", feats_path])
+    snap = store.open_index(index_dir)
+    from dml.index import query
+
+    found = [rows for _, rows in query.run(snap, queries, 10, None)]
+    _, exact = flat.search(data, queries, 10)
+    assert recall_at(found, exact) >= floor
+
+
+def test_faiss_missing_is_one_line(monkeypatch):
+    from dml.index import faiss_backends
+
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.raises(UserError, match="pip install -r requirements-index.txt"):
+        faiss_backends.faiss()
+
+
+def test_milvus_lite_end_to_end(tmp_path):
+    """build, search, add, remove on a Milvus Lite file: hits equal the flat backend's."""
+    pytest.importorskip("milvus_lite")
+    import index
+    import search
+
+    data = clustered(300, 16, 3)
+    feats_path = str(tmp_path / "g.npy")
+    np.save(feats_path, data[:200])
+    open(str(tmp_path / "g.paths.txt"), "w").write("".join(f"/g/{i}.jpg\n" for i in range(200)))
+    index_dir, db = str(tmp_path / "idx"), str(tmp_path / "gallery.db")
+    index.main(["build", "--index_dir", index_dir, "--features", feats_path, "--backend", "milvus",
+                "--milvus_uri", db])
+    np.save(feats_path, data[200:])
+    open(str(tmp_path / "g.paths.txt"), "w").write("".join(f"/g/{i}.jpg\n" for i in range(200, 300)))
+    index.main(["add", "--index_dir", index_dir, "--features", feats_path])
+    open(str(tmp_path / "gone.txt"), "w").write("".join(f"/g/{i}.jpg\n" for i in range(0, 300, 3)))
+    index.main(["remove", "--index_dir", index_dir, "--paths_file", str(tmp_path / "gone.txt")])
+    queries = str(tmp_path / "q.npy")
+    np.save(queries, clustered(20, 16, 4))
+    names, results = search.search(search.build_parser().parse_args(
+        ["--index_dir", index_dir, "--features", queries, "--topk", "5"]))
+    kept = np.array([i for i in range(300) if i % 3])
+    scores, rows = flat.search(data[kept], np.load(queries), 5)
+    snap = store.open_index(index_dir)
+    assert snap.paths == [f"/g/{i}.jpg" for i in kept]
+    for (got_scores, got_rows), want_scores, want_rows in zip(results, scores, rows):
+        assert got_rows.tolist() == want_rows.tolist()
+        np.testing.assert_allclose(got_scores, want_scores, atol=1e-5)
+
+
+def test_grid_unknown_labels_grey_and_short_rows(demo_dir):
+    """search.py's grids: a row may hold fewer hits (--threshold); unknown labels (-1)
+    get a grey frame, known ones green/red as in eval.py."""
+    paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(demo_dir) for f in fs if f.endswith((".jpg", ".png")))
+    labels = np.array([3, 3, 4, -1, 3])
+    image = grid.draw_grid(paths, labels, np.array([0, 3]), [np.array([1, 2, 3]), np.array([4])])
+    width, _ = grid.grid_size(2, 3)
+    assert image.size[0] == width
+
+    def frame(row, col):
+        x = grid.PAD + col * (grid.TILE + grid.PAD) + 1
+        y = grid.PAD + row * (grid.TILE + grid.CAPTION + grid.PAD) + 1
+        return image.getpixel((x, y))
+
+    assert [frame(0, c) for c in (1, 2, 3)] == [grid.HIT_FRAME, grid.MISS_FRAME, grid.UNKNOWN_FRAME]
+    assert frame(1, 1) == grid.UNKNOWN_FRAME and frame(1, 2) == grid.BACKGROUND
