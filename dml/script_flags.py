@@ -9,6 +9,7 @@ from dml.cli import add_arguments
 from dml.errors import UserError
 from dml.flag_types import choice, nonnegative_int, positive_int
 from dml.runtime.acceleration import ENGINES
+from dml.runtime.data_workers import DefaultWorkers
 
 
 def image_shape(text):
@@ -48,8 +49,8 @@ def add_data_arguments(parser, train=True):
     if train:
         add_arguments("train_list", str, "Ebay_train.txt", "Training list, relative to data_dir.", parser)
     add_arguments("test_list", str, "Ebay_test.txt", "Test list, relative to data_dir.", parser)
-    add_arguments("num_workers", nonnegative_int, 2, "Image decoding worker processes (0: decode in the main "
-                  "process).", parser)
+    add_arguments("num_workers", nonnegative_int, DefaultWorkers(2), "Image decoding worker processes (0: decode "
+                  "in the main process); when not given, on a GPU: the cores per rank less one.", parser)
     add_arguments("seed", nonnegative_int, 90, "Random seed for weights, sampling and augmentation.", parser)
 
 
