@@ -18,6 +18,7 @@ import paddle
 
 import imgtool
 from dml.errors import UserError
+from dml.runtime import data_workers
 
 DOWNLOAD_HINT = "run `bash data/download_sop.sh` (or `python data/make_demo.py` for the demo set)"
 HEADER = ["image_id", "class_id", "super_class_id", "path"]
@@ -336,11 +337,23 @@ class TestDataset(paddle.io.Dataset):
 
 
 class SkipReport:
-    """Reports each unreadable image once, with its path and a running count."""
+    """Reports each unreadable image once, with its path and a running count.
+
+    The training loop `add`s each batch's `replaced` Tensor and `flush`es at the steps
+    it reads figures anyway: one read for many steps, not a read per step."""
 
     def __init__(self, image_list):
         self.list = image_list
         self.seen = set()
+        self.pending = []
+
+    def add(self, replaced):
+        self.pending.append(replaced.reshape([-1]))
+
+    def flush(self):
+        pending, self.pending = self.pending, []
+        if pending:
+            self.note(paddle.concat(pending).numpy().tolist())
 
     def note(self, indices):
         for index in indices:
@@ -361,12 +374,19 @@ def train_batches(sampler, start=0, rank=0, nranks=1):
 
 def train_loader(image_list, sampler, size, num_workers=0, start=0, rank=0, nranks=1):
     """DataLoader of (images, labels, replaced) for this rank, from global batch `start`."""
+    batches = train_batches(sampler, start, rank, nranks)
     return paddle.io.DataLoader(
         TrainDataset(image_list, size),
-        batch_sampler=train_batches(sampler, start, rank, nranks),
+        batch_sampler=batches,
         num_workers=num_workers,
-        use_shared_memory=num_workers > 0,
+        use_shared_memory=data_workers.use_shared_memory(num_workers, batch_bytes(batches.batch_size, size)),
+        worker_init_fn=data_workers.ignore_stop_signals,
     )
+
+
+def batch_bytes(batch_size, size):
+    """Bytes of one batch of float32 [3, size, size] images."""
+    return batch_size * 3 * size * size * 4
 
 
 def test_loader(image_list, size, batch_size, num_workers=0):
@@ -374,5 +394,7 @@ def test_loader(image_list, size, batch_size, num_workers=0):
     dataset = TestDataset(image_list, size)
     batches = paddle.io.BatchSampler(dataset, batch_size=batch_size, shuffle=False, drop_last=False)
     return paddle.io.DataLoader(
-        dataset, batch_sampler=batches, num_workers=num_workers, use_shared_memory=num_workers > 0
+        dataset, batch_sampler=batches, num_workers=num_workers,
+        use_shared_memory=data_workers.use_shared_memory(num_workers, batch_bytes(batch_size, size)),
+        worker_init_fn=data_workers.ignore_stop_signals,
     )

@@ -10,6 +10,7 @@ from dml.cli import add_arguments
 from dml.errors import UserError
 from dml.flag_types import choice, nonnegative_int, positive_int
 from dml.runtime.acceleration import ENGINES
+from dml.runtime.data_workers import DefaultWorkers
 
 
 def image_shape(text):
@@ -68,8 +69,8 @@ def add_data_arguments(parser, train=True, query_gallery=True,
                       "the gallery list only (In-Shop's protocol) instead of --test_list all against all.", parser)
         add_arguments("gallery_list", str, None, "The gallery the --query_list images search (no image in both).",
                       parser)
-    add_arguments("num_workers", nonnegative_int, 2, "Image decoding worker processes (0: decode in the main "
-                  "process).", parser)
+    add_arguments("num_workers", nonnegative_int, DefaultWorkers(2), "Image decoding worker processes (0: decode "
+                  "in the main process); when not given, on a GPU: the cores per rank less one.", parser)
     add_arguments("seed", nonnegative_int, 90, seed_help, parser)
 
 

@@ -37,13 +37,26 @@ def class_order_index(batch_size, samples_each_class):
     return np.argsort(rank, axis=1, kind="stable").astype(np.int64)
 
 
+_device_indexes = {}
+
+
+def device_class_order_index(batch_size, samples_each_class):
+    """class_order_index as a Tensor on the current device, copied there once per
+    (batch size, samples_each_class, device): a host-to-device copy in every forward
+    pass would make the host wait for the device at every step."""
+    key = (batch_size, samples_each_class, paddle.get_device())
+    if key not in _device_indexes:
+        _device_indexes[key] = paddle.to_tensor(class_order_index(batch_size, samples_each_class))
+    return _device_indexes[key]
+
+
 def ordered_squared_distance(features, samples_each_class):
     """Squared distances split as (positives [N, s-1], negatives [N, N-s]).
 
     The self-distance column is dropped: it carries no information and no gradient.
     """
     batch_size = features.shape[0]
-    index = paddle.to_tensor(class_order_index(batch_size, samples_each_class))
+    index = device_class_order_index(batch_size, samples_each_class)
     ordered = paddle.take_along_axis(squared_distance_matrix(features), index, axis=1)
     positives = ordered[:, 1:samples_each_class]
     negatives = ordered[:, samples_each_class:]

@@ -1,7 +1,9 @@
 """Data parallel training through paddle.distributed.launch with two CPU processes."""
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import paddle
@@ -67,3 +69,94 @@ def test_two_process_gradients_equal_one_process(tmp_path, loss_name):
             np.testing.assert_allclose(parallel[rank][key], expected, rtol=1e-5, atol=1e-7, err_msg=key)
         if loss_name == "softmax":
             np.testing.assert_allclose(parallel[0][key], whole[key], rtol=1e-5, atol=1e-7, err_msg=key)
+
+
+def start_launcher(tmp_path, script, *args, nproc=2):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", f"--nproc_per_node={nproc}",
+           f"--log_dir={tmp_path / 'launch_logs'}", os.path.join(WORKERS, script), *args]
+    return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def rank_log(tmp_path, rank):
+    path = tmp_path / "launch_logs" / f"workerlog.{rank}"
+    return path.read_text() if path.exists() else ""
+
+
+def wait_for_log(tmp_path, needle, proc, timeout=240):
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        if needle in rank_log(tmp_path, 0):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def rank_flags(demo_dir, out, **extra):
+    base = dict(model="ResNet18", image_shape="3,32,32", data_dir=demo_dir, train_batch_size=12,
+                test_batch_size=20, display_iter_step=1, test_iter_step=1000, save_iter_step=1000,
+                num_workers=1, loss_name="eml", total_iter_num=1000, model_save_dir=out, lr=0.01, use_gpu=False)
+    base.update(extra)
+    return [f"--{k}={v}" for k, v in base.items()]
+
+
+def rank_pids(proc):
+    """The training processes the launcher started (its children), not their decode workers."""
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in children]
+
+
+@pytest.mark.parametrize("target", ["launcher", "every process"])
+def test_sigterm_stops_every_rank_after_the_same_step_with_workers(tmp_path, demo_dir, target):
+    """SIGTERM to the launcher (it forwards SIGTERM to each rank's process group, decode
+    workers included), or to every process as a cluster scheduler does: every rank ends
+    after the same step, with rank 0's checkpoint written and the resume hint printed;
+    then a resumed run says "Resuming" on rank 0 only."""
+    out = tmp_path / "ckpt"
+    proc = start_launcher(tmp_path, "rank_train.py", str(tmp_path), *rank_flags(demo_dir, out))
+    try:
+        assert wait_for_log(tmp_path, "trainbatch 3,", proc), rank_log(tmp_path, 0)[-3000:]
+        if target == "launcher":
+            os.kill(proc.pid, signal.SIGTERM)
+        else:
+            for pid in rank_pids(proc) + [proc.pid]:
+                os.killpg(os.getpgid(pid), signal.SIGTERM)  # each rank's group: it and its workers
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    logs = [rank_log(tmp_path, r) for r in range(2)]
+    codes = [(tmp_path / f"exit{r}.txt").read_text() for r in range(2)]
+    assert codes == ["143", "143"], logs[0][-2000:] + logs[1][-2000:]
+    assert "Traceback" not in logs[0] + logs[1] and "killed by signal" not in logs[0] + logs[1]
+    stopped = [line for line in logs[0].splitlines() if "stopped by SIGTERM" in line]
+    assert len(stopped) == 1 and "stopped by" not in logs[1]
+    saved = os.listdir(out / "ResNet18")
+    assert len(saved) == 1 and int(saved[0]) >= 4
+    directory = out / "ResNet18" / saved[0]
+    assert f"after {saved[0]} iterations; checkpoint: {directory}; resume with --checkpoint {directory}" \
+        in stopped[0]
+    checkpoint_params = paddle.load(str(directory / "model.pdparams"))
+    ranks = [paddle.load(str(tmp_path / f"rank{r}.pdparams")) for r in range(2)]
+    for key, value in ranks[0].items():  # both ranks ended after the step the checkpoint holds
+        np.testing.assert_array_equal(value, ranks[1][key], err_msg=key)
+        np.testing.assert_array_equal(value, checkpoint_params[key], err_msg=key)
+
+    done = int(saved[0])
+    launch(tmp_path, "rank_train.py", str(tmp_path),
+           *rank_flags(demo_dir, out, checkpoint="latest", total_iter_num=done + 1))
+    assert f"Resuming {directory} at iteration {done}" in rank_log(tmp_path, 0)
+    assert "Resuming" not in rank_log(tmp_path, 1)
+
+
+def test_nan_on_rank_1_ends_every_rank_and_is_reported_by_rank_0(tmp_path, demo_dir):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node=2",
+           f"--log_dir={tmp_path / 'launch_logs'}", os.path.join(WORKERS, "rank_train.py"), str(tmp_path),
+           "--nan_at=1:2", *rank_flags(demo_dir, tmp_path / "ckpt", total_iter_num=30, num_workers=0)]
+    subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    codes = [(tmp_path / f"exit{r}.txt").read_text() for r in range(2)]
+    assert codes == ["2", "2"]
+    assert "the loss became nan at iteration 2 on rank 1; last good checkpoint: none" in rank_log(tmp_path, 0)
+    assert "trainbatch 2," not in rank_log(tmp_path, 0)

@@ -100,3 +100,28 @@ def test_train_batches_use_the_documented_batch_sampler(tmp_path):
     assert isinstance(batches, paddle.io.BatchSampler)
     first = next(iter(batches))
     assert len(first) == 4 and all(0 <= index < 6 for index, _ in first)
+
+
+def test_grad_scaler_says_when_it_skipped_a_step(monkeypatch):
+    """A real float16 GradScaler (switched on for CPU tensors by amp_on_cpu) skips the
+    update whose gradients are infinite, and scaler_found_inf says so; a disabled
+    scaler (the CPU's) never skips."""
+    from amp_on_cpu import pretend_gpu_amp
+
+    assert paddle_compat.scaler_found_inf(paddle.amp.GradScaler()) is False
+    pretend_gpu_amp(monkeypatch)
+    layer = paddle.nn.Linear(4, 2)
+    optimizer = paddle.optimizer.Momentum(learning_rate=0.1, parameters=layer.parameters())
+    scaler = paddle.amp.GradScaler(init_loss_scaling=1024)
+    found, moved = [], []
+    for blow_up in (False, True, False):
+        before = layer.weight.numpy().copy()
+        with paddle.amp.auto_cast():
+            cost = layer(paddle.ones([3, 4])).mean()
+        scaler.scale(cost * (float("inf") if blow_up else 1.0)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.clear_grad()
+        found.append(paddle_compat.scaler_found_inf(scaler))
+        moved.append(bool((layer.weight.numpy() != before).any()))
+    assert found == [False, True, False] and moved == [True, False, True]

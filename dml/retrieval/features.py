@@ -26,6 +26,8 @@ def extract_features(model, loader, show_progress=None, engine=acceleration.DEFA
 
     Returns (features [N,D] float32, labels [N], skipped [N] bool); rows of unreadable
     images are kept in place (zeros in, features out) and flagged in `skipped`.
+    Features reach the host once per batch (a predictor's directly, without a Tensor
+    in between); labels and flags once per pass.
     """
     was_training = isinstance(model, paddle.nn.Layer) and model.training
     if was_training:
@@ -33,11 +35,13 @@ def extract_features(model, loader, show_progress=None, engine=acceleration.DEFA
     feats, labels, skipped = [], [], []
     try:
         with acceleration.inference_forward(model, engine) as forward:
+            to_host = getattr(forward, "numpy_features", None) or (lambda images: forward(images).numpy())
             for images, batch_labels, batch_skipped in progress(loader, len(loader), "features", show_progress):
-                feats.append(forward(images).numpy().astype(np.float32, copy=False))
-                labels.append(batch_labels.numpy().reshape(-1))
-                skipped.append(batch_skipped.numpy().reshape(-1).astype(bool))
+                feats.append(np.asarray(to_host(images), dtype=np.float32))
+                labels.append(batch_labels.reshape([-1]))
+                skipped.append(batch_skipped.reshape([-1]))
     finally:
         if was_training:
             model.train()
-    return np.concatenate(feats), np.concatenate(labels), np.concatenate(skipped)
+    return (np.concatenate(feats), paddle.concat(labels).numpy(),
+            paddle.concat(skipped).numpy().astype(bool))

@@ -18,7 +18,7 @@ import paddle
 from dml.cli import fmt_time
 from dml.errors import UserError, first_line
 from dml.outputs import write_json_atomic
-from dml.runtime.device import cuda_available
+from dml.runtime.device import cuda_available, gpu_id
 
 PREFIX = "inference"
 PARAMS_FILE = PREFIX + ".pdiparams"
@@ -77,14 +77,16 @@ class Predictor:
     `features.extract_features`: called on an image batch Tensor, it returns the
     features as a Tensor."""
 
-    def __init__(self, directory, use_gpu=False, cpu_threads=None, bf16=False):
-        """On the CPU, oneDNN kernels (several times faster than Paddle's own CPU
-        kernels, same features to ~1e-6); `bf16` adds bfloat16 oneDNN kernels, faster
-        again on CPUs with avx512_bf16/AMX but ~1e-2 off in relative terms."""
+    def __init__(self, directory, use_gpu=False, cpu_threads=None, bf16=False, device_id=None):
+        """On the GPU, the one `device_id` names (default: the current device's, so a
+        rank on GPU 2 predicts on GPU 2). On the CPU, oneDNN kernels (several times
+        faster than Paddle's own CPU kernels, same features to ~1e-6); `bf16` adds
+        bfloat16 oneDNN kernels, faster again on CPUs with avx512_bf16/AMX but ~1e-2
+        off in relative terms."""
         graph, params = model_files(directory)
         config = paddle.inference.Config(graph, params)
         if use_gpu and cuda_available():
-            config.enable_use_gpu(256, 0)
+            config.enable_use_gpu(256, device_id if device_id is not None else (gpu_id() or 0))
             self.device = "gpu"
         else:
             config.disable_gpu()
@@ -109,5 +111,9 @@ class Predictor:
         self.predictor.run()
         return self.output.copy_to_cpu()
 
+    def numpy_features(self, images):
+        """images: a Tensor or numpy array -> features [N, D] numpy array (no Tensor in between)."""
+        return self.run(images if isinstance(images, np.ndarray) else images.numpy())
+
     def __call__(self, images):
-        return paddle.to_tensor(self.run(images.numpy()))
+        return paddle.to_tensor(self.numpy_features(images))

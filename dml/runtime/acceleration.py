@@ -39,6 +39,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 
+import numpy as np
 import paddle
 from paddle import nn
 
@@ -46,7 +47,7 @@ from dml.errors import UserError
 from dml.retrieval import predictor
 
 from . import paddle_compat
-from .device import set_cpu_threads
+from .device import gpu_id, set_cpu_threads
 
 ENGINES = ("static", "dygraph")
 DEFAULT_INFER_ENGINE = "static"
@@ -89,11 +90,18 @@ class ExportedInference:
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="predictor")
 
     def __call__(self, images):
+        return paddle.to_tensor(self.numpy_features(images))
+
+    def numpy_features(self, images):
+        """The features as the numpy array the predictor returns (no copy back to the
+        device: feature extraction wants them on the host)."""
         if self._predictor is None:
             with predictor.temporary_export(self.model, images.shape[-1]) as directory:
-                use_gpu = paddle.get_device().startswith("gpu")
-                self._predictor = self._in_thread(predictor.Predictor, directory, use_gpu=use_gpu)
-        return paddle.to_tensor(self._in_thread(self._predictor.run, images.numpy()))
+                device = gpu_id()
+                self._predictor = self._in_thread(predictor.Predictor, directory, use_gpu=device is not None,
+                                                  device_id=device)
+        host = images if isinstance(images, np.ndarray) else images.numpy()
+        return self._in_thread(self._predictor.run, host)
 
     def close(self):
         """Destroy the predictor in its own thread, end the thread, trim the heap, and

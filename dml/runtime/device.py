@@ -33,3 +33,14 @@ def choose_device(use_gpu):
     paddle.device.set_device("cpu")
     set_cpu_threads()
     return "cpu"
+
+
+def gpu_id(device=None):
+    """The GPU number of a Paddle device name ("gpu:2" -> 2; "gpu" -> 0), by default of
+    the current device, which under `paddle.distributed.launch --gpus=2,3` is this
+    rank's GPU; None when the device is not a GPU."""
+    device = paddle.get_device() if device is None else device
+    if not device.startswith("gpu"):
+        return None
+    number = device.partition(":")[2]
+    return int(number) if number.isdigit() else 0

@@ -14,6 +14,7 @@ Paddle version: requirements.txt.
 | an op attribute in that program   | Operator._set_attr                                |
 | stopping DataLoader workers now   | the loader iterator's _try_shutdown_all           |
 | optimizer accumulator names       | state-dict keys `<parameter name>_<accumulator>`  |
+| whether GradScaler skipped a step | GradScaler._enable, GradScaler._cache_found_inf   |
 """
 import paddle
 
@@ -86,3 +87,13 @@ def rename_accumulators(opt_state, renames):
                 break
         renamed[key] = value
     return renamed
+
+
+def scaler_found_inf(scaler):
+    """Whether a GradScaler's last `step` found inf/NaN gradients and skipped the
+    update. Paddle keeps it in `_cache_found_inf` (a bool or a one-element Tensor,
+    already read by `update`); a disabled scaler (CPU, bfloat16) never skips."""
+    if not getattr(scaler, "_enable", True):
+        return False
+    found = _require(scaler, "_cache_found_inf", "GradScaler's skipped-step flag")
+    return bool(found) if found is not None else False

@@ -29,7 +29,13 @@ class StopRequests:
                 self._previous[signum] = signal.signal(signum, self._note)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, traceback):
+        """Restore the previous handlers, except when leaving by Stopped: the process is
+        exiting then, and paddle.distributed.launch repeats its SIGTERM (three times,
+        0.2 s apart, per rank): one arriving now must not kill the process before it
+        exits with its code (a second Ctrl-C still stops at once)."""
+        if exc_type is not None and issubclass(exc_type, Stopped):
+            return False
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}

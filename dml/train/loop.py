@@ -3,6 +3,7 @@
 The scripts differ only in their flags; the loss's spec decides the sampler
 (shuffled images, (anchor, positive, negative) triples or class-balanced batches).
 """
+import contextlib
 import time
 
 import numpy as np
@@ -14,10 +15,10 @@ import models
 import reader
 from dml.cli import print_arguments
 from dml.retrieval.test_set import read_test_set
-from dml.runtime import acceleration, paddle_compat
+from dml.runtime import acceleration, data_workers, paddle_compat
 from dml.runtime.device import choose_device
 
-from . import checkpoint, interrupts
+from . import amp, checkpoint, interrupts
 from . import flags as train_flags
 from .memory import CrossBatchMemory
 from .monitor import CheckpointWriter, PeriodicTest, Run, Schedule
@@ -30,20 +31,25 @@ class TrainStep(nn.Layer):
 
     With a cross-batch `memory` switched on (`use_memory`), the objective is the loss
     of the batch against itself plus the loss of the batch against the memory, and the
-    batch then joins the memory (after the comparison: no row meets itself there)."""
+    batch then joins the memory (after the comparison: no row meets itself there).
 
-    def __init__(self, model, loss, features=None, memory=None):
+    `autocast` (--amp): a callable returning the context the network runs under; the
+    loss runs outside it, in float32 (see dml.train.amp)."""
+
+    def __init__(self, model, loss, features=None, memory=None, autocast=None):
         super().__init__()
         self.model = model
         self.loss = loss
         self.features = features
         self.memory = memory
         self.use_memory = False
+        self.autocast = autocast
 
     def forward(self, images, labels):
-        embeddings = self.model(images) if self.features is None else self.model.head(self.features(images))
+        with self.autocast() if self.autocast else contextlib.nullcontext():
+            embeddings = self.model(images) if self.features is None else self.model.head(self.features(images))
         if embeddings.dtype != paddle.float32:
-            embeddings = paddle.cast(embeddings, "float32")  # under --amp: the losses stay in float32
+            embeddings = paddle.cast(embeddings, "float32")  # under --amp: the losses run in float32
         cost, probs = self.loss(embeddings, labels)
         cost = paddle.mean(cost)
         if self.memory is not None and self.use_memory:
@@ -121,13 +127,17 @@ def train(args, family):
     if resume_from:
         resumed = checkpoint.restore(resume_from, model, loss, same_run=train_flags.run_identity(args))
         start = resumed["next_iter"]
-        print(f"Resuming {resume_from} at iteration {start}")
+        if rank == 0:
+            print(f"Resuming {resume_from} at iteration {start}")
     elif args.pretrained_model:
         models.load_pretrained(model, args.pretrained_model, verbose=rank == 0)
     memory = CrossBatchMemory(args.xbm_size, model.feature_dim) if getattr(args, "xbm_size", 0) else None
     if memory is not None and resume_from:
         checkpoint.restore_memory(resume_from, memory, rank, nranks)
-    train_step = TrainStep(model, loss, acceleration.training_features(model, args.engine, device), memory)
+    scaler = amp.make_scaler(args.amp, device)
+    amp.restore_scaler(scaler, resumed.get("grad_scaler"))
+    train_step = TrainStep(model, loss, acceleration.training_features(model, args.engine, device), memory,
+                           autocast=amp.network_autocast(scaler))
     optimizer, schedule = make_optimizer(parameter_groups(model, loss, args.loss_lr_mult), args.lr,
                                          args.lr_strategy, train_flags.lr_steps(args), args.total_iter_num)
     if resume_from:
@@ -138,30 +148,31 @@ def train(args, family):
     run = Run(model=model, loss=loss, optimizer=optimizer, rank=rank, nranks=nranks,
               schedule=Schedule(args.display_iter_step, args.test_iter_step, args.save_iter_step,
                                 args.total_iter_num),
-              tester=PeriodicTest(test_set, size, args.test_batch_size, args.num_workers, args.engine),
+              tester=PeriodicTest(test_set, size, args.test_batch_size,
+                                  data_workers.worker_count(args.num_workers, device, nranks), args.engine),
               writer=CheckpointWriter(args.model_save_dir, args.model, train_flags.run_identity(args),
                                       flags=vars(args), last_saved=resume_from),
-              log_dir=args.log_dir, enable_ce=args.enable_ce, memory=memory)
+              log_dir=args.log_dir, enable_ce=args.enable_ce, memory=memory, scaler=scaler,
+              skips=reader.SkipReport(train_list))
     run.meter.restore(resumed.get("meter"))
     if args.test_before_training and start == 0 and rank == 0:
         run.test(0)
-    loader = reader.train_loader(train_list, sampler, size, args.num_workers, start, rank, nranks)
-    skips = reader.SkipReport(train_list)
-    scaler = make_scaler(args.amp, device)
+    workers = data_workers.worker_count(args.num_workers, device, nranks)
+    loader = reader.train_loader(train_list, sampler, size, workers, start, rank, nranks)
     batches = iter(loader)
     with interrupts.StopRequests() as stops:
         try:
+            last = time.time()
             for iteration, (images, labels, replaced) in zip(range(start, args.total_iter_num), batches):
-                skips.note(replaced.numpy().tolist())
+                run.skips.add(replaced)
                 train_step.use_memory = iteration >= getattr(args, "xbm_start_iter", 0)
-                begin = time.time()
                 cost, embeddings, probs = forward_backward(step, scaler, optimizer, images, labels)
                 lr = optimizer.get_lr()
-                schedule.step()
-                run.after_step(iteration, lr, cost, embeddings, probs, labels, time.time() - begin)
-                signum = agreed_stop(stops, nranks)
-                if signum:
-                    run.stop(iteration + 1, signum)
+                if not amp.skipped_step(scaler):
+                    schedule.step()
+                now = time.time()
+                paused = run.after_step(iteration, lr, cost, embeddings, probs, labels, now - last, stops.signum)
+                last = now + paused  # iteration to iteration, less the periodic test and checkpoint
         finally:
             paddle_compat.stop_loader_workers(batches)
     run.finish(start)
@@ -188,36 +199,15 @@ def resolve_checkpoint(args, rank):
     return directory
 
 
-def agreed_stop(stops, nranks):
-    """The stop signal any rank received (0 if none): every rank must stop after the same
-    step, or the others would wait for it forever in the next collective."""
-    signum = int(stops.signum or 0)
-    if nranks > 1:
-        flag = paddle.to_tensor([signum], dtype="int32")
-        paddle.distributed.all_reduce(flag, op=paddle.distributed.ReduceOp.MAX)
-        signum = int(flag.item())
-    return signum
-
-
-def make_scaler(amp, device):
-    """A loss scaler for --amp on the GPU; None (float32 training) otherwise."""
-    if not amp:
-        return None
-    if device != "gpu":
-        print("--amp is ignored on the CPU: training in float32.")
-        return None
-    return paddle.amp.GradScaler(init_loss_scaling=2.0**15)
-
-
 def forward_backward(step, scaler, optimizer, images, labels):
-    """One optimisation step; with a scaler, under float16 autocast with loss scaling."""
+    """One optimisation step; with a scaler, with loss scaling (the step's TrainStep
+    runs its network under autocast)."""
     if scaler is None:
         cost, embeddings, probs = step(images, labels)
         cost.backward()
         optimizer.step()
     else:
-        with paddle.amp.auto_cast():
-            cost, embeddings, probs = step(images, labels)
+        cost, embeddings, probs = step(images, labels)
         scaler.scale(cost).backward()
         scaler.step(optimizer)
         scaler.update()

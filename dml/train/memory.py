@@ -37,7 +37,7 @@ class CrossBatchMemory:
         if count >= self.size:
             rows, labels, count = rows[-self.size:], labels[-self.size:], self.size
         # out of place: the previous tensors may still be needed by this step's backward pass
-        index = paddle.to_tensor((self.head + np.arange(count)) % self.size)
+        index = (paddle.arange(count, dtype="int64") + self.head) % self.size  # made on the device
         self.embeddings = paddle.scatter(self.embeddings, index, rows, overwrite=True)
         self.labels = paddle.scatter(self.labels, index, labels, overwrite=True)
         self.head = (self.head + count) % self.size

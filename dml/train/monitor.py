@@ -1,18 +1,19 @@
 """What happens around the training steps: the original log lines, the periodic test,
 checkpoints, VisualDL curves, NaN and stop handling (logs and files on rank 0 only)."""
 import os
+import time
 from dataclasses import dataclass
 
-import numpy as np
 import paddle
 
+import reader
 from dml.cli import fmt_time
 from dml.errors import UserError
-from dml.retrieval import metrics
 from dml.retrieval.test_set import TestSet, score_network
 
-from . import checkpoint, curves, interrupts
+from . import agreement, amp, checkpoint, curves, interrupts
 from .memory import gathered_state
+from .meter import Meter
 
 #: State-dict key endings of BatchNorm running statistics (paddle.nn.BatchNorm*'s
 #: documented buffers `_mean` and `_variance`).
@@ -28,41 +29,6 @@ def average_running_stats(model, nranks):
         if key.endswith(RUNNING_STATS):
             paddle.distributed.all_reduce(stat)
             stat.set_value(stat / nranks)
-
-
-class Meter:
-    """Averages of the per-step figures since the last display line."""
-
-    def __init__(self):
-        self.values = {}
-
-    def add(self, **figures):
-        for name, value in figures.items():
-            self.values.setdefault(name, []).append(float(value))
-
-    def pop(self):
-        means = {name: float(np.mean(v)) for name, v in self.values.items()}
-        self.values = {}
-        return means
-
-    def restore(self, values):
-        """Continue the averages a checkpoint saved (its state.json's `meter`), so a
-        resumed run logs the lines the uninterrupted run would have."""
-        if isinstance(values, dict):
-            self.values = {str(name): [float(v) for v in seq] for name, seq in values.items()
-                           if isinstance(seq, list)}
-
-
-def step_figures(cost, embeddings, probs, labels):
-    """The per-step figures of the original log lines: top-1/top-5 accuracy for the
-    losses that classify (they return probs: train_elem.py's line), else Recall@1
-    inside the batch (train_pair.py's line; also Proxy-Anchor's)."""
-    if probs is not None:
-        label_col = labels.reshape([-1, 1])
-        top5 = min(5, probs.shape[1])
-        return {"loss": cost.item(), "acc1": paddle.metric.accuracy(probs, label_col, k=1).item(),
-                "acc5": paddle.metric.accuracy(probs, label_col, k=top5).item()}
-    return {"loss": cost.item(), "recall": metrics.recall_topk(embeddings.numpy(), labels.numpy(), k=1)}
 
 
 def display_line(iteration, lr, means):
@@ -111,9 +77,11 @@ class CheckpointWriter:
         self.state = dict(identity, seed=flags.get("seed"), flags=dict(flags))
         self.last_saved = last_saved
 
-    def save(self, done, model, loss, optimizer, memory=None, meter=None):
+    def save(self, done, model, loss, optimizer, memory=None, meter=None, grad_scaler=None):
         directory = os.path.join(self.root, str(done))
         state = dict(self.state, next_iter=done, meter=meter or {})
+        if grad_scaler:
+            state["grad_scaler"] = grad_scaler
         try:
             checkpoint.save_checkpoint(directory, model, loss, optimizer, state, memory)
         except checkpoint.CheckpointWriteError as err:
@@ -128,8 +96,10 @@ class Run:
     """What happens around the steps: log lines, periodic tests, checkpoints (rank 0 only)."""
 
     def __init__(self, *, model, loss, optimizer, schedule, tester, writer, rank=0, nranks=1,
-                 log_dir=None, enable_ce=False, memory=None):
+                 log_dir=None, enable_ce=False, memory=None, scaler=None, skips=None):
         self.rank, self.nranks = rank, nranks
+        self.scaler = scaler
+        self.skips = skips or reader.SkipReport(None)
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.schedule, self.tester, self.writer = schedule, tester, writer
         self.enable_ce = enable_ce
@@ -145,35 +115,56 @@ class Run:
     def last_saved(self):
         return self.writer.last_saved
 
-    def after_step(self, iteration, lr, cost, embeddings, probs, labels, seconds):
-        figures = step_figures(cost, embeddings, probs, labels)
-        if not np.isfinite(figures["loss"]):
-            raise UserError(f"the loss became {figures['loss']} at iteration {iteration}; last good checkpoint: "
-                            f"{self.last_saved or 'none'} (lower --lr or check the data)")
-        self.meter.add(time=seconds, **figures)
+    def after_step(self, iteration, lr, cost, embeddings, probs, labels, seconds, signum=None):
+        """Note the step's figures; at a log, test or save step, or when a stop or NaN
+        check is due (agreement.due), read them, agree with the other ranks, and log,
+        test, save or stop. Returns the seconds spent testing and saving."""
+        self.meter.add_step(iteration, seconds, cost, embeddings, probs, labels)
         done = iteration + 1
+        displaying = iteration % self.schedule.display_every == 0
         testing = done % self.schedule.test_every == 0
         saving = done % self.schedule.save_every == 0 or done == self.schedule.total
+        if not (displaying or testing or saving or agreement.due(done, signum, self.nranks)):
+            return 0.0
+        signum = self.check(signum)
+        started = time.time()
         if testing or saving:
             average_running_stats(self.model, self.nranks)
         memory = self.gather_memory() if saving else None
         if saving:
             self.saved_iter = done  # on every rank, so all agree in stop()
-        if self.rank != 0:
-            return
-        if iteration % self.schedule.display_every == 0:
-            means = self.meter.pop()
-            self.last_cost = means["loss"]
-            print(display_line(iteration, lr, means), flush=True)
-            scalars = {f"train/{name}": value for name, value in means.items() if name != "time"}
-            self.curves.add(iteration, **scalars, **{"train/lr": lr})
-        if testing:
-            self.test(done)
-        if saving:
-            self.save(done, memory)
+        if self.rank == 0:
+            if displaying:
+                self.display(iteration, lr)
+            if testing:
+                self.test(done)
+            if saving:
+                self.save(done, memory)
+        if signum:
+            self.stop(done, signum)
+        return time.time() - started
+
+    def check(self, signum):
+        """Read the pending figures and agree with the other ranks: the stop signal
+        any rank received (0: none); UserError when some rank's loss is not finite."""
+        self.skips.flush()
+        signum, diverged = agreement.agree(signum, self.meter.flush(), self.rank, self.nranks)
+        if diverged:
+            where = f" on rank {diverged.rank}" if self.nranks > 1 else ""
+            raise UserError(f"the loss became {diverged.value} at iteration {diverged.iteration}{where}; "
+                            f"last good checkpoint: {self.last_saved or 'none'} (lower --lr or check the data)")
+        return signum
+
+    def display(self, iteration, lr):
+        means = self.meter.pop()
+        self.last_cost = means["loss"]
+        print(display_line(iteration, lr, means), flush=True)
+        scalars = {f"train/{name}": value for name, value in means.items() if name != "time"}
+        self.curves.add(iteration, **scalars, **{"train/lr": lr})
 
     def save(self, done, memory):
-        self.writer.save(done, self.model, self.loss, self.optimizer, memory, meter=self.meter.values)
+        self.writer.save(done, self.model, self.loss, self.optimizer, memory, meter=self.meter.values,
+                         grad_scaler=amp.scaler_state(self.scaler))
 
     def gather_memory(self):
         """Every rank's cross-batch memory (a collective on all ranks), or None."""
@@ -198,6 +189,9 @@ class Run:
         if self.rank == 0:
             print(f"[{fmt_time()}] stopped by {interrupts.signal_name(signum)} after {done} iterations; "
                   f"checkpoint: {self.last_saved}; resume with --checkpoint {self.last_saved}", flush=True)
+        if self.nranks > 1:
+            paddle.distributed.barrier()  # no rank exits before rank 0's checkpoint: the launcher
+            # ends the remaining ranks ~3 s after one of them exits with a non-zero code
         raise interrupts.Stopped(interrupts.EXIT_CODES[signum])
 
     def finish(self, start):
