@@ -18,7 +18,7 @@ start=$(date +%s)
 [ -f $data/Ebay_test.txt ] || $py data/make_demo.py --out $data
 
 echo "== 1/5 train_elem.py: arcmargin from scratch"
-$py train_elem.py "${common[@]}" --test_batch_size=100 --loss_name=arcmargin --arc_scale=30 --class_dim=100 \
+$py train_elem.py "${common[@]}" --test_batch_size=100 --test_before_training=True --loss_name=arcmargin --arc_scale=30 --class_dim=100 \
     --train_batch_size=32 --lr=0.05 --lr_steps=350 --total_iter_num=450 \
     --display_iter_step=50 --test_iter_step=150 --save_iter_step=450 --model_save_dir=$out/arcmargin
 
