@@ -108,13 +108,14 @@ def worker(args):
     real_after_step = monitor.Run.after_step
 
     def measuring_after_step(run, iteration, *rest):
-        real_after_step(run, iteration, *rest)
+        paused = real_after_step(run, iteration, *rest)
         if iteration + 1 in marks:
             gc.collect()
             kids = children(os.getpid())
             report["workers"] = sorted(set(report["workers"]) | set(kids))
             report[f"rss_{marks[iteration + 1]}_kb"] = rss_kb(os.getpid())
             report[f"rss_{marks[iteration + 1]}_with_workers_kb"] = rss_kb(os.getpid()) + sum(map(rss_kb, kids))
+        return paused
 
     monitor.Run.after_step = measuring_after_step
     script = train_pair if args.family == "pair" else train_elem
