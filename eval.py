@@ -123,6 +123,7 @@ def save_retrievals(args, test_set, scored):
 
 def main():
     args = build_parser().parse_args()
+    check_inference_flags(args)  # a flag mistake is the one line printed, before the configuration
     print_arguments(args)
     evaluate(args)
 

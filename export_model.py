@@ -47,6 +47,7 @@ def export(args):
 
 def main():
     args = build_parser().parse_args()
+    check_inference_flags(args)  # a flag mistake is the one line printed, before the configuration
     print_arguments(args)
     export(args)
 

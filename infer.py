@@ -115,6 +115,7 @@ def first_values(feature, count=5):
 
 def main():
     args = build_parser().parse_args()
+    check_flags(args)  # a flag mistake is the one line printed, before the configuration
     print_arguments(args)
     infer(args)
 

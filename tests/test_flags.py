@@ -165,3 +165,16 @@ def test_invalid_flag_as_a_real_process(script, overrides, message, demo_dir, tm
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("script", ["eval.py", "infer.py", "export_model.py", "train_elem.py"])
+def test_a_rule_between_flags_fails_before_the_configuration_block(script, tmp_path):
+    """The one error line is all the output: no configuration dump above it."""
+    argv = [sys.executable, os.path.join(ROOT, script), "--use_gpu=False"]
+    argv += ["--xbm_size=24"] if script.startswith("train") else []
+    if script.startswith("train"):
+        argv[1] = os.path.join(ROOT, "train_pair.py")
+        argv += ["--loss_name=eml"]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=str(tmp_path))
+    assert done.returncode == 2, done.stderr
+    assert "Configuration Arguments" not in done.stdout and done.stderr.count("\n") == 1, (done.stdout, done.stderr)
