@@ -4,6 +4,7 @@ training step, the per-batch time, the predictor's GPU number, the decode worker
 /dev/shm. Stopping and NaN under several ranks: tests/test_distributed.py."""
 import json
 import re
+import time
 
 import numpy as np
 import paddle
@@ -358,3 +359,33 @@ def test_small_dev_shm_passes_batches_through_pipes_and_says_so_once(demo_dir, m
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and "/dev/shm has 64 MB free" in out[0] and "--shm-size" in out[0]
     assert reader.batch_bytes(64, 224) * 4 * 2 > 64 * 2**20
+
+
+def _worker_body(ready):
+    data_workers.ignore_stop_signals()
+    ready.set()
+    while True:
+        time.sleep(0.05)
+
+
+def test_a_worker_ignores_sigterm_from_others_and_ends_on_its_parents():
+    """The launcher's SIGTERM to the process group must not kill decode workers; the
+    parent's (multiprocessing's terminate at exit) must."""
+    import multiprocessing
+    import subprocess
+
+    ready = multiprocessing.Event()
+    worker = multiprocessing.Process(target=_worker_body, args=(ready,), daemon=True)
+    worker.start()
+    try:
+        assert ready.wait(30)
+        subprocess.run(["kill", "-TERM", str(worker.pid)], check=True)  # sent by another process
+        subprocess.run(["kill", "-INT", str(worker.pid)], check=True)
+        time.sleep(0.5)
+        assert worker.is_alive()
+        worker.terminate()  # sent by the parent
+        worker.join(10)
+        assert not worker.is_alive()
+    finally:
+        if worker.is_alive():
+            worker.kill()

@@ -12,12 +12,13 @@
   group, workers included, and a signal sent by a cluster scheduler to every process
   reaches them too. A worker killed that way makes Paddle raise "DataLoader process
   ... killed by signal" in the training process, which then dies without its
-  checkpoint. Workers ignore SIGINT and SIGTERM; the training process notes the
-  signal, stops after the step and ends its workers itself (and a worker whose parent
-  died ends on its own).
+  checkpoint. Workers ignore SIGINT, and SIGTERM from anyone but their parent; the
+  training process notes the signal, stops after the step and ends its workers itself
+  (and a worker whose parent died ends on its own).
 """
 import os
 import signal
+import threading
 
 #: Batches each worker prepares ahead (Paddle's DataLoader prefetch_factor default).
 PREFETCH = 2
@@ -43,9 +44,22 @@ def worker_count(requested, device, nranks=1, cores=None):
 
 
 def ignore_stop_signals(worker_id=None):
-    """worker_init_fn of every DataLoader: see "Signals" in the module docstring."""
+    """worker_init_fn of every DataLoader: see "Signals" in the module docstring.
+
+    SIGINT is ignored. SIGTERM is blocked and taken by a thread that ends the worker
+    when its parent sent it (multiprocessing ends daemonic workers that way when the
+    parent exits; ignored, they would make that exit wait forever) and ignores it
+    from anyone else."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later inherit it
+    threading.Thread(target=_end_on_parents_sigterm, args=(os.getppid(),), daemon=True,
+                     name="sigterm-from-parent").start()
+
+
+def _end_on_parents_sigterm(parent):
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)
 
 
 def shm_free_bytes(path=SHM_PATH):
