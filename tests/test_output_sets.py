@@ -10,7 +10,7 @@ from PIL import Image
 
 import infer
 import models
-from dml.output_set import write_set
+from dml.outputs import write_set
 from dml.retrieval import grid
 
 SIZE = 32

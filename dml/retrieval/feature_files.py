@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from dml.errors import UserError, first_line
-from dml.output_set import write_set
+from dml.outputs import write_set
 
 
 def companion(npy_path, suffix):

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 import imgtool
-from dml.output_set import write_set
+from dml.outputs import write_set
 
 THUMB = 96          # side of each image thumbnail, px
 FRAME = 5           # frame width around a thumbnail, px
