@@ -29,7 +29,7 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
                   else "Number of training classes; kept from the original, not read by the pair losses.")
     add_arguments("class_dim", positive_int, 11318, class_help, parser)
     add_arguments("lr", positive_float, lr, "Initial learning rate of the Momentum optimizer (momentum 0.9, L2 "
-                  "decay 1e-4); --lr_strategy lowers it.", parser)
+                  "decay 1e-4 on the network); --lr_strategy lowers it.", parser)
     add_arguments("lr_strategy", choice(*LR_STRATEGIES), "piecewise_decay",
                   "Learning-rate schedule: piecewise_decay (x0.1 at each of --lr_steps) or cosine_decay "
                   "(to 0 at --total_iter_num).", parser)
