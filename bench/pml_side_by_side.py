@@ -56,7 +56,7 @@ def main():
     parser.add_argument("--samples_each_class", type=int, default=4, help="pair loss batches: images per class")
     parser.add_argument("--loss_lr_mult", type=float, default=1.0,
                         help="both sides: learning-rate multiplier of the loss's own parameters")
-    parser.add_argument("--loss_weight_decay", type=float, default=0.0,
+    parser.add_argument("--loss_weight_decay", type=float, default=1e-4,
                         help="both sides: L2 decay of the loss's own parameters (ours: --loss_weight_decay)")
     parser.add_argument("--ours_flags", default="", help="more flags for our training script (space-separated)")
     parser.add_argument("--sides", default="ours,pml", help="ours, pml or both")

@@ -1,6 +1,7 @@
 """What the training optimizer does to each parameter: the network's weights get the L2
 decay of 1e-4, the loss layer's own parameters (class weights, proxies) get
---loss_lr_mult times the learning rate and --loss_weight_decay (default 0: not decayed)."""
+--loss_lr_mult times the learning rate and --loss_weight_decay (default 1e-4, 0 exempts
+them)."""
 import numpy as np
 import paddle
 import pytest
@@ -43,9 +44,10 @@ def two_steps(**group_args):
 
 
 @pytest.mark.parametrize("group_args, proxy_mult, proxy_decay", [
-    ({}, 1.0, 0.0),
-    ({"loss_lr_mult": 100.0}, 100.0, 0.0),
-    ({"loss_weight_decay": 1e-4}, 1.0, 1e-4),
+    ({}, 1.0, 1e-4),
+    ({"loss_lr_mult": 100.0}, 100.0, 1e-4),
+    ({"loss_weight_decay": 0.0}, 1.0, 0.0),
+    ({"loss_lr_mult": 100.0, "loss_weight_decay": 0.0}, 100.0, 0.0),
     ({"loss_lr_mult": 10.0, "loss_weight_decay": 3e-3}, 10.0, 3e-3),
 ])
 def test_two_momentum_steps_per_group(group_args, proxy_mult, proxy_decay):
@@ -57,9 +59,9 @@ def test_two_momentum_steps_per_group(group_args, proxy_mult, proxy_decay):
     np.testing.assert_allclose(after[2], expected, rtol=1e-5, atol=1e-6)
 
 
-def test_proxies_are_not_decayed_unless_asked():
-    """A proxy no step's gradient reaches keeps its value exactly; with
-    --loss_weight_decay it shrinks by the decay alone."""
+def test_proxies_shrink_by_their_own_decay_alone():
+    """A proxy no step's gradient reaches shrinks by lr * decay on the first step: by
+    nothing with --loss_weight_decay=0."""
     paddle.seed(1)
     net, loss = paddle.nn.Linear(3, 4), losses.create("proxyanchor", 4, class_dim=5)
     x = paddle.to_tensor(np.ones((2, 3), np.float32))
@@ -81,7 +83,7 @@ def test_a_loss_without_parameters_gives_the_network_s():
 
 def test_loss_weight_decay_flag():
     parser = train_elem.build_parser()
-    assert parser.parse_args([]).loss_weight_decay == 0.0
-    assert parser.parse_args(["--loss_weight_decay=1e-4"]).loss_weight_decay == 1e-4
+    assert parser.parse_args([]).loss_weight_decay == 1e-4
+    assert parser.parse_args(["--loss_weight_decay=0"]).loss_weight_decay == 0.0
     with pytest.raises(SystemExit):
         parser.parse_args(["--loss_weight_decay=-1"])

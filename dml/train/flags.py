@@ -29,7 +29,7 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
                   else "Number of training classes; kept from the original, not read by the pair losses.")
     add_arguments("class_dim", positive_int, 11318, class_help, parser)
     add_arguments("lr", positive_float, lr, "Initial learning rate of the Momentum optimizer (momentum 0.9, L2 "
-                  "decay 1e-4 on the network); --lr_strategy lowers it.", parser)
+                  "decay 1e-4); --lr_strategy lowers it.", parser)
     add_arguments("lr_strategy", choice(*LR_STRATEGIES), "piecewise_decay",
                   "Learning-rate schedule: piecewise_decay (x0.1 at each of --lr_steps) or cosine_decay "
                   "(to 0 at --total_iter_num).", parser)
@@ -62,8 +62,9 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
     add_arguments("loss_lr_mult", positive_float, 1.0,
                   "Learning-rate multiplier for the loss layer's own parameters (class weights, proxies; "
                   "Proxy-Anchor's authors train proxies at 100).", parser)
-    add_arguments("loss_weight_decay", nonnegative_float, 0.0,
-                  "L2 decay of the loss layer's own parameters (the network's is 1e-4); 0: not decayed.", parser)
+    add_arguments("loss_weight_decay", nonnegative_float, 1e-4,
+                  "L2 decay of the loss layer's own parameters (class weights, proxies); the network's is 1e-4. "
+                  "0: not decayed, as pytorch-metric-learning's examples train proxies.", parser)
     if family == "pair":
         memory_losses = ", ".join(n for n in losses.names("pair") if losses.spec(n).reference_set)
         add_arguments("xbm_size", nonnegative_int, 0,

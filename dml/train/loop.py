@@ -179,12 +179,10 @@ def train(args, family):
     return run
 
 
-def parameter_groups(model, loss, loss_lr_mult=1.0, loss_weight_decay=0.0):
-    """The parameters to optimise: the network's (the optimizer's L2 decay), then the
-    loss layer's own (class weights, proxies) at `loss_lr_mult` times the learning rate
-    with L2 decay `loss_weight_decay`. Paddle decays every parameter a group does not
-    exempt; the cosine losses' rows are normalised, so decay only shrinks them and
-    inflates their effective step."""
+def parameter_groups(model, loss, loss_lr_mult=1.0, loss_weight_decay=1e-4):
+    """The parameters to optimise: the network's (the optimizer's L2 decay of 1e-4), then
+    the loss layer's own (class weights, proxies) at `loss_lr_mult` times the learning
+    rate with L2 decay `loss_weight_decay` (by default the network's, as the original)."""
     own = loss.parameters()
     if not own:
         return model.parameters()
