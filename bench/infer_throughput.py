@@ -17,11 +17,10 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench import timing  # noqa: E402
+from bench import timing
 
 PADDLE_ENGINES = ["paddle-1thread", "paddle-dygraph", "paddle-to_static", "ours", "predictor-bf16"]
 
@@ -64,7 +63,7 @@ def paddle_run(engine, config, threads):
     import paddle
 
     from dml.runtime import acceleration
-    import models
+    from dml import models
 
     name, size, batch, images = images_of(config)
     threads = acceleration.configure_cpu(1 if engine == "paddle-1thread" else timing.thread_count(threads))
@@ -103,4 +102,4 @@ def worker(engine, config, iters, threads):
 
 
 if __name__ == "__main__":
-    timing.main(__file__, "inference", PADDLE_ENGINES, worker)
+    timing.main(__spec__.name, "inference", PADDLE_ENGINES, worker)

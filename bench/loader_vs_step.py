@@ -12,14 +12,13 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dml.runtime import acceleration, paddle_compat  # noqa: E402
-import losses  # noqa: E402
-import models  # noqa: E402
-import reader  # noqa: E402
-from dml.train import loop  # noqa: E402
-from bench.reader_throughput import images_per_second as loader_images_per_second  # noqa: E402
+from dml.runtime import acceleration, paddle_compat
+from dml import losses
+from dml import models
+from dml.data import reader
+from dml.train import loop
+from bench.reader_throughput import images_per_second as loader_images_per_second
 
 
 def build_step(image_list, batch_size):

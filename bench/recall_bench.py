@@ -27,8 +27,7 @@ import tracemalloc
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dml.retrieval.metrics import recall_topk, retrieval_metrics  # noqa: E402
+from dml.retrieval.metrics import recall_topk, retrieval_metrics
 
 SOP_TEST_IMAGES = 60502
 SOP_TEST_CLASSES = 11316

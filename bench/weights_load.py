@@ -12,12 +12,11 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
+import numpy as np
+import paddle
 
-from dml.runtime import weights_file  # noqa: E402
+from dml.weights import weights_file
 
 
 def timed(load, path):

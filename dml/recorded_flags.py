@@ -8,7 +8,7 @@ import argparse
 import json
 import os
 
-from dml.checkpoint_layout import PARAMS, STATE
+from dml.train.checkpoint import PARAMS, STATE
 from dml.errors import UserError
 
 

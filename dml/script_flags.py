@@ -3,8 +3,8 @@ check of the flags that depend on each other in eval.py, infer.py and export_mod
 import argparse
 import os
 
-import imgtool
-import models
+from dml.data import imgtool
+from dml import models
 from dml import recorded_flags
 from dml.cli import add_arguments
 from dml.errors import UserError

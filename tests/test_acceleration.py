@@ -7,10 +7,10 @@ import pytest
 
 from dml.runtime import acceleration
 from dml.retrieval import features
-import losses
-import models
+from dml import losses
+from dml import models
 from dml.train.loop import TrainStep
-from utility import UserError
+from dml.errors import UserError
 
 SIZE = 32
 

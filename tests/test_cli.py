@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-import eval as eval_script
-import export_model
-import infer
-import train_elem
-import train_pair
+from dml.commands import eval as eval_script
+from dml.commands import export_model
+from dml.commands import infer
+from dml.commands import train_elem
+from dml.commands import train_pair
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -13,15 +13,15 @@ import pytest
 from PIL import Image
 
 from dml.train import checkpoint
-import eval as eval_script
-import losses
+from dml.commands import eval as eval_script
+from dml import losses
 from dml.retrieval import metrics
-import models
-import reader
+from dml import models
+from dml.data import reader
 from dml.retrieval import grid
 from dml.retrieval.test_set import TestSet
 from dml.train import monitor
-from utility import UserError
+from dml.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 40

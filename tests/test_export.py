@@ -11,10 +11,10 @@ import paddle
 import pytest
 
 from conftest import dynamic_graph_features
-import export_model
+from dml.commands import export_model
 from dml.retrieval import predictor
-import models
-from utility import UserError
+from dml import models
+from dml.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 48

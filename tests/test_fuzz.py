@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import imgtool
-import reader
-from utility import UserError
+from dml.data import imgtool
+from dml.data import reader
+from dml.errors import UserError
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 WORK = None  # set by the autouse fixture below: one pytest-managed directory per module run

@@ -10,9 +10,9 @@ import numpy as np
 import paddle
 import pytest
 
-import losses
-import models
-import reader
+from dml import losses
+from dml import models
+from dml.data import reader
 from amp_on_cpu import autocast_state, pretend_gpu_amp
 from dml.retrieval import features, metrics, predictor
 from dml.runtime import acceleration, data_workers, device
@@ -332,7 +332,7 @@ class _directory:
 
 
 def test_worker_count_on_gpu_follows_the_cores_unless_given():
-    import train_elem
+    from dml.commands import train_elem
 
     default = train_elem.build_parser().parse_args([]).num_workers
     given = train_elem.build_parser().parse_args(["--num_workers=2"]).num_workers

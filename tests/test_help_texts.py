@@ -5,13 +5,13 @@ import re
 
 import pytest
 
-import eval as eval_script
-import export_model
-import infer
-import losses
-import models
-import train_elem
-import train_pair
+from dml.commands import eval as eval_script
+from dml.commands import export_model
+from dml.commands import infer
+from dml import losses
+from dml import models
+from dml.commands import train_elem
+from dml.commands import train_pair
 from dml.runtime.acceleration import ENGINES
 from dml.train.flags import LR_STRATEGIES
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import dynamic_graph_features
-import models
+from dml import models
 from dml.index import flat, gallery, store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,7 +105,7 @@ def test_build_from_features_directory_format(feats, net, tmp_path):
 def test_add_embeds_only_new_images_like_the_network(feats, net, demo_dir, tmp_path, monkeypatch, capsys):
     """add of images: the old rows are kept byte for byte (never re-embedded), only the
     new images pass through the network, and their rows equal the network's output."""
-    import index
+    from dml.commands import index
     from dml.retrieval import features
 
     paths = [os.path.abspath(p) for p in open(feats[:-4] + ".paths.txt").read().split()]

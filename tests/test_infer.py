@@ -12,9 +12,9 @@ import paddle
 import pytest
 
 from conftest import dynamic_graph_features
-import infer
-import models
-from utility import UserError
+from dml.commands import infer
+from dml import models
+from dml.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32

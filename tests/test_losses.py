@@ -6,10 +6,10 @@ import numpy as np
 import paddle
 import pytest
 
-import losses
-from losses.pair_distance import class_order_index
+from dml import losses
+from dml.losses.pair_distance import class_order_index
 from tests import loss_reference as ref
-from utility import UserError
+from dml.errors import UserError
 
 
 def as_np(t):

@@ -8,12 +8,12 @@ import numpy as np
 import paddle
 import pytest
 
-import losses
+from dml import losses
 from dml.train import loop
 from dml.train.memory import CrossBatchMemory, gathered_state, rank_state
 from tests import loss_reference as ref
 from test_trainer import final_params, flags, run
-from utility import UserError
+from dml.errors import UserError
 
 
 def unit(x):

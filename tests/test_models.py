@@ -5,8 +5,8 @@ import numpy as np
 import paddle
 import pytest
 
-import models
-from utility import UserError
+from dml import models
+from dml.errors import UserError
 
 VISION = {
     "ResNet18": (paddle.vision.models.resnet18, 512),

@@ -8,8 +8,8 @@ import paddle
 import pytest
 from PIL import Image
 
-import infer
-import models
+from dml.commands import infer
+from dml import models
 from dml.outputs import write_set
 from dml.retrieval import grid
 

@@ -4,7 +4,7 @@ import numpy as np
 import paddle
 import pytest
 
-import reader
+from dml.data import reader
 from dml.runtime import paddle_compat
 
 

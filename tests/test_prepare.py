@@ -12,9 +12,8 @@ import pytest
 import official_archives as oa
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "data"))
 
-from converters import counts  # noqa: E402
+from dml.data.converters import counts
 
 
 def prepare(*args):

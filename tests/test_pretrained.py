@@ -8,12 +8,12 @@ import numpy as np
 import paddle
 import pytest
 
-import models
-import models.pretrained as pretrained
+from dml import models
+from dml.models import pretrained
 from fixtures_legacy import EXTRA_VARS, build_legacy_dir, original_resnet_vars
-from models.fluid_tensor import decode_tensor
-from models.legacy_names import resnet_legacy_names
-from utility import UserError
+from dml.weights.fluid_tensor import decode_tensor
+from dml.models.legacy_names import resnet_legacy_names
+from dml.errors import UserError
 
 VISION = {
     "ResNet18": paddle.vision.models.resnet18,

@@ -9,12 +9,12 @@ import numpy as np
 import paddle
 import pytest
 
-import eval as eval_script
-import models
+from dml.commands import eval as eval_script
+from dml import models
 from conftest import dynamic_graph_features
 from test_metrics import brute_force_query_gallery
 from test_trainer import flags, run
-from utility import UserError
+from dml.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32

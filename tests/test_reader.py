@@ -5,9 +5,9 @@ import shutil
 import numpy as np
 import pytest
 
-import reader
+from dml.data import reader
 from conftest import write_list
-from utility import UserError
+from dml.errors import UserError
 
 
 def fake_list(tmp_path, class_sizes, mode_rows=None):

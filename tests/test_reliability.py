@@ -12,10 +12,10 @@ import paddle
 import pytest
 
 from dml.train import checkpoint
-from dml.runtime import safe_load
+from dml.weights import safe_load
 from dml.train import loop
 from test_trainer import final_params, flags, run
-from utility import UserError
+from dml.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_WORKER = os.path.join(ROOT, "tests", "workers", "kill_train.py")

@@ -10,11 +10,11 @@ import paddle
 import pytest
 
 from dml.train import checkpoint
-import losses
-import models
-from dml.runtime import safe_load
+from dml import losses
+from dml import models
+from dml.weights import safe_load
 from dml.train import loop
-from utility import UserError
+from dml.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

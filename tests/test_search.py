@@ -77,7 +77,7 @@ def clustered(num, dim, seed):
 @pytest.mark.parametrize("backend, floor", [("hnsw", 0.95), ("ivfpq", 0.5)])
 def test_faiss_backends_recall_against_exact_after_add(backend, floor, tmp_path):
     pytest.importorskip("faiss")
-    import index
+    from dml.commands import index
 
     data = clustered(3000, 32, 0)
     queries = clustered(100, 32, 1)
@@ -109,8 +109,8 @@ def test_faiss_missing_is_one_line(monkeypatch):
 def test_milvus_lite_end_to_end(tmp_path):
     """build, search, add, remove on a Milvus Lite file: hits equal the flat backend's."""
     pytest.importorskip("milvus_lite")
-    import index
-    import search
+    from dml.commands import index
+    from dml.commands import search
 
     data = clustered(300, 16, 3)
     feats_path = str(tmp_path / "g.npy")

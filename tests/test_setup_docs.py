@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-import eval as eval_script
-import export_model
-import infer
-import train_elem
-import train_pair
+from dml.commands import eval as eval_script
+from dml.commands import export_model
+from dml.commands import infer
+from dml.commands import train_elem
+from dml.commands import train_pair
 from dml.runtime.device import cuda_available
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,7 +102,9 @@ def test_setup_env_installs_the_requirements_named_by_REQUIREMENTS(fake_checkout
     assert done.returncode == 0, done.stderr
     calls = (fake_checkout / ".venv" / "bin" / "calls.log").read_text().splitlines()
     assert "-m pip uninstall --quiet --yes paddlepaddle" in calls, calls
-    assert calls[-1].endswith(f"-r {fake_checkout}/requirements-gpu.txt"), calls
+    assert calls[-2].endswith(f"-r {fake_checkout}/requirements-gpu.txt"), calls
+    # then the toolkit itself, without its dependencies: the GPU wheel stays
+    assert calls[-1].endswith(f"--no-deps -e {fake_checkout}"), calls
     assert (fake_checkout / ".venv" / ".installed-requirements-gpu.txt").exists()
 
 

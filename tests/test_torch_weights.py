@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-import models
+from dml import models
 from dml.errors import UserError
-from dml.runtime.safe_load import UnsafeWeightsError
+from dml.weights.safe_load import UnsafeWeightsError
 from fixtures import seeded_resnet
-from models import torch_weights
-from models.backbones import BackboneSpec
-from models.vit import VisionTransformer
+from dml.models import torch_weights
+from dml.models.backbones import BackboneSpec
+from dml.models.vit import VisionTransformer
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 DINO, TIMM = os.path.join(FIXTURES, "vit_dino.pth"), os.path.join(FIXTURES, "vit_timm.safetensors")

@@ -10,12 +10,12 @@ import paddle
 import pytest
 
 from dml.train import checkpoint
-import losses
-import train_elem
-import train_pair
+from dml import losses
+from dml.commands import train_elem
+from dml.commands import train_pair
 from dml.train import loop
 from fixtures_legacy import build_legacy_dir
-from utility import UserError
+from dml.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIME = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]"

@@ -9,16 +9,17 @@ import time
 import paddle
 import pytest
 
-import eval as eval_script
-import export_model
-import infer
-import models
-import train_elem
-import train_pair
+from dml.commands import eval as eval_script
+from dml.commands import export_model
+from dml.commands import infer
+from dml import models
+from dml.commands import train_elem
+from dml.commands import train_pair
 from dml.train import checkpoint
 from tests import hostile_pickles
 from test_trainer import flags, run
-from utility import UserError, run_cli
+from dml.cli import run_cli
+from dml.errors import UserError
 
 #: One file of each kind of attack (the whole corpus is read by tests/test_weights_file.py).
 SAMPLE = ["os.system", "eval-namespace", "dtype-setstate-record", "ndarray(shape,dtype,buffer)", "deep-tuple-1e6",

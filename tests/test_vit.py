@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 import pytest
 
-import models
+from dml import models
 from dml.retrieval import predictor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,14 +11,15 @@ import numpy as np
 import paddle
 import pytest
 
-import eval as eval_script
-import export_model
-import imgtool
-import infer
-import losses
-import models
+from dml.commands import eval as eval_script
+from dml.commands import export_model
+from dml.data import imgtool
+from dml.commands import infer
+from dml import losses
+from dml import models
 from dml.train import checkpoint
-from utility import UserError, run_cli
+from dml.cli import run_cli
+from dml.errors import UserError
 
 SIZE = 32
 COMMON = ["--model=ResNet18", f"--image_shape=3,{SIZE},{SIZE}", "--use_gpu=False"]

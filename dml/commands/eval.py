@@ -10,9 +10,9 @@ import os
 import numpy as np
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
-from utility import ArgumentParser, add_arguments, fmt_time, print_arguments, run_cli
-import models
-import reader
+from dml.cli import ArgumentParser, add_arguments, fmt_time, print_arguments, run_cli
+from dml import models
+from dml.data import reader
 from dml.flag_types import positive_int
 from dml.outputs import write_json_atomic
 from dml.recorded_flags import settle_embedding_size

@@ -10,8 +10,9 @@ import argparse
 import os
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
-from utility import ArgumentParser, UserError, add_arguments, print_arguments, run_cli
-import models
+from dml.cli import ArgumentParser, add_arguments, print_arguments, run_cli
+from dml.errors import UserError
+from dml import models
 from dml.recorded_flags import settle_embedding_size
 from dml.retrieval import predictor
 from dml.runtime.device import choose_device

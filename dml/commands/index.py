@@ -16,7 +16,8 @@ import argparse
 import os
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
-from utility import ArgumentParser, UserError, run_cli
+from dml.cli import ArgumentParser, run_cli
+from dml.errors import UserError
 from dml.index import backends, embed, flags, gallery, manifest, store
 from dml.retrieval import feature_files, image_inputs
 from dml.runtime.device import choose_device

@@ -23,10 +23,11 @@ import sys
 import numpy as np
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
-from utility import ArgumentParser, UserError, add_arguments, print_arguments, run_cli
-import imgtool
-import models
-import reader
+from dml.cli import ArgumentParser, add_arguments, print_arguments, run_cli
+from dml.errors import UserError
+from dml.data import imgtool
+from dml import models
+from dml.data import reader
 from dml.recorded_flags import settle_embedding_size
 from dml.retrieval import features, image_inputs, predictor
 from dml.retrieval.feature_files import save_features

@@ -12,7 +12,7 @@ grey: label unknown).
 import argparse
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
-from utility import ArgumentParser, run_cli
+from dml.cli import ArgumentParser, run_cli
 from dml.cli import add_arguments
 from dml.flag_types import finite_float, positive_int
 from dml.index import flags, manifest, query, store

@@ -1,5 +1,5 @@
 """Train an embedding network with a classification loss (softmax, arcmargin, ...)."""
-from utility import ArgumentParser, run_cli
+from dml.cli import ArgumentParser, run_cli
 from dml.train.flags import add_training_arguments
 
 

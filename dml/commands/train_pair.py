@@ -1,5 +1,5 @@
 """Fine-tune an embedding network with a pair-based loss (triplet, quadruplet, eml, npairs, ...)."""
-from utility import ArgumentParser, run_cli
+from dml.cli import ArgumentParser, run_cli
 from dml.train.flags import add_training_arguments
 
 

@@ -119,7 +119,7 @@ def write_list(path, rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "demo"))
+    parser.add_argument("--out", default=os.path.join("data", "demo"), help="output directory (default data/demo)")
     parser.add_argument("--train_classes", type=int, default=100)
     parser.add_argument("--test_classes", type=int, default=100)
     parser.add_argument("--images_per_class", type=int, default=6)

@@ -9,6 +9,9 @@ import math
 import numpy as np
 from PIL import Image, ImageFile
 
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "CROP_AREA", "CROP_ASPECT", "DecodeError", "parse_image_shape",
+           "decode_rgb", "random_crop_box", "train_image", "eval_image", "normalize", "process_image"]
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 

@@ -19,10 +19,8 @@ import importlib
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from converters import counts, image_lists  # noqa: E402
-from converters.errors import ArchiveError  # noqa: E402
+from dml.data.converters import counts, image_lists
+from dml.data.converters.errors import ArchiveError
 
 # Imported on use: only cars needs numpy and scipy, only --crop_boxes needs OpenCV.
 READERS = ("sop", "cub", "cars", "inshop")
@@ -52,7 +50,7 @@ def prepare(args):
     if not os.path.isdir(args.src):
         raise ArchiveError(f"source folder {args.src!r} not found")
     src, out = os.path.abspath(args.src), os.path.abspath(args.out)
-    archive = importlib.import_module(f"converters.{args.dataset}").read(src, args.crop_boxes)
+    archive = importlib.import_module(f"dml.data.converters.{args.dataset}").read(src, args.crop_boxes)
     image_lists.check_images_exist(archive.lists, src)
     found = counts.found_counts(archive.lists)
     for line in counts.count_lines(args.dataset, found):
@@ -67,7 +65,7 @@ def prepare(args):
         print(f"warning: {lonely} query image(s) have no image of their item in the gallery")
     texts = {name: image_lists.render(entries, out) for name, entries in archive.lists.items()}
     if archive.boxes:
-        lists = importlib.import_module("converters.crops").crop_all(archive, out)
+        lists = importlib.import_module("dml.data.converters.crops").crop_all(archive, out)
         texts = {name: image_lists.render(entries, out) for name, entries in lists.items()}
     image_lists.write_lists(out, texts)
     print(f"wrote {', '.join(texts)} into {out}: pass --data_dir={out}")

@@ -16,9 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import paddle
 
-import imgtool
+from dml.data import imgtool
 from dml.errors import UserError
 from dml.runtime import data_workers
+
+__all__ = ["DOWNLOAD_HINT", "HEADER", "MAX_CLASS_ID", "ImageList", "resolve_list", "read_list", "ElemSampler",
+           "TripletSampler", "ClassBalancedSampler", "make_sampler", "shard", "TrainKeys", "TrainDataset",
+           "TestDataset", "SkipReport", "train_batches", "train_loader", "batch_bytes", "test_loader"]
 
 DOWNLOAD_HINT = "run `bash data/download_sop.sh` (or `python data/make_demo.py` for the demo set)"
 HEADER = ["image_id", "class_id", "super_class_id", "path"]

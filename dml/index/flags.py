@@ -5,7 +5,7 @@ import os
 from dml.cli import add_arguments
 from dml.errors import UserError
 from dml.flag_types import choice, nonnegative_int, positive_int
-import models
+from dml import models
 from dml.script_flags import add_engine_argument, image_shape
 
 from . import backends

@@ -1,6 +1,6 @@
 """Metric-learning losses, one per file, under the original PaddleCV class names.
 
-    import losses
+    from dml import losses
     losses.names()                      # every --loss_name; names("pair") for train_pair.py
     loss = losses.create("arcmargin", embedding_dim=512, class_dim=11318, scale=64.0)
     cost, probs = loss(embeddings, labels)   # probs: [N, class_dim], or None for pair losses
@@ -11,16 +11,26 @@ from dml.errors import UserError
 
 from .arcmarginloss import ArcMarginLoss
 from .catalog import SPECS
+from .circle import CircleLoss
+from .contrastive import ContrastiveLoss
+from .cosface import CosFaceLoss
 from .emlloss import EmlLoss
+from .multisimilarity import MultiSimilarityLoss
 from .npairsloss import NpairsLoss
+from .proxyanchor import ProxyAnchorLoss
 from .quadrupletloss import QuadrupletLoss
 from .softmaxloss import SoftmaxLoss
 from .spec import LossSpec, Param
+from .subcenter_arcmargin import SubCenterArcMarginLoss
+from .supcon import SupConLoss
+from .trihard import TriHardLoss
 from .tripletloss import TripletLoss
 
 _BY_NAME = {entry.name: entry for entry in SPECS}
 
-__all__ = ["ArcMarginLoss", "EmlLoss", "NpairsLoss", "QuadrupletLoss", "SoftmaxLoss", "TripletLoss",
+__all__ = ["ArcMarginLoss", "CircleLoss", "ContrastiveLoss", "CosFaceLoss", "EmlLoss", "MultiSimilarityLoss",
+           "NpairsLoss", "ProxyAnchorLoss", "QuadrupletLoss", "SoftmaxLoss", "SubCenterArcMarginLoss", "SupConLoss",
+           "TriHardLoss", "TripletLoss",
            "LossSpec", "Param", "SPECS", "names", "spec", "create", "check_batch", "check_labels"]
 
 
@@ -90,7 +100,7 @@ SAMPLER_TEXT = {"elem": "shuffled images", "triplet": "(anchor, positive, negati
 
 
 def markdown_table():
-    """The README's loss table, made from the catalog (`python -m losses` prints it)."""
+    """The README's loss table, made from the catalog (`python -m dml.losses` prints it)."""
     rows = ["| `--loss_name` | script | batch | flags (default) | what it is |", "|---|---|---|---|---|"]
     for entry in SPECS:
         flags = ", ".join(f"`--{p.flag}` ({p.default})" for p in entry.params) or "-"

@@ -1,6 +1,6 @@
 """Model zoo: embedding networks by the original names (a timm-style registry).
 
-    import models
+    from dml import models
     models.names()                                        # ResNet18, ..., ResNet152
     model = models.create("ResNet50", embedding_size=0)   # [N,3,H,W] -> [N,2048]
     models.load_pretrained(model, "/path/to/weights")     # what --pretrained_model does

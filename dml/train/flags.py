@@ -3,9 +3,9 @@ the loss flags come from the loss specs. `check` holds the rules that tie severa
 flags together; every single-flag rule is in the flag's type."""
 import argparse
 
-import imgtool
-import losses
-import models
+from dml.data import imgtool
+from dml import losses
+from dml import models
 from dml.cli import add_arguments
 from dml.errors import UserError
 from dml.flag_types import choice, increasing_ints, nonnegative_int, parse_increasing_ints, positive_float, \

@@ -9,7 +9,7 @@ Weights holding NaN or Inf are refused, naming them.
 """
 import paddle
 
-from dml.runtime import weights_file
+from dml.weights import weights_file
 from dml.errors import UserError
 
 
