@@ -9,16 +9,13 @@ should run at about the step alone (the workers decode while the step computes).
 """
 import argparse
 import os
-import sys
 import time
 
-
-from dml.runtime import acceleration, paddle_compat
-from dml import losses
-from dml import models
-from dml.data import reader
-from dml.train import loop
 from bench.reader_throughput import images_per_second as loader_images_per_second
+from dml import losses, models
+from dml.data import reader
+from dml.runtime import acceleration, paddle_compat
+from dml.train import loop
 
 
 def build_step(image_list, batch_size):

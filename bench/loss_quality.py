@@ -18,11 +18,9 @@ import sys
 import tempfile
 import time
 
-
-from dml.commands import eval as eval_script
 from dml import losses
-from dml.commands import train_elem
-from dml.commands import train_pair
+from dml.commands import eval as eval_script
+from dml.commands import train_elem, train_pair
 from dml.train import loop
 
 COMMON = ["--model=ResNet18", "--image_shape=3,32,32", "--use_gpu=False", "--num_workers=0"]

@@ -7,9 +7,7 @@ the same run (the machines are shared and noisy: compare ratios, not absolute nu
 """
 import argparse
 import os
-import sys
 import time
-
 
 from dml.data import reader
 from dml.runtime import paddle_compat

@@ -21,7 +21,6 @@ the call, i.e. beyond the feature matrix itself.
 import argparse
 import multiprocessing as mp
 import os
-import sys
 import time
 import tracemalloc
 

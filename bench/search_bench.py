@@ -22,15 +22,15 @@ dimension, which is what approximate search relies on; exact search does not car
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 import tracemalloc
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from dml.index import flat
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BLOCK = 1 << 16
 

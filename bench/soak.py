@@ -97,10 +97,8 @@ def worker(args):
     """The measured training run (in the child process)."""
     import gc
 
-    from dml.commands import train_elem
-    from dml.commands import train_pair
-    from dml.train import monitor
-    from dml.train import loop
+    from dml.commands import train_elem, train_pair
+    from dml.train import loop, monitor
 
     marks = {args.early: "early", args.iterations: "end"}
     report = {"workers": []}

@@ -16,8 +16,6 @@ default, `--engine static`), torch (needs `pip install -r requirements-bench.txt
 without it the torch column is left out).
 Compare ratios, not absolute figures: these machines are shared and noisy.
 """
-import os
-import sys
 
 
 import numpy as np
@@ -50,9 +48,8 @@ def batch_of(config, sampler="elem", seed=0):
 def paddle_step(engine, config, threads, loss):
     import paddle
 
+    from dml import losses, models
     from dml.runtime import acceleration
-    from dml import losses
-    from dml import models
     from dml.train import loop
 
     name, batch, images, labels = batch_of(config, losses.spec(loss).sampler)

@@ -5,12 +5,11 @@ import numpy as np
 import paddle
 import pytest
 
-from dml.runtime import acceleration
-from dml.retrieval import features
-from dml import losses
-from dml import models
-from dml.train.loop import TrainStep
+from dml import losses, models
 from dml.errors import UserError
+from dml.retrieval import features
+from dml.runtime import acceleration
+from dml.train.loop import TrainStep
 
 SIZE = 32
 

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from dml import losses
 from bench import train_throughput
+from dml import losses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

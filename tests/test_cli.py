@@ -6,10 +6,7 @@ import sys
 import pytest
 
 from dml.commands import eval as eval_script
-from dml.commands import export_model
-from dml.commands import infer
-from dml.commands import train_elem
-from dml.commands import train_pair
+from dml.commands import export_model, infer, train_elem, train_pair
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,16 +12,13 @@ import paddle
 import pytest
 from PIL import Image
 
-from dml.train import checkpoint
+from dml import losses, models
 from dml.commands import eval as eval_script
-from dml import losses
-from dml.retrieval import metrics
-from dml import models
 from dml.data import reader
-from dml.retrieval import grid
-from dml.retrieval.test_set import TestSet
-from dml.train import monitor
 from dml.errors import UserError
+from dml.retrieval import grid, metrics
+from dml.retrieval.test_set import TestSet
+from dml.train import checkpoint, monitor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 40

@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import paddle
 import pytest
-
 from conftest import dynamic_graph_features
-from dml.commands import export_model
-from dml.retrieval import predictor
+
 from dml import models
+from dml.commands import export_model
 from dml.errors import UserError
+from dml.retrieval import predictor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 48

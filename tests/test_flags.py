@@ -10,13 +10,10 @@ import sys
 import paddle
 import pytest
 
-from dml.commands import eval as eval_script
-from dml.commands import export_model
-from dml.commands import infer
 from dml import models
-from dml.commands import train_elem
-from dml.commands import train_pair
 from dml.cli import run_cli
+from dml.commands import eval as eval_script
+from dml.commands import export_model, infer, train_elem, train_pair
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = {"train_elem": train_elem, "train_pair": train_pair, "eval": eval_script, "infer": infer,

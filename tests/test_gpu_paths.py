@@ -9,15 +9,14 @@ import time
 import numpy as np
 import paddle
 import pytest
-
-from dml import losses
-from dml import models
-from dml.data import reader
 from amp_on_cpu import autocast_state, pretend_gpu_amp
+from test_trainer import flags, run
+
+from dml import losses, models
+from dml.data import reader
 from dml.retrieval import features, metrics, predictor
 from dml.runtime import acceleration, data_workers, device
 from dml.train import amp, checkpoint, loop
-from test_trainer import flags, run
 
 LINE = re.compile(r"trainbatch (\d+), lr ([\d.]+), loss ([-\d.]+), (?:acc1 ([\d.]+), acc5 ([\d.]+)|recall ([\d.]+)), "
                   r"time +([\d.]+) sec")

@@ -5,13 +5,9 @@ import re
 
 import pytest
 
+from dml import losses, models
 from dml.commands import eval as eval_script
-from dml.commands import export_model
-from dml.commands import infer
-from dml import losses
-from dml import models
-from dml.commands import train_elem
-from dml.commands import train_pair
+from dml.commands import export_model, infer, train_elem, train_pair
 from dml.runtime.acceleration import ENGINES
 from dml.train.flags import LR_STRATEGIES
 

@@ -13,9 +13,10 @@ import time
 import numpy as np
 import paddle
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from conftest import dynamic_graph_features
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dml import models
 from dml.index import flat, gallery, store
 

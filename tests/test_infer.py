@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import paddle
 import pytest
-
 from conftest import dynamic_graph_features
-from dml.commands import infer
+
 from dml import models
+from dml.commands import infer
 from dml.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

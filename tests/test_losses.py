@@ -7,9 +7,9 @@ import paddle
 import pytest
 
 from dml import losses
+from dml.errors import UserError
 from dml.losses.pair_distance import class_order_index
 from tests import loss_reference as ref
-from dml.errors import UserError
 
 
 def as_np(t):

@@ -7,13 +7,13 @@ import shutil
 import numpy as np
 import paddle
 import pytest
+from test_trainer import final_params, flags, run
 
 from dml import losses
+from dml.errors import UserError
 from dml.train import loop
 from dml.train.memory import CrossBatchMemory, gathered_state, rank_state
 from tests import loss_reference as ref
-from test_trainer import final_params, flags, run
-from dml.errors import UserError
 
 
 def unit(x):

@@ -8,8 +8,8 @@ import paddle
 import pytest
 from PIL import Image
 
-from dml.commands import infer
 from dml import models
+from dml.commands import infer
 from dml.outputs import write_set
 from dml.retrieval import grid
 

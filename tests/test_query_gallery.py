@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import paddle
 import pytest
-
-from dml.commands import eval as eval_script
-from dml import models
 from conftest import dynamic_graph_features
 from test_metrics import brute_force_query_gallery
 from test_trainer import flags, run
+
+from dml import models
+from dml.commands import eval as eval_script
 from dml.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,7 +76,8 @@ def test_overlap_as_a_script_is_one_line(demo_dir, weights, tmp_path):
     done = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), "--model=ResNet18", "--use_gpu=False",
                            f"--image_shape=3,{SIZE},{SIZE}", f"--data_dir={demo_dir}", f"--pretrained_model={weights}",
                            f"--query_list={query}", f"--gallery_list={query}"], capture_output=True, text=True)
-    assert done.returncode == 2 and done.stderr.count("\n") == 1 and f"share {len(query_rows)}" in done.stderr, done.stderr
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"share {len(query_rows)}" in done.stderr, done.stderr
 
 
 def test_training_tests_with_the_query_gallery_protocol(demo_dir, tmp_path, capsys):

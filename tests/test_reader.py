@@ -4,9 +4,9 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import write_list
 
 from dml.data import reader
-from conftest import write_list
 from dml.errors import UserError
 
 

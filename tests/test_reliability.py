@@ -10,12 +10,11 @@ import time
 import numpy as np
 import paddle
 import pytest
-
-from dml.train import checkpoint
-from dml.weights import safe_load
-from dml.train import loop
 from test_trainer import final_params, flags, run
+
 from dml.errors import UserError
+from dml.train import checkpoint, loop
+from dml.weights import safe_load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_WORKER = os.path.join(ROOT, "tests", "workers", "kill_train.py")

@@ -9,12 +9,10 @@ import numpy as np
 import paddle
 import pytest
 
-from dml.train import checkpoint
-from dml import losses
-from dml import models
-from dml.weights import safe_load
-from dml.train import loop
+from dml import losses, models
 from dml.errors import UserError
+from dml.train import checkpoint, loop
+from dml.weights import safe_load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -162,7 +160,7 @@ def legitimate_files(tmp_path):
 
 
 def test_every_legitimate_file_loads_as_paddle_load_reads_it(tmp_path):
-    for name, path in legitimate_files(tmp_path).items():
+    for path in legitimate_files(tmp_path).values():
         for return_numpy in (False, True):
             same(safe_load.load(path, return_numpy=return_numpy), paddle.load(str(path), return_numpy=return_numpy))
 

@@ -7,11 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+from test_index import NET, RUN, feats, make_index, net, run, unit  # noqa: F401 (fixtures)
 
 from dml.errors import UserError
-from dml.index import flat, gallery, store
+from dml.index import flat, store
 from dml.retrieval import grid
-from test_index import NET, RUN, feats, make_index, net, run, unit  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +109,7 @@ def test_faiss_missing_is_one_line(monkeypatch):
 def test_milvus_lite_end_to_end(tmp_path):
     """build, search, add, remove on a Milvus Lite file: hits equal the flat backend's."""
     pytest.importorskip("milvus_lite")
-    from dml.commands import index
-    from dml.commands import search
+    from dml.commands import index, search
 
     data = clustered(300, 16, 3)
     feats_path = str(tmp_path / "g.npy")

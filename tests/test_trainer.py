@@ -8,20 +8,19 @@ import sys
 import numpy as np
 import paddle
 import pytest
-
-from dml.train import checkpoint
-from dml import losses
-from dml.commands import train_elem
-from dml.commands import train_pair
-from dml.train import loop
 from fixtures_legacy import build_legacy_dir
+
+from dml import losses
+from dml.commands import train_elem, train_pair
 from dml.errors import UserError
+from dml.train import checkpoint, loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIME = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]"
 ELEM_LINE = re.compile(TIME + r" trainbatch \d+, lr \d+\.\d{6}, loss -?\d+\.\d{6}, acc1 \d\.\d{4}, acc5 \d\.\d{4}, "
                        r"time +\d+\.\d\d sec$")
-PAIR_LINE = re.compile(TIME + r" trainbatch \d+, lr \d+\.\d{6}, loss -?\d+\.\d{6}, recall \d\.\d{4}, time +\d+\.\d\d sec$")
+PAIR_LINE = re.compile(TIME + r" trainbatch \d+, lr \d+\.\d{6}, loss -?\d+\.\d{6}, recall \d\.\d{4}, "
+                              r"time +\d+\.\d\d sec$")
 TEST_LINE = re.compile(TIME + r" test_img_num (\d+), trainbatch (\d+), test_recall (\d\.\d{5})$")
 
 

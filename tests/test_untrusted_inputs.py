@@ -8,18 +8,15 @@ import time
 
 import paddle
 import pytest
+from test_trainer import flags, run
 
-from dml.commands import eval as eval_script
-from dml.commands import export_model
-from dml.commands import infer
 from dml import models
-from dml.commands import train_elem
-from dml.commands import train_pair
+from dml.cli import run_cli
+from dml.commands import eval as eval_script
+from dml.commands import export_model, infer, train_elem, train_pair
+from dml.errors import UserError
 from dml.train import checkpoint
 from tests import hostile_pickles
-from test_trainer import flags, run
-from dml.cli import run_cli
-from dml.errors import UserError
 
 #: One file of each kind of attack (the whole corpus is read by tests/test_weights_file.py).
 SAMPLE = ["os.system", "eval-namespace", "dtype-setstate-record", "ndarray(shape,dtype,buffer)", "deep-tuple-1e6",

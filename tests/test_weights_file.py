@@ -12,13 +12,13 @@ import signal
 import struct
 import tempfile
 
+import hostile_pickles
 import numpy as np
 import paddle
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import hostile_pickles
 from dml.weights import weights_file
 from dml.weights.weights_file import CodeInWeightsError, WeightsFileError
 

@@ -11,15 +11,13 @@ import numpy as np
 import paddle
 import pytest
 
-from dml.commands import eval as eval_script
-from dml.commands import export_model
-from dml.data import imgtool
-from dml.commands import infer
-from dml import losses
-from dml import models
-from dml.train import checkpoint
+from dml import losses, models
 from dml.cli import run_cli
+from dml.commands import eval as eval_script
+from dml.commands import export_model, infer
+from dml.data import imgtool
 from dml.errors import UserError
+from dml.train import checkpoint
 
 SIZE = 32
 COMMON = ["--model=ResNet18", f"--image_shape=3,{SIZE},{SIZE}", "--use_gpu=False"]

@@ -9,9 +9,10 @@ import os
 
 import numpy as np
 
+from dml import models
+
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
 from dml.cli import ArgumentParser, add_arguments, fmt_time, print_arguments, run_cli
-from dml import models
 from dml.data import reader
 from dml.flag_types import positive_int
 from dml.outputs import write_json_atomic

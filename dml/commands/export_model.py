@@ -9,10 +9,11 @@ inference.pdiparams, taking `image` [N, 3, S, S] float32 (N free, S from
 import argparse
 import os
 
+from dml import models
+
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
 from dml.cli import ArgumentParser, add_arguments, print_arguments, run_cli
 from dml.errors import UserError
-from dml import models
 from dml.recorded_flags import settle_embedding_size
 from dml.retrieval import predictor
 from dml.runtime.device import choose_device

@@ -22,18 +22,17 @@ import sys
 
 import numpy as np
 
+from dml import models
+
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
 from dml.cli import ArgumentParser, add_arguments, print_arguments, run_cli
+from dml.data import imgtool, reader
 from dml.errors import UserError
-from dml.data import imgtool
-from dml import models
-from dml.data import reader
 from dml.recorded_flags import settle_embedding_size
 from dml.retrieval import features, image_inputs, predictor
 from dml.retrieval.feature_files import save_features
 from dml.runtime.device import choose_device
 from dml.script_flags import add_data_arguments, add_inference_arguments, check_inference_flags
-
 
 
 def build_parser():

@@ -12,8 +12,7 @@ grey: label unknown).
 import argparse
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
-from dml.cli import ArgumentParser, run_cli
-from dml.cli import add_arguments
+from dml.cli import ArgumentParser, add_arguments, run_cli
 from dml.flag_types import finite_float, positive_int
 from dml.index import flags, manifest, query, store
 from dml.runtime.device import choose_device

@@ -2,9 +2,8 @@
 them (reader.test_loader + features.extract_features), then normalised as the metrics do."""
 import numpy as np
 
-from dml.data import imgtool
 from dml import models
-from dml.data import reader
+from dml.data import imgtool, reader
 from dml.retrieval import features
 
 from . import flat

@@ -14,9 +14,8 @@ import re
 import shutil
 import time
 
-import paddle
-
 import numpy as np
+import paddle
 
 from dml.errors import UserError, first_line
 from dml.runtime import paddle_compat

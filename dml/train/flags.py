@@ -3,13 +3,11 @@ the loss flags come from the loss specs. `check` holds the rules that tie severa
 flags together; every single-flag rule is in the flag's type."""
 import argparse
 
-from dml.data import imgtool
-from dml import losses
-from dml import models
+from dml import losses, models
 from dml.cli import add_arguments
+from dml.data import imgtool
 from dml.errors import UserError
-from dml.flag_types import choice, increasing_ints, nonnegative_int, parse_increasing_ints, positive_float, \
-    positive_int
+from dml.flag_types import choice, increasing_ints, nonnegative_int, parse_increasing_ints, positive_float, positive_int
 from dml.script_flags import add_data_arguments, add_engine_argument, add_model_arguments
 
 LR_STRATEGIES = ("piecewise_decay", "cosine_decay")
