@@ -10,6 +10,8 @@ import pytest
 from bench import train_throughput
 from dml import losses
 
+pytestmark = pytest.mark.slow  # every test here starts processes or runs commands end to end
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -44,6 +44,7 @@ def test_pair_script_has_no_arc_flags():
     assert not any(name.startswith("arc_") for name in args)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["train_elem.py", "train_pair.py", "eval.py", "infer.py", "export_model.py"])
 def test_help_lists_flags(script):
     out = subprocess.run([sys.executable, os.path.join(ROOT, script), "--help"], capture_output=True,

@@ -98,6 +98,7 @@ def test_decoder_on_random_bytes(data, mode, seed):
 
 @FUZZ
 @given(st.sampled_from(sorted(IMAGES)), st.floats(0, 1), st.sampled_from(["train", "test"]))
+@pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin")  # PIL on the truncated TIFFs fed here
 def test_decoder_on_truncated_files(name, keep, mode):
     data = IMAGES[name]
     decode(data[: int(len(data) * keep)], mode, 1)

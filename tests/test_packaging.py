@@ -144,6 +144,7 @@ def test_every_loss_class_of_the_catalog_is_importable_from_the_package():
         assert entry.cls.__name__ in losses.__all__
 
 
+@pytest.mark.slow
 def test_python_m_losses_prints_the_catalog_table():
     from dml import losses
 

@@ -12,6 +12,8 @@ import pytest
 
 from dml.data.converters import counts
 
+pytestmark = pytest.mark.slow  # every test here starts processes or runs commands end to end
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -71,6 +71,7 @@ def test_overlapping_or_single_lists_are_refused(demo_dir, weights, tmp_path):
         eval_script.evaluate(eval_args(demo_dir, weights, f"--query_list={query}"))
 
 
+@pytest.mark.slow
 def test_overlap_as_a_script_is_one_line(demo_dir, weights, tmp_path):
     query, _, query_rows, _ = split_lists(demo_dir, tmp_path)
     done = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), "--model=ResNet18", "--use_gpu=False",
@@ -80,6 +81,7 @@ def test_overlap_as_a_script_is_one_line(demo_dir, weights, tmp_path):
     assert f"share {len(query_rows)}" in done.stderr, done.stderr
 
 
+@pytest.mark.slow
 def test_training_tests_with_the_query_gallery_protocol(demo_dir, tmp_path, capsys):
     query, gallery, query_rows, _ = split_lists(demo_dir, tmp_path)
     run("elem", flags(demo_dir, tmp_path / "out", loss_name="softmax", total_iter_num=2, test_iter_step=2,

@@ -16,6 +16,8 @@ from dml.errors import UserError
 from dml.train import checkpoint, loop
 from dml.weights import safe_load
 
+pytestmark = pytest.mark.slow  # every test here starts processes or runs commands end to end
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_WORKER = os.path.join(ROOT, "tests", "workers", "kill_train.py")
 ENV = dict(os.environ, PYTHONPATH=ROOT)

@@ -53,6 +53,7 @@ def evil_files(tmp_path, marker):
     return files
 
 
+@pytest.mark.slow
 def test_the_payloads_are_real(tmp_path):
     """Control: plain unpickling of the same bytes does run the code."""
     marker = tmp_path / "ran"
@@ -94,6 +95,7 @@ def _with_optimizer(tmp_path, pdopt):
     return directory
 
 
+@pytest.mark.slow
 def test_malicious_file_through_the_eval_script(tmp_path, demo_dir):
     marker = tmp_path / "ran"
     path = evil_files(tmp_path, marker)["subprocess.call-p4.pdparams"]

@@ -22,6 +22,7 @@ def demo_index(feats, net, tmp_path_factory):  # noqa: F811
     return index_dir
 
 
+@pytest.mark.slow
 def test_demo_index_topk_equals_eval_nearest_neighbours(demo_index, feats, tmp_path):  # noqa: F811
     """Every demo image as a query (--features): its top k+1 hits without itself are
     exactly eval.py's k nearest neighbours (grid.nearest) of the same features."""
@@ -41,6 +42,7 @@ def test_demo_index_topk_equals_eval_nearest_neighbours(demo_index, feats, tmp_p
     assert sum("\t" in line for line in lines) == 1 + len(fea) * (k + 1)
 
 
+@pytest.mark.slow
 def test_image_query_threshold_json_and_grid(demo_index, feats, tmp_path):  # noqa: F811
     paths = open(feats[:-4] + ".paths.txt").read().split()
     labels = np.load(feats[:-4] + ".labels.npy")
@@ -106,6 +108,7 @@ def test_faiss_missing_is_one_line(monkeypatch):
         faiss_backends.faiss()
 
 
+@pytest.mark.slow
 def test_milvus_lite_end_to_end(tmp_path):
     """build, search, add, remove on a Milvus Lite file: hits equal the flat backend's."""
     pytest.importorskip("milvus_lite")

@@ -67,6 +67,7 @@ def fake_checkout(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_setup_env_installs_the_requirements_named_by_REQUIREMENTS(fake_checkout):
     done = subprocess.run(["bash", str(fake_checkout / "scripts" / "setup_env.sh")], capture_output=True, text=True,
                           env=dict(os.environ, REQUIREMENTS="requirements-gpu.txt"), timeout=120)
@@ -79,12 +80,14 @@ def test_setup_env_installs_the_requirements_named_by_REQUIREMENTS(fake_checkout
     assert (fake_checkout / ".venv" / ".installed-requirements-gpu.txt").exists()
 
 
+@pytest.mark.slow
 def test_setup_env_names_a_missing_requirements_file(fake_checkout):
     done = subprocess.run(["bash", str(fake_checkout / "scripts" / "setup_env.sh")], capture_output=True, text=True,
                           env=dict(os.environ, REQUIREMENTS="requirements-cuda.txt"), timeout=120)
     assert done.returncode == 2 and "requirements-cuda.txt not found" in done.stderr
 
 
+@pytest.mark.slow
 def test_the_readme_device_check_prints_the_device_the_scripts_use():
     line = re.search(r'^\.venv/bin/python -c "([^"]+)"', README, re.M)
     assert line, "README shows the one-line device check"

@@ -65,6 +65,7 @@ def argv(entry, path, demo_dir, work, good_checkpoint):
     return train_pair, train + ["--loss_name=eml", f"--checkpoint={copy}", "--total_iter_num=2"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_hostile_weights_through_every_entry_point(entry, hostile, demo_dir, tmp_path, good_checkpoint,
                                                    monkeypatch, capsys):
@@ -108,6 +109,7 @@ def good_state(good_checkpoint):
     (lambda s: dict(s, meter={"loss": ["x"]}), "meter must map names to lists of numbers"),
     (lambda s: dict(s, model=3), "model must be a string"),
 ])
+@pytest.mark.slow
 def test_hostile_state_json_is_one_line(change, message, good_checkpoint, tmp_path, demo_dir):
     directory = write_state(good_checkpoint, tmp_path, change(good_state(good_checkpoint)))
     begin = time.monotonic()

@@ -77,6 +77,7 @@ def test_embedding_size_contradicting_the_checkpoint_is_one_line_exit_2(script, 
     assert not os.path.exists(tmp_path / "exported") and not os.path.exists(tmp_path / "f.npy")
 
 
+@pytest.mark.slow
 def test_eval_takes_the_embedding_size_from_state_json(with_embedding, demo_dir, tmp_path, capsys, monkeypatch):
     weights, _ = with_embedding
     argv = COMMON + DATA + [f"--pretrained_model={weights}", f"--data_dir={demo_dir}",
@@ -88,6 +89,7 @@ def test_eval_takes_the_embedding_size_from_state_json(with_embedding, demo_dir,
     assert json.load(open(tmp_path / "m.json"))["embedding_size"] == 16
 
 
+@pytest.mark.slow
 def test_infer_and_export_take_the_embedding_size_from_state_json(with_embedding, demo_dir, tmp_path, capsys,
                                                                    monkeypatch):
     weights, state = with_embedding

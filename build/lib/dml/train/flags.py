@@ -54,7 +54,8 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
                   "Checkpoints go to <model_save_dir>/<model>/<iteration>/.", parser)
     family_losses = losses.names(family)
     add_arguments("loss_name", loss_name_of(family), loss_name,
-                  "Loss: " + "; ".join(f"{n}: {losses.spec(n).summary.rstrip('.')}" for n in family_losses) + ".",
+                  f"Loss: one of {', '.join(family_losses)}. "
+                  + "; ".join(f"{n}: {losses.spec(n).summary.rstrip('.')}" for n in family_losses) + ".",
                   parser)
     add_loss_arguments(parser, family)
     add_arguments("loss_lr_mult", positive_float, 1.0,
