@@ -1,4 +1,4 @@
-"""Every original flag exists with its original name and default (DESIGN.md, command-line contract)."""
+"""Every original flag exists with its original name and default (the original example's command lines)."""
 import os
 import subprocess
 import sys

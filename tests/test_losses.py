@@ -1,4 +1,4 @@
-"""Loss layers against float64 numpy references written from DESIGN.md's formulas."""
+"""Loss layers against float64 numpy references written from the published formulas."""
 import math
 import os
 
