@@ -1,1 +1,0 @@
-"""Readers of the official metric-learning archives, used by data/prepare.py."""
