@@ -42,11 +42,15 @@ def query_images(args):
     return image_inputs.selected_images(args.image_dir, args.image_list, args.data_dir)
 
 
-def run(snapshot, queries, k, threshold):
-    """[(scores, rows)] per query: the top k of the index, at least `threshold` similar."""
+def run(snapshot, queries, k, threshold, session=None):
+    """[(scores, rows)] per query: the top k of the index, at least `threshold` similar
+    (`session`: the backend's per-command flag values, see backends.session)."""
     if queries.shape[1] != snapshot.meta["dim"]:
         raise UserError(f"query vectors have dimension {queries.shape[1]}, the index {snapshot.meta['dim']}")
-    scores, rows = backends.get(snapshot.meta["backend"]).searcher(snapshot)(queries, k)
+    scores, rows = backends.get(snapshot.meta["backend"]).searcher(snapshot, session or {})(queries, k)
+    if (rows >= len(snapshot)).any():
+        raise UserError(f"the {snapshot.meta['backend']} backend of {snapshot.directory!r} answered a row beyond "
+                        f"the index's {len(snapshot)}: the index is damaged")
     keep = (rows >= 0) & (scores >= threshold if threshold is not None else True)
     return [(s[m], r[m]) for s, r, m in zip(scores, rows, keep)]
 
