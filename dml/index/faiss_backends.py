@@ -34,13 +34,13 @@ def faiss_errors(what):
 
 
 def read_checked(cls, snapshot):
-    """The backend's file of a generation, its layout checked against index.json
-    (faiss_file.py) before faiss reads it; faiss reads the checked descriptor."""
+    """The backend's file of a generation (its layout was checked when the generation
+    was read: check_file), read by faiss from a descriptor that is still that file."""
     path = os.path.join(snapshot.directory, cls.file)
-    meta = snapshot.meta
     fd, size = untrusted.open_regular(path)
     try:
-        cls.check_file(faiss_file.Cursor(fd, size, path), meta["dim"], meta["count"], meta["backend_options"])
+        if size != snapshot.meta["files"][cls.file]:
+            raise UserError(f"{path!r} changed since the index was opened: try again")
         with faiss_errors(f"cannot read {path!r}"):
             return faiss().read_index(f"/proc/self/fd/{fd}" if os.path.isdir("/proc/self/fd") else path)
     finally:
@@ -49,6 +49,12 @@ def read_checked(cls, snapshot):
 
 class _FaissBackend:
     file = None
+    layout = None
+
+    @classmethod
+    def check_file(cls, fd, size, path, meta):
+        """The file's layout against index.json, before faiss reads it (faiss_file.py)."""
+        cls.layout(faiss_file.Cursor(fd, size, path), meta["dim"], meta["count"], meta["backend_options"])
 
     @staticmethod
     def options(values, args):
@@ -84,7 +90,7 @@ class _FaissBackend:
 
 class HNSW(_FaissBackend):
     file = "hnsw.faiss"
-    check_file = staticmethod(faiss_file.check_hnsw)
+    layout = staticmethod(faiss_file.check_hnsw)
 
     @staticmethod
     def empty(lib, vectors, options):
@@ -99,7 +105,7 @@ class HNSW(_FaissBackend):
 
 class IVFPQ(_FaissBackend):
     file = "ivfpq.faiss"
-    check_file = staticmethod(faiss_file.check_ivfpq)
+    layout = staticmethod(faiss_file.check_ivfpq)
 
     @staticmethod
     def empty(lib, vectors, options):

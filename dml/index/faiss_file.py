@@ -19,6 +19,7 @@ from dml.errors import UserError
 
 INNER_PRODUCT = 0
 MAX_LEVELS = 64
+MAX_SEARCH = 1 << 20  # efSearch / nprobe a file may carry (the searcher sets its own)
 _BLOCK = 1 << 20
 
 
@@ -115,10 +116,13 @@ def check_hnsw(cursor, dim, count, options):
         expected = int(block[-1])
     neighbours = cursor.array(np.int32, expected, "neighbours")
     in_range(neighbours, -1, count, cursor, "a neighbour")
-    entry, max_level, _, _, _ = cursor.unpack("iiiii")
+    entry, max_level, ef_construction, ef_search, _ = cursor.unpack("iiiii")
     top = int(levels.max()) - 1
     if not 0 <= entry < count or max_level != top or levels[entry] != top + 1:
         cursor.fail(f"entry point {entry} on level {max_level}, the top level being {top}")
+    if ef_construction != options["ef_construction"] or not 1 <= ef_search <= MAX_SEARCH:
+        cursor.fail(f"efConstruction {ef_construction} (the index's: {options['ef_construction']}), "
+                    f"efSearch {ef_search}")
     check_flat_ip(cursor, dim, count, "hnsw storage")
     cursor.end()
 
@@ -128,9 +132,9 @@ def check_ivfpq(cursor, dim, count, options):
     options["pq_m"]-part codes holding the rows 0..count-1 once each."""
     cursor.expect(b"IwPQ")
     check_header(cursor, dim, count, "ivfpq")
-    nlist, _ = cursor.unpack("QQ")
-    if not 1 <= nlist <= options["nlist"]:
-        cursor.fail(f"{nlist} lists, the index's nlist being {options['nlist']}")
+    nlist, nprobe = cursor.unpack("QQ")
+    if not 1 <= nlist <= options["nlist"] or not 1 <= nprobe <= MAX_SEARCH:
+        cursor.fail(f"{nlist} lists (the index's nlist: {options['nlist']}), nprobe {nprobe}")
     check_flat_ip(cursor, dim, nlist, "ivfpq quantizer")
     if cursor.unpack("B") != 0:
         cursor.fail("a direct map")

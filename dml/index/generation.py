@@ -4,7 +4,7 @@
     paths.txt    row r's image on line r (UTF-8)
     labels.npy   [count] integers, -1 unknown (optional)
     index.json   what the generation holds (manifest.py), with every other file's size
-    the backend's own file (e.g. hnsw.faiss), read by the backend
+    the backend's own file (e.g. hnsw.faiss), checked by the backend (check_file)
 
 A generation may come from elsewhere: every file must be a regular file of the
 generation (untrusted.py), index.json is checked against its schema before anything
@@ -20,7 +20,7 @@ import numpy as np
 
 from dml.errors import UserError, first_line
 
-from . import manifest, untrusted
+from . import backends, manifest, untrusted
 
 META = "index.json"
 VECTORS = "vectors.npy"
@@ -124,6 +124,20 @@ def read_labels(directory, meta):
         os.close(fd)
 
 
+def check_backend_file(directory, meta):
+    """The backend's own file, checked by the backend before anything reads it."""
+    entry = backends.spec(meta["backend"])
+    check = getattr(entry.cls, "check_file", None)
+    if check is None:
+        return
+    path = os.path.join(directory, entry.file)
+    fd, size = untrusted.open_regular(path)
+    try:
+        check(fd, size, path, meta)
+    finally:
+        os.close(fd)
+
+
 def read_generation(directory):
     """Read one generation and check every file against index.json: sizes recorded at
     commit, shapes and types from its count and dimension. A half-copied, edited or
@@ -133,4 +147,5 @@ def read_generation(directory):
     vectors = read_vectors(directory, meta)
     paths = read_paths(directory, meta)
     labels = read_labels(directory, meta) if LABELS in meta["files"] else None
+    check_backend_file(directory, meta)
     return Snapshot(directory, meta, vectors, paths, labels)

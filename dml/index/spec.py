@@ -58,8 +58,11 @@ class BackendSpec:
     cls: options(values, args) -> the backend_options recorded at build (`values`: the
         flags' values by option name); write(directory, snapshot, change, previous,
         session); searcher(snapshot, session) -> search(queries, k) -> (scores, rows);
-        `file`: its own file in a generation, or None. `session` holds the values of
-        the per-command flags (see Flag).
+        `file`: its own file in a generation, or None, with check_file(fd, size, path,
+        meta) checking it before anything reads it. `session` holds the values of the
+        per-command flags (see Flag). Optional: extra_options and check_recorded(options,
+        where) for what it records besides its flags' values; check_session(session,
+        options, index_dir) for the per-command values against what the index records.
     summary: one line for --help and the README.
     requires: the module it imports (an optional dependency), with `install` saying how
         to get it; `quiet`: loggers set to warnings only before that import (faiss logs
