@@ -82,7 +82,7 @@ def cmd_build(args):
     if args.features:
         vectors, paths, labels = source
     else:
-        if os.path.isfile(os.path.join(args.index_dir, store.CURRENT)):
+        if os.path.lexists(os.path.join(args.index_dir, store.CURRENT)):
             raise UserError(f"--index_dir {args.index_dir!r} already holds an index: use `index.py add`")
         vectors, paths, labels = embed_images(args, record, *source)
     snapshot = gallery.build(args.index_dir, vectors, paths, labels, record, args.backend, options, session)

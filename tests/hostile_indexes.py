@@ -85,6 +85,7 @@ def run(entry, values, timeout=TIMEOUT, measure=False):
     stderr, peak, seconds = proc.stderr, None, None
     if measure:
         stderr, _, report = stderr.partition("\tCommand being timed:")
+        stderr = "".join(line for line in stderr.splitlines(True) if not line.startswith("Command exited with"))
         peak = int(report.split("Maximum resident set size (kbytes): ")[1].split()[0]) / 1024
         clock = report.split("Elapsed (wall clock) time (h:mm:ss or m:ss): ")[1].split()[0].split(":")
         seconds = sum(float(part) * 60 ** i for i, part in enumerate(reversed(clock)))
@@ -129,6 +130,13 @@ def replace_file(index_dir, name, data):
 def fifo(path):
     os.remove(path) if os.path.lexists(path) else None
     os.mkfifo(path)
+
+
+def fifo_in_generation(index_dir, name):
+    """A generation's file replaced by a FIFO, index.json recording its size (0)."""
+    fifo(os.path.join(generation_of(index_dir), name))
+    meta = json.load(open(os.path.join(generation_of(index_dir), "index.json")))
+    edit_meta(index_dir, files=dict(meta["files"], **{name: 0}))
 
 
 def npy_bytes(dtype, shape, header_pad=0, version=(1, 0)):
@@ -209,10 +217,14 @@ def link_lock(index_dir, canary):
     os.symlink(os.path.join(canary, "created-by-the-lock"), lock)
 
 
-def weights_to_dev_zero(index_dir, canary):
-    os.symlink("/dev/zero", os.path.join(canary, "weights.pdparams"))
-    edit_meta(index_dir, model="ResNet18", embedding_size=DIM, image_shape="3,32,32",
-              weights=os.path.join(canary, "weights.pdparams"), weights_sha256="0" * 64)
+def weights_to_dev_zero(index_dir, canary, in_directory=False):
+    """index.json's weights: a link to /dev/zero, or a directory holding one (weights
+    may be a checkpoint directory)."""
+    weights = os.path.join(canary, "weights")
+    os.makedirs(weights) if in_directory else None
+    os.symlink("/dev/zero", os.path.join(weights, "model.pdparams") if in_directory else weights)
+    edit_meta(index_dir, model="ResNet18", embedding_size=DIM, image_shape="3,32,32", weights=weights,
+              weights_sha256="0" * 64)
 
 
 def deep_json(index_dir, canary):
@@ -244,12 +256,15 @@ ATTACKS = [
     Attack("CURRENT naming ../../elsewhere", escape_current),
     Attack("CURRENT a link out of the index", link_current),
     Attack(".lock a link out of the index", link_lock, expect=READERS_FINE),
-    Attack("paths.txt a FIFO", lambda d, c: fifo(os.path.join(generation_of(d), "paths.txt"))),
+    Attack("paths.txt a FIFO", lambda d, c: fifo_in_generation(d, "paths.txt")),
+    Attack("vectors.npy a FIFO", lambda d, c: fifo_in_generation(d, "vectors.npy")),
     Attack("index.json a FIFO", lambda d, c: fifo(os.path.join(generation_of(d), "index.json"))),
     Attack("CURRENT a FIFO", lambda d, c: fifo(os.path.join(d, "CURRENT"))),
     Attack(".lock a FIFO", lambda d, c: fifo(os.path.join(d, ".lock")), expect=READERS_FINE),
     Attack("weights a link to /dev/zero", weights_to_dev_zero, expect={"info": 0},
            entry_points=("info", "search_image", "add_images")),
+    Attack("weights a directory holding a link to /dev/zero", lambda d, c: weights_to_dev_zero(d, c, True),
+           expect={"info": 0}, entry_points=("info", "search_image", "add_images")),
     Attack("index.json files: []", lambda d, c: edit_meta(d, files=[])),
     Attack("index.json nested 100,000 deep", deep_json),
     Attack("index.json count 2**40", lambda d, c: edit_meta(d, count=2 ** 40)),

@@ -83,6 +83,7 @@ def snapshot_files(index_dir):
     return found
 
 
+@pytest.mark.slow
 def test_build_from_features_directory_format(feats, net, tmp_path):
     index_dir = str(tmp_path / "idx")
     proc = run("index.py", "build", "--index_dir", index_dir, "--features", feats, *NET, "--pretrained_model", net)
@@ -103,6 +104,7 @@ def test_build_from_features_directory_format(feats, net, tmp_path):
     assert info.returncode == 0 and f"count: {len(raw)}" in info.stdout
 
 
+@pytest.mark.slow
 def test_add_embeds_only_new_images_like_the_network(feats, net, demo_dir, tmp_path, monkeypatch, capsys):
     """add of images: the old rows are kept byte for byte (never re-embedded), only the
     new images pass through the network, and their rows equal the network's output."""
@@ -152,6 +154,7 @@ def make_index(tmp_path, rows=40, dim=8, seed=0):
     return index_dir, vectors, paths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["twice", "remove_absent", "rows_vs_paths", "dim", "topk0", "unreadable",
                                   "other_model", "missing", "half_copied"])
 def test_bad_input_one_line_exit_2_index_untouched(case, tmp_path, net):
@@ -190,6 +193,7 @@ def test_bad_input_one_line_exit_2_index_untouched(case, tmp_path, net):
     assert snapshot_files(index_dir) == before
 
 
+@pytest.mark.slow
 def test_search_refuses_other_weights_and_image_size(feats, net, tmp_path):
     index_dir = str(tmp_path / "idx")
     assert run("index.py", "build", "--index_dir", index_dir, "--features", feats, *NET,
@@ -208,6 +212,7 @@ def read_state(index_dir):
     return np.array(snap.vectors).tobytes(), tuple(snap.paths), labels
 
 
+@pytest.mark.slow
 def test_kill_9_during_changes_leaves_old_or_new(tmp_path):
     """SIGKILL a process flipping the index between states A and B (add 300 rows /
     remove them) at a random moment after its first commit, 40 times; each time the
@@ -239,6 +244,7 @@ def test_kill_9_during_changes_leaves_old_or_new(tmp_path):
     assert len(os.listdir(os.path.join(index_dir, "generations"))) <= 3
 
 
+@pytest.mark.slow
 def test_reader_sees_a_consistent_index_during_changes(tmp_path):
     """A reader opening and searching the index while a writer commits: every read is
     one of the two states, with vectors, paths and labels of the same generation."""

@@ -25,6 +25,7 @@ def demo_index(feats, net, tmp_path_factory):  # noqa: F811
     return index_dir
 
 
+@pytest.mark.slow
 def test_demo_index_topk_equals_eval_nearest_neighbours(demo_index, feats, tmp_path):  # noqa: F811
     """Every demo image as a query (--features): its top k+1 hits without itself are
     exactly eval.py's k nearest neighbours (grid.nearest) of the same features."""
@@ -44,6 +45,7 @@ def test_demo_index_topk_equals_eval_nearest_neighbours(demo_index, feats, tmp_p
     assert sum("\t" in line for line in lines) == 1 + len(fea) * (k + 1)
 
 
+@pytest.mark.slow
 def test_image_query_threshold_json_and_grid(demo_index, feats, tmp_path):  # noqa: F811
     paths = open(feats[:-4] + ".paths.txt").read().split()
     labels = np.load(feats[:-4] + ".labels.npy")

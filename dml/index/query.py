@@ -1,6 +1,7 @@
 """search.py's work: queries (features or images embedded by the index's network),
 the backend's top k, the printed hits, the JSON and the retrieval grids."""
 import os
+import stat
 
 import numpy as np
 
@@ -85,10 +86,20 @@ def save_json(path, content):
     print(f"search results written to {path}")
 
 
+def drawable(path):
+    """A gallery image path as the grids may open it: the index's paths are data, and
+    a FIFO or a device there would hang the decoder; such a path is drawn as unreadable."""
+    try:
+        return path if stat.S_ISREG(os.stat(path).st_mode) else ""
+    except (OSError, ValueError):
+        return ""
+
+
 def save_grids(directory, snapshot, names, query_labels, results):
     """eval.py's grids: each query then its hits (green same label, red another)."""
     gallery_labels = snapshot.labels if snapshot.labels is not None else np.full(len(snapshot), UNKNOWN)
-    paths = list(snapshot.paths) + list(names)
+    shown = {int(row) for _, rows in results for row in rows}
+    paths = [drawable(p) if row in shown else p for row, p in enumerate(snapshot.paths)] + list(names)
     labels = np.concatenate([gallery_labels, np.asarray(query_labels, np.int64)])
     queries = np.arange(len(snapshot), len(snapshot) + len(names))
     neighbours = [rows for _, rows in results]

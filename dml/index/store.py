@@ -209,9 +209,12 @@ class Writer:
         link), fsynced, renamed over it."""
         pointer = os.path.join(self.index_dir, CURRENT)
         tmp = f"{pointer}{TMP_MARK}{os.getpid()}"
-        if os.path.lexists(tmp):
+        if os.path.lexists(tmp) and not os.path.isdir(tmp):
             os.unlink(tmp)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            raise UserError(f"cannot write {tmp!r}: {err.strerror}") from None
         try:
             os.write(fd, (name + "\n").encode())
             os.fsync(fd)
@@ -233,6 +236,8 @@ class Writer:
                 shutil.rmtree(path, ignore_errors=True)
 
     def __enter__(self):
+        if os.path.lexists(self.index_dir) and not os.path.isdir(self.index_dir):
+            raise UserError(f"--index_dir {self.index_dir!r} is not a directory")
         os.makedirs(self.index_dir, exist_ok=True)
         self._lock = open_lock(os.path.join(self.index_dir, LOCK))
         try:
