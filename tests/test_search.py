@@ -14,7 +14,7 @@ from dml.errors import UserError
 from dml.index import backends, flat, store
 from dml.index.catalog import SPECS
 from dml.retrieval import grid
-from test_index import NET, RUN, feats, make_index, net, run, unit  # noqa: F401 (fixtures)
+from test_index import NET, RUN, feats, net, run, unit  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")

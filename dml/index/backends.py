@@ -103,7 +103,6 @@ def session(args, meta, index_dir):
     return values
 
 
-
 def _flag_cell(flag):
     if flag.per_command:
         return f"`--{flag.name}` (every command" + (f"; or `{flag.env}`" if flag.env else "") + ")"

@@ -3,12 +3,12 @@ them: faiss sizes its arrays from the counts a file declares, so a small hostile
 could make it allocate gigabytes, and a neighbour or id out of range would be read
 past an array while searching.
 
-Walked here without allocating (numbers are read from the file, arrays checked in
-blocks through a memory map): every declared size must fit in what remains of the
-file, match index.json's count and dimension and the index's options, every
-neighbour / id must be a row of the index, and the file must end where the layout
-does. Only what faiss (>= 1.7, little-endian) writes for the backends' indexes is
-accepted: IndexHNSWFlat and IndexIVFPQ over IndexFlatIP, inner product.
+Walked here through a read-only memory map, nothing allocated from a declared size:
+every declared size must fit in what remains of the file and match index.json's
+count and dimension and the index's options, every neighbour / list id must be a row
+of the index, and the file must end where the layout does. Only the layout faiss
+writes (little-endian; faiss_backends.py's indexes, checked against the pinned
+faiss-cpu) is accepted: IndexHNSWFlat and IndexIVFPQ over IndexFlatIP, inner product.
 """
 import mmap
 import struct

@@ -8,6 +8,10 @@ for every backend, and the collection (primary key = the image path) follows it.
 Additions are upserted before the local commit and removals deleted after it, so a
 kill leaves at worst rows the directory does not list; searches drop them (results
 are fetched with some slack) and the next change of those paths overwrites them.
+
+Where to connect comes from the user on every command (--milvus_uri or
+DML_MILVUS_URI), never from index.json: an index records the URI it was built on only
+to refuse another one (check_session) before anything connects.
 """
 import argparse
 import contextlib

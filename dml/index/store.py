@@ -181,6 +181,8 @@ class Writer:
         finish_meta); the generation then goes live atomically. Returns its directory."""
         gens = self._generations()
         name = "%06d" % (max(self._numbers(gens), default=0) + 1)
+        if not _NAME.fullmatch(name):
+            raise UserError(f"{gens!r} holds a generation numbered {int(name) - 1}: no number is left for the next")
         tmp = os.path.join(gens, f"{name}{TMP_MARK}{os.getpid()}")
         os.mkdir(tmp)
         try:
