@@ -9,6 +9,7 @@ index's `info` as the baseline.
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -81,15 +82,22 @@ def run(entry, values, timeout=TIMEOUT, measure=False):
     if measure:
         argv = ["/usr/bin/time", "-v"] + argv
     env = {k: v for k, v in os.environ.items() if k != "DML_MILVUS_URI"}
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
-    stderr, peak, seconds = proc.stderr, None, None
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the entry point too, not only /usr/bin/time
+        proc.communicate()
+        raise
+    peak = seconds = None
     if measure:
         stderr, _, report = stderr.partition("\tCommand being timed:")
         stderr = "".join(line for line in stderr.splitlines(True) if not line.startswith("Command exited with"))
         peak = int(report.split("Maximum resident set size (kbytes): ")[1].split()[0]) / 1024
         clock = report.split("Elapsed (wall clock) time (h:mm:ss or m:ss): ")[1].split()[0].split(":")
         seconds = sum(float(part) * 60 ** i for i, part in enumerate(reversed(clock)))
-    return proc.returncode, proc.stdout, stderr, peak, seconds
+    return proc.returncode, stdout, stderr, peak, seconds
 
 
 def build_index(directory, given, backend="flat", flags=()):
@@ -128,7 +136,8 @@ def replace_file(index_dir, name, data):
 
 
 def fifo(path):
-    os.remove(path) if os.path.lexists(path) else None
+    if os.path.lexists(path):
+        os.remove(path)
     os.mkfifo(path)
 
 
@@ -213,7 +222,8 @@ def link_current(index_dir, canary):
 
 def link_lock(index_dir, canary):
     lock = os.path.join(index_dir, ".lock")
-    os.remove(lock) if os.path.lexists(lock) else None
+    if os.path.lexists(lock):
+        os.remove(lock)
     os.symlink(os.path.join(canary, "created-by-the-lock"), lock)
 
 
@@ -221,7 +231,8 @@ def weights_to_dev_zero(index_dir, canary, in_directory=False):
     """index.json's weights: a link to /dev/zero, or a directory holding one (weights
     may be a checkpoint directory)."""
     weights = os.path.join(canary, "weights")
-    os.makedirs(weights) if in_directory else None
+    if in_directory:
+        os.makedirs(weights)
     os.symlink("/dev/zero", os.path.join(weights, "model.pdparams") if in_directory else weights)
     edit_meta(index_dir, model="ResNet18", embedding_size=DIM, image_shape="3,32,32", weights=weights,
               weights_sha256="0" * 64)

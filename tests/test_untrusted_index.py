@@ -87,6 +87,15 @@ def test_current_must_name_a_generation(pointer, tmp_path):
         store.open_index(index_dir)
 
 
+@given(st.lists(st.text(st.characters(min_codepoint=0, max_codepoint=0x300), max_size=6), max_size=8))
+def test_bad_line_of_paths_text_is_the_first_empty_or_control_line(lines):
+    """One pass over paths.txt's text finds the line a line-by-line scan finds."""
+    text = "".join(line.replace("\n", "") + "\n" for line in lines)
+    expected = next((number for number, line in enumerate(text.split("\n")[:-1], start=1)
+                     if not line or any(ord(c) < 32 or ord(c) == 127 for c in line)), None)
+    assert untrusted.bad_line(text) == expected
+
+
 def test_fifo_and_link_files_are_refused_without_blocking(tmp_path):
     """A FIFO (no writer: a blocking open would hang) and a link to a real index file
     elsewhere, as each file of a generation."""

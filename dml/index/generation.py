@@ -95,15 +95,13 @@ def read_paths(directory, meta):
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise UserError(f"{path!r} is not UTF-8 text (byte {err.start}): the index is damaged") from None
-    paths = text.split("\n")
-    if paths[-1] != "" or len(paths) - 1 != meta["count"]:
-        raise UserError(f"{path!r} holds {text.count(chr(10))} lines for count {meta['count']}: the index is "
-                        f"damaged")
-    paths.pop()
-    bad = next((row for row, p in enumerate(paths) if not p or untrusted.has_control(p)), None)
+    lines = text.count("\n")
+    if not text.endswith("\n") or lines != meta["count"]:
+        raise UserError(f"{path!r} holds {lines} lines for count {meta['count']}: the index is damaged")
+    bad = untrusted.bad_line(text)
     if bad is not None:
-        raise UserError(f"{path!r} line {bad + 1} is empty or holds a control character: the index is damaged")
-    return paths
+        raise UserError(f"{path!r} line {bad} is empty or holds a control character: the index is damaged")
+    return text[:-1].split("\n")
 
 
 def read_labels(directory, meta):

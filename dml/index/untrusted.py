@@ -17,12 +17,22 @@ from dml.errors import UserError, first_line
 
 NPY_HEADER_BYTES = 4096  # what np.save writes for a 2-D array is ~128 bytes
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 
 
 def has_control(text):
     """Whether `text` holds an ASCII control character (a tab, newline, escape, ...):
     such a string would break tab-separated output or drive a terminal."""
     return _CONTROL.search(text) is not None
+
+
+def bad_line(text):
+    """The number (from 1) of the first line of `text` that is empty or holds a
+    control character, or None; one pass over the whole text."""
+    control = _CONTROL_BUT_NEWLINE.search(text)
+    empty = ("\n" + text).find("\n\n")  # where an empty line starts (in `text`: the same index)
+    starts = [at for at in (control.start() if control else -1, empty) if at >= 0]
+    return text.count("\n", 0, min(starts)) + 1 if starts else None
 
 
 def kind(mode):
