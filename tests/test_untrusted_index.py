@@ -96,6 +96,32 @@ def test_bad_line_of_paths_text_is_the_first_empty_or_control_line(lines):
     assert untrusted.bad_line(text) == expected
 
 
+@pytest.mark.parametrize("array", [np.zeros((3, 4), np.float32), np.arange(5), np.zeros((2, 3, 4), ">f8")])
+def test_npy_header_of_what_np_save_writes(array, tmp_path):
+    path = str(tmp_path / "a.npy")
+    np.save(path, array)
+    fd, size = untrusted.open_regular(path)
+    try:
+        shape, dtype, offset = untrusted.npy_header(fd, path)
+    finally:
+        os.close(fd)
+    assert (shape, dtype, size) == (array.shape, array.dtype, offset + array.nbytes)
+
+
+@pytest.mark.parametrize("start", [b"\x93NUMPY\x01\x00" + (5000).to_bytes(2, "little"),
+                                   b"\x93NUMPY\x02\x00" + (0xFFFF_FFF0).to_bytes(4, "little"),
+                                   b"\x93NUMPY\x03\x00" + (100).to_bytes(4, "little"), b"PK\x03\x04", b""])
+def test_npy_header_declared_length_and_version_checked_first(start, tmp_path):
+    path = str(tmp_path / "a.npy")
+    open(path, "wb").write(start + b" " * 6000)
+    fd, _ = untrusted.open_regular(path)
+    try:
+        with pytest.raises(UserError, match="npy"):
+            untrusted.npy_header(fd, path)
+    finally:
+        os.close(fd)
+
+
 def test_fifo_and_link_files_are_refused_without_blocking(tmp_path):
     """A FIFO (no writer: a blocking open would hang) and a link to a real index file
     elsewhere, as each file of a generation."""

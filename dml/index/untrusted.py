@@ -89,16 +89,21 @@ def read_small_file(path, max_bytes, follow=False):
 
 def npy_header(fd, path):
     """(shape, dtype, data offset) of an .npy file, its header parsed with a bound
-    (never unpickled; structured and object dtypes are the caller's to refuse)."""
+    (never unpickled; structured and object dtypes are the caller's to refuse). The
+    declared header length is checked before anything reads it (numpy reads the whole
+    declared header before comparing it with its own bound)."""
+    start = os.pread(fd, 12, 0)
+    version = tuple(start[6:8])
+    if len(start) < 12 or start[:6] != b"\x93NUMPY" or version not in ((1, 0), (2, 0)):
+        raise UserError(f"{path!r} is not an .npy file of format 1.0 or 2.0 (as np.save writes)")
+    declared = int.from_bytes(start[8:10] if version == (1, 0) else start[8:12], "little")
+    if declared > NPY_HEADER_BYTES:
+        raise UserError(f"{path!r} declares a {declared}-byte .npy header, more than {NPY_HEADER_BYTES} (refused)")
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     with os.fdopen(os.dup(fd), "rb") as handle:
+        handle.seek(8)
         try:
-            version = np.lib.format.read_magic(handle)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle, NPY_HEADER_BYTES)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle, NPY_HEADER_BYTES)
-            else:
-                raise ValueError(f"format version {version} is not one np.save writes for numbers")
+            shape, fortran, dtype = read(handle, NPY_HEADER_BYTES)
         except (ValueError, TypeError, SyntaxError, RecursionError, OverflowError, EOFError) as err:
             raise UserError(f"{path!r} is not a valid .npy file ({first_line(err)[:200]})") from None
         if fortran and len(shape) > 1:
