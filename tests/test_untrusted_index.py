@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dml.errors import UserError
 from dml.index import backends, faiss_file, gallery, manifest, store, untrusted
+from dml.index.catalog import SPECS
 from hostile_indexes import ATTACKS, ROWS, Bases, Listener, generation_of, make_canary, run, tree, unit_rows
 
 RECORD = dict.fromkeys(manifest.MODEL_KEYS)
@@ -168,6 +169,31 @@ def test_weights_not_a_regular_file_are_not_hashed(tmp_path):
     os.mkfifo(link)
     with pytest.raises(UserError, match="FIFO"):
         manifest.network_of(meta, "idx")
+
+
+def recorded_options(entry):
+    """backend_options as index.py build records them for `entry` with its defaults."""
+    args = argparse.Namespace(index_dir="/somewhere/gallery", milvus_uri="http://127.0.0.1:1",
+                              **{flag.name: flag.default for flag in entry.flags if flag.name != "milvus_uri"})
+    return backends.options(argparse.Namespace(backend=entry.name, **vars(args)))[0]
+
+
+@pytest.mark.parametrize("entry", SPECS, ids=lambda entry: entry.name)
+def test_recorded_backend_options_are_checked_by_the_flags(entry):
+    """What build records passes; each recorded flag value that its flag would not
+    give, a missing key and an unknown key are refused in one UserError."""
+    if entry.requires:
+        pytest.importorskip(entry.requires)
+    options = recorded_options(entry)
+    backends.check_recorded(entry.name, options, "index.json")
+    for flag in entry.build_flags():
+        for bad in (True, [1], None, "x" * 300, -1, 10 ** 12):
+            with pytest.raises(UserError, match=flag.option):
+                backends.check_recorded(entry.name, dict(options, **{flag.option: bad}), "index.json")
+        with pytest.raises(UserError, match=flag.option):
+            backends.check_recorded(entry.name, {k: v for k, v in options.items() if k != flag.option}, "index.json")
+    with pytest.raises(UserError, match="damaged"):
+        backends.check_recorded(entry.name, dict(options, surprise=1), "index.json")
 
 
 def test_milvus_uri_comes_from_the_user(tmp_path, monkeypatch):
