@@ -5,8 +5,8 @@ floor of reading the same files unchecked (np.load of the vectors as a memory ma
 paths.txt split, np.load of the labels, faiss.read_index), in the same run. Seconds
 (best of --rounds, warm page cache) and their ratio.
 
-    python bench/index_open.py                     # flat 1,000,000 x 128 and hnsw 100,000 x 64
-    python bench/index_open.py --flat_num 100000 --hnsw_num 20000 --rounds 3   # quick
+    python -m bench.index_open                     # flat 1,000,000 x 128 and hnsw 100,000 x 64
+    python -m bench.index_open --flat_num 100000 --hnsw_num 20000 --rounds 3   # quick
 """
 import argparse
 import os

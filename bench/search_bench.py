@@ -22,16 +22,15 @@ dimension, which is what approximate search relies on; exact search does not car
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 import tracemalloc
 
 import numpy as np
 
+from dml.index import flat
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from dml.index import flat  # noqa: E402
 
 BLOCK = 1 << 16
 
@@ -137,7 +136,7 @@ def add_section(args):
     import paddle
 
     import index as index_cli
-    import models
+    from dml import models
     from dml.retrieval import features
 
     work = tempfile.mkdtemp(prefix="search_bench_")

@@ -2,6 +2,7 @@
 index, chunked), incremental add that embeds only new images, bad input refused with
 the index untouched, kill -9 during changes, a reader during changes."""
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -13,10 +14,11 @@ import time
 import numpy as np
 import paddle
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from conftest import dynamic_graph_features
-import models
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dml import models
 from dml.index import backends, flat, gallery, store
 from dml.index.catalog import SPECS
 
@@ -104,11 +106,10 @@ def test_build_from_features_directory_format(feats, net, tmp_path):
     assert info.returncode == 0 and f"count: {len(raw)}" in info.stdout
 
 
-@pytest.mark.slow
 def test_add_embeds_only_new_images_like_the_network(feats, net, demo_dir, tmp_path, monkeypatch, capsys):
     """add of images: the old rows are kept byte for byte (never re-embedded), only the
     new images pass through the network, and their rows equal the network's output."""
-    import index
+    from dml.commands import index
     from dml.retrieval import features
 
     paths = [os.path.abspath(p) for p in open(feats[:-4] + ".paths.txt").read().split()]
@@ -154,9 +155,9 @@ def make_index(tmp_path, rows=40, dim=8, seed=0):
     return index_dir, vectors, paths
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", ["twice", "remove_absent", "rows_vs_paths", "dim", "topk0", "unreadable",
                                   "other_model", "missing", "half_copied"])
+@pytest.mark.slow
 def test_bad_input_one_line_exit_2_index_untouched(case, tmp_path, net):
     index_dir, vectors, paths = make_index(tmp_path)
     fea = str(tmp_path / "q.npy")
@@ -278,7 +279,7 @@ def test_readme_backend_table_is_the_catalogs():
 
 
 def parse(script, argv):
-    module = __import__(script)
+    module = importlib.import_module(f"dml.commands.{script}")
     return module.build_parser().parse_args(argv)
 
 

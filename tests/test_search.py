@@ -9,12 +9,12 @@ import sys
 
 import numpy as np
 import pytest
+from test_index import NET, RUN, feats, net, run, unit  # noqa: F401 (fixtures)
 
 from dml.errors import UserError
 from dml.index import backends, flat, store
 from dml.index.catalog import SPECS
 from dml.retrieval import grid
-from test_index import NET, RUN, feats, net, run, unit  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +89,9 @@ BACKEND_RUNS = {
 }
 
 
+STARTS_A_SERVER = {"milvus"}  # Milvus Lite runs a server process: an end-to-end (slow) test
+
+
 def test_every_backend_has_a_run():
     assert set(BACKEND_RUNS) == set(backends.names())
 
@@ -100,15 +103,15 @@ def write_features(tmp_path, rows, first):
     return path
 
 
-@pytest.mark.parametrize("entry", SPECS, ids=lambda entry: entry.name)
+@pytest.mark.parametrize("entry", [pytest.param(entry, marks=pytest.mark.slow) if entry.name in STARTS_A_SERVER
+                                   else entry for entry in SPECS], ids=lambda entry: entry.name)
 def test_every_backend_build_add_remove_search_against_exact(entry, tmp_path):
     """index.py build / add / remove and search.py through each backend (its flags from
     the catalog; the per-command ones on every command): the hits keep the floor of
     recall@10 against exact search of the rows left, and never name a removed row."""
     if entry.requires:
         pytest.importorskip(entry.requires)
-    import index
-    import search
+    from dml.commands import index, search
 
     floor, given = BACKEND_RUNS[entry.name]
     given = {name: value.format(db=str(tmp_path / "gallery.db")) for name, value in given.items()}

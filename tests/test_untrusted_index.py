@@ -10,12 +10,13 @@ import shutil
 import faiss
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hostile_indexes import ATTACKS, ROWS, Bases, Listener, generation_of, make_canary, run, tree, unit_rows
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dml.errors import UserError
 from dml.index import backends, faiss_file, gallery, manifest, store, untrusted
 from dml.index.catalog import SPECS
-from hostile_indexes import ATTACKS, ROWS, Bases, Listener, generation_of, make_canary, run, tree, unit_rows
 
 RECORD = dict.fromkeys(manifest.MODEL_KEYS)
 

@@ -2,10 +2,10 @@
 records them, while add and search only check them against the index's record."""
 import os
 
+from dml import models
 from dml.cli import add_arguments
 from dml.errors import UserError
 from dml.flag_types import choice, nonnegative_int, positive_int
-import models
 from dml.script_flags import add_engine_argument, image_shape
 
 from . import backends

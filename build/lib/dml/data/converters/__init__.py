@@ -1,0 +1,1 @@
+"""Readers of the official metric-learning archives, used by data/prepare.py."""

@@ -1,0 +1,62 @@
+"""Flags of index.py and search.py. The network flags default to None: index.py build
+records them, while add and search only check them against the index's record."""
+import os
+
+from dml import models
+from dml.cli import add_arguments
+from dml.errors import UserError
+from dml.flag_types import choice, nonnegative_int, positive_int
+from dml.script_flags import add_engine_argument, image_shape
+
+from . import backends
+
+
+def add_index_dir(parser):
+    parser.add_argument("--index_dir", required=True, help="The index directory.")
+
+
+def add_network_arguments(parser, building):
+    what = ("recorded in the index, and used for images" if building else
+            "optional: must equal the index's, which is used")
+    add_arguments("model", choice(*models.names(), what="models"), None, f"Network ({what}).", parser)
+    add_arguments("embedding_size", nonnegative_int, None, f"Embedding layer size ({what}).", parser)
+    add_arguments("image_shape", image_shape, None, f"Input size 3,S,S ({what}).", parser)
+    add_arguments("pretrained_model", str, None, f"Weights ({what}).", parser)
+    add_arguments("batch_size", positive_int, 32, "Images per forward pass.", parser)
+    add_arguments("num_workers", nonnegative_int, 0, "Image decoding worker processes.", parser)
+    add_arguments("use_gpu", bool, True, "Run on the GPU when Paddle sees one.", parser)
+    add_engine_argument(parser, training=False)
+
+
+def add_image_inputs(parser, features_help):
+    add_arguments("features", str, None, features_help, parser)
+    add_arguments("image_dir", str, None, "Every image under this directory (sorted).", parser)
+    add_arguments("image_list", str, None, "An SOP-format list or one image path per line.", parser)
+    add_arguments("data_dir", str, ".", "Root directory that SOP list paths are relative to.", parser)
+
+
+def add_backend_arguments(parser):
+    add_arguments("backend", choice(*backends.NAMES, what="backends"), "flat",
+                  "flat (exact), hnsw or ivfpq (faiss), milvus (a Milvus database).", parser)
+    add_arguments("hnsw_m", positive_int, 32, "hnsw: graph neighbours per node.", parser)
+    add_arguments("ef_construction", positive_int, 80, "hnsw: candidate list size while building.", parser)
+    add_arguments("ef_search", positive_int, 64, "hnsw: candidate list size while searching.", parser)
+    add_arguments("nlist", positive_int, 1024, "ivfpq: inverted lists (fewer for small galleries).", parser)
+    add_arguments("pq_m", positive_int, 64, "ivfpq: sub-quantisers (must divide the dimension).", parser)
+    add_arguments("nprobe", positive_int, 32, "ivfpq: lists visited per query.", parser)
+    add_arguments("milvus_uri", str, None, "milvus: server URI or a Milvus Lite file (e.g. gallery.db).", parser)
+    add_arguments("milvus_collection", str, None, "milvus: collection name (default from the index directory).",
+                  parser)
+
+
+def one_input(args, names):
+    """Exactly one of the input flags `names` is given; returns its name."""
+    given = [n for n in names if getattr(args, n, None)]
+    if len(given) != 1:
+        raise UserError(f"give exactly one of {', '.join('--' + n for n in names)}"
+                        + (f" (got {', '.join('--' + n for n in given)})" if given else ""))
+    return given[0]
+
+
+def absolute(paths):
+    return [os.path.abspath(p) for p in paths]

@@ -1,0 +1,92 @@
+"""search.py's work: queries (features or images embedded by the index's network),
+the backend's top k, the printed hits, the JSON and the retrieval grids."""
+import os
+
+import numpy as np
+
+from dml.errors import UserError
+from dml.outputs import write_json_atomic
+from dml.retrieval import feature_files, grid, image_inputs
+
+from . import backends, embed, flat, manifest
+
+UNKNOWN = -1
+
+
+def query_features(args, snapshot):
+    """(unit query vectors [Q, D], query names, query labels [Q] with -1 unknown)."""
+    if args.features:
+        fea, paths, labels = feature_files.read_features(args.features, expect_paths=False)
+        names_file = feature_files.companion(feature_files.features_path(args.features), ".paths.txt")
+        names = feature_files.read_paths(names_file) if os.path.isfile(names_file) else None
+        if names is None or len(names) != len(fea):
+            names = [f"{args.features}[{i}]" for i in range(len(fea))]
+        return flat.normalised(fea), names, labels if labels is not None else np.full(len(fea), UNKNOWN)
+    images, labelled = query_images(args)
+    meta = manifest.network_of(snapshot.meta, args.index_dir)
+    network = embed.load_network(meta)
+    vectors, _, unreadable = embed.embed(network, images, embed.image_size(meta), args.batch_size,
+                                         args.num_workers, args.engine)
+    if len(unreadable):
+        raise UserError(f"query image {images.paths[unreadable[0]]} cannot be read"
+                        + (f" ({len(unreadable)} unreadable)" if len(unreadable) > 1 else ""))
+    labels = images.labels if labelled else np.full(len(images), UNKNOWN)
+    return vectors, list(images.paths), labels
+
+
+def query_images(args):
+    if args.image:
+        if not os.path.isfile(args.image):
+            raise UserError(f"query image {args.image!r} not found")
+        return image_inputs.unlabelled([args.image], args.image), False
+    return image_inputs.selected_images(args.image_dir, args.image_list, args.data_dir)
+
+
+def run(snapshot, queries, k, threshold):
+    """[(scores, rows)] per query: the top k of the index, at least `threshold` similar."""
+    if queries.shape[1] != snapshot.meta["dim"]:
+        raise UserError(f"query vectors have dimension {queries.shape[1]}, the index {snapshot.meta['dim']}")
+    scores, rows = backends.get(snapshot.meta["backend"]).searcher(snapshot)(queries, k)
+    keep = (rows >= 0) & (scores >= threshold if threshold is not None else True)
+    return [(s[m], r[m]) for s, r, m in zip(scores, rows, keep)]
+
+
+def label_text(labels, row):
+    return "" if labels is None or labels[row] == UNKNOWN else str(int(labels[row]))
+
+
+def print_hits(snapshot, names, results):
+    labelled = snapshot.labels is not None
+    print("query\trank\tscore\tpath" + ("\tlabel" if labelled else ""))
+    for name, (scores, rows) in zip(names, results):
+        for rank, (score, row) in enumerate(zip(scores, rows), start=1):
+            label = "\t" + (label_text(snapshot.labels, row) or "-") if labelled else ""
+            print(f"{name}\t{rank}\t{score:.6f}\t{snapshot.paths[row]}{label}")
+
+
+def as_json(snapshot, names, results, k, threshold):
+    hits = []
+    for name, (scores, rows) in zip(names, results):
+        hits.append({"query": name, "hits": [
+            {"rank": rank, "score": float(s), "path": snapshot.paths[r], "row": int(r),
+             "label": int(snapshot.labels[r]) if snapshot.labels is not None and snapshot.labels[r] != UNKNOWN
+             else None}
+            for rank, (s, r) in enumerate(zip(scores, rows), start=1)]})
+    meta = {key: snapshot.meta.get(key) for key in ("backend", "count", "dim", "model", "weights", "updated")}
+    return {"index": meta, "topk": k, "threshold": threshold, "results": hits}
+
+
+def save_json(path, content):
+    write_json_atomic(path, content)
+    print(f"search results written to {path}")
+
+
+def save_grids(directory, snapshot, names, query_labels, results):
+    """eval.py's grids: each query then its hits (green same label, red another)."""
+    gallery_labels = snapshot.labels if snapshot.labels is not None else np.full(len(snapshot), UNKNOWN)
+    paths = list(snapshot.paths) + list(names)
+    labels = np.concatenate([gallery_labels, np.asarray(query_labels, np.int64)])
+    queries = np.arange(len(snapshot), len(snapshot) + len(names))
+    neighbours = [rows for _, rows in results]
+    for path in grid.save_grids(directory, paths, labels, queries, neighbours):
+        print(f"retrieval grid written to {path}")

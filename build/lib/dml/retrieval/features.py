@@ -1,0 +1,47 @@
+"""Feature extraction over a test loader: the one computation behind the training
+script's periodic test, eval.py and infer.py."""
+import sys
+
+import numpy as np
+import paddle
+
+from dml.runtime import acceleration
+
+
+def progress(iterable, total, desc, enabled=None):
+    """A tqdm bar on a terminal; the plain iterable when output is not a terminal."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False)
+
+
+@paddle.no_grad()
+def extract_features(model, loader, show_progress=None, engine=acceleration.DEFAULT_INFER_ENGINE):
+    """Run `model` in eval mode over a test loader; `engine` "static" runs it exported
+    to an in-process predictor (acceleration.inference_forward), "dygraph" as it is.
+
+    Returns (features [N,D] float32, labels [N], skipped [N] bool); rows of unreadable
+    images are kept in place (zeros in, features out) and flagged in `skipped`.
+    Features reach the host once per batch (a predictor's directly, without a Tensor
+    in between); labels and flags once per pass.
+    """
+    was_training = isinstance(model, paddle.nn.Layer) and model.training
+    if was_training:
+        model.eval()
+    feats, labels, skipped = [], [], []
+    try:
+        with acceleration.inference_forward(model, engine) as forward:
+            to_host = getattr(forward, "numpy_features", None) or (lambda images: forward(images).numpy())
+            for images, batch_labels, batch_skipped in progress(loader, len(loader), "features", show_progress):
+                feats.append(np.asarray(to_host(images), dtype=np.float32))
+                labels.append(batch_labels.reshape([-1]))
+                skipped.append(batch_skipped.reshape([-1]))
+    finally:
+        if was_training:
+            model.train()
+    return (np.concatenate(feats), paddle.concat(labels).numpy(),
+            paddle.concat(skipped).numpy().astype(bool))

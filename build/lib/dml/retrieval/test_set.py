@@ -1,0 +1,85 @@
+"""What a test scores: every image of one list against all the others (SOP, CUB,
+Cars196), or the images of a query list against a separate gallery list (In-Shop).
+
+Both eval.py and the training scripts' periodic test go through `score_network`, so
+they print the same Recall@1 for the same weights.
+"""
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from dml.data import reader
+from dml.errors import UserError
+
+from . import features, metrics
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """`queries` alone (all against all), or `queries` searching `gallery`."""
+
+    queries: reader.ImageList
+    gallery: Optional[reader.ImageList] = None
+
+    @property
+    def lists(self):
+        return [self.queries] if self.gallery is None else [self.queries, self.gallery]
+
+
+def read_test_set(data_dir, test_list, query_list=None, gallery_list=None):
+    """The TestSet the flags describe; UserError for one of query/gallery without the
+    other, or for lists that share an image (a gallery holding the queries makes every
+    recall 1.0)."""
+    if (query_list is None) != (gallery_list is None):
+        raise UserError("give both --query_list and --gallery_list (In-Shop's protocol), or neither")
+    if query_list is None:
+        return TestSet(reader.read_list(data_dir, test_list, "test"))
+    queries = reader.read_list(data_dir, query_list, "test")
+    gallery = reader.read_list(data_dir, gallery_list, "test")
+    shared = sorted(set(map(os.path.realpath, queries.paths)) & set(map(os.path.realpath, gallery.paths)))
+    if shared:
+        raise UserError(f"--query_list and --gallery_list share {len(shared)} image(s) (first: {shared[0]}): "
+                        f"a gallery holding the queries scores every recall 1.0; use disjoint lists")
+    return TestSet(queries, gallery)
+
+
+@dataclass
+class Scored:
+    """Features of the readable images of each list and the metrics computed from them."""
+
+    fea: list
+    labels: list
+    kept: list
+    skipped: list
+    result: dict
+
+    @property
+    def num_queries(self):
+        return len(self.fea[0])
+
+
+def score_network(network, test_set, image_size, batch_size, num_workers, engine, ks=(1,), map_at_r=False):
+    """Extract the features of every list of `test_set` and score them; unreadable
+    images are left out (and reported by the caller from `skipped`)."""
+    fea, labels, kept, skipped = [], [], [], []
+    for image_list in test_set.lists:
+        loader = reader.test_loader(image_list, image_size, batch_size, num_workers)
+        values, list_labels, unreadable = features.extract_features(network, loader, engine=engine)
+        readable = np.flatnonzero(~unreadable)
+        fea.append(values[readable])
+        labels.append(list_labels[readable])
+        kept.append(readable)
+        skipped.append(unreadable)
+    least = 1 if test_set.gallery is not None else 2
+    for image_list, rows in zip(test_set.lists, kept):
+        if len(rows) < least:
+            raise UserError(f"only {len(rows)} readable image(s) in {image_list.list_path}: "
+                            f"need at least {least} to evaluate")
+    ks = sorted(set(ks) | {1})
+    if test_set.gallery is None:
+        result = metrics.retrieval_metrics(fea[0], labels[0], ks=ks, map_at_r=map_at_r)
+    else:
+        result = metrics.query_gallery_metrics(fea[0], labels[0], fea[1], labels[1], ks=ks, map_at_r=map_at_r)
+    return Scored(fea, labels, kept, skipped, result)

@@ -1,0 +1,99 @@
+"""Every private or undocumented Paddle interface the toolkit uses, in one place.
+
+Each is reached through a function here, and `tests/test_paddle_compat.py` checks
+each one against the installed Paddle, so an upgrade that removes or renames one fails
+that test with the name of what is gone, not somewhere deep in a training run. Pinned
+Paddle version: requirements.txt.
+
+| what                              | Paddle internal                                   |
+|-----------------------------------|---------------------------------------------------|
+| CPU kernel thread count           | paddle.base.core.set_num_threads                  |
+| oneDNN in this build              | paddle.base.core.is_compiled_with_onednn          |
+| legacy (pre-PIR) static programs  | paddle.pir_utils.DygraphOldIrGuard                |
+| a hook on a to_static program     | PartialProgramLayerHook, program.set_hooker       |
+| an op attribute in that program   | Operator._set_attr                                |
+| stopping DataLoader workers now   | the loader iterator's _try_shutdown_all           |
+| optimizer accumulator names       | state-dict keys `<parameter name>_<accumulator>`  |
+| whether GradScaler skipped a step | GradScaler._enable, GradScaler._cache_found_inf   |
+"""
+import paddle
+
+
+class PaddleInternalMissing(RuntimeError):
+    """An internal interface this module relies on is absent from the installed Paddle."""
+
+
+def _require(owner, name, what):
+    try:
+        return getattr(owner, name)
+    except AttributeError:
+        raise PaddleInternalMissing(f"Paddle {paddle.__version__} has no {what} ({name}); "
+                                    f"the toolkit is tested with the version in requirements.txt") from None
+
+
+def set_cpu_threads(count):
+    """Threads of Paddle's own CPU kernels (Paddle uses one unless told)."""
+    _require(paddle.base.core, "set_num_threads", "paddle.base.core.set_num_threads")(count)
+
+
+def compiled_with_onednn():
+    return bool(_require(paddle.base.core, "is_compiled_with_onednn", "oneDNN build check")())
+
+
+def legacy_program_guard():
+    """A context manager under which to_static builds a legacy (pre-PIR) program."""
+    from paddle import pir_utils
+
+    return _require(pir_utils, "DygraphOldIrGuard", "legacy IR guard")()
+
+
+def program_hook_base():
+    """The base class of hooks that may rewrite a to_static training program."""
+    from paddle.jit.dy2static import partial_program
+
+    return _require(partial_program, "PartialProgramLayerHook", "dy2static program hook")
+
+
+def attach_program_hook(compiled_layer, example_input, hook):
+    """Install `hook` on the program a to_static layer will run for inputs like `example_input`."""
+    _, program = compiled_layer.forward.get_concrete_program(example_input)
+    _require(program, "set_hooker", "hook setter of a dy2static program")(hook)
+
+
+def set_op_attribute(op, name, value):
+    """Set an attribute of an operator of a legacy static program."""
+    _require(op, "_set_attr", "operator attribute setter")(name, value)
+
+
+def stop_loader_workers(loader_iterator):
+    """Stop a DataLoader iterator's worker processes now (not at interpreter exit,
+    where Paddle reports them as having died unexpectedly). No-op without workers."""
+    shutdown = getattr(loader_iterator, "_try_shutdown_all", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def rename_accumulators(opt_state, renames):
+    """Re-key an optimizer state dict's accumulators through `renames` (old parameter
+    name -> new name). Paddle stores them as `<parameter name>_<accumulator>_<n>`
+    (e.g. `conv2d_40.w_0_velocity_0`); the longest matching parameter name wins, so
+    `fc_0.w_0` does not capture `fc_0.w_0_1`'s keys. Other keys are kept as they are."""
+    by_length = sorted(renames.items(), key=lambda pair: -len(pair[0]))
+    renamed = {}
+    for key, value in opt_state.items():
+        for old, new in by_length:
+            if isinstance(key, str) and key.startswith(old + "_"):
+                key = new + key[len(old):]
+                break
+        renamed[key] = value
+    return renamed
+
+
+def scaler_found_inf(scaler):
+    """Whether a GradScaler's last `step` found inf/NaN gradients and skipped the
+    update. Paddle keeps it in `_cache_found_inf` (a bool or a one-element Tensor,
+    already read by `update`); a disabled scaler (CPU, bfloat16) never skips."""
+    if not getattr(scaler, "_enable", True):
+        return False
+    found = _require(scaler, "_cache_found_inf", "GradScaler's skipped-step flag")
+    return bool(found) if found is not None else False

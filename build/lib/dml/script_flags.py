@@ -1,0 +1,108 @@
+"""Flags several scripts share, declared once with their types and help, and the one
+check of the flags that depend on each other in eval.py, infer.py and export_model.py."""
+import argparse
+import os
+
+from dml import models, recorded_flags
+from dml.cli import add_arguments
+from dml.data import imgtool
+from dml.errors import UserError
+from dml.flag_types import choice, nonnegative_int, positive_int
+from dml.runtime.acceleration import ENGINES
+from dml.runtime.data_workers import DefaultWorkers
+
+
+def image_shape(text):
+    """argparse type: '3,S,S' (checked, kept as written)."""
+    try:
+        imgtool.parse_image_shape(text)
+    except UserError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid: expected '3,S,S' with S > 0, "
+                                         f"e.g. 3,224,224") from None
+    return text
+
+
+EMBEDDING_HELP = "Size of the fully connected embedding layer after the backbone's pooled features (0: no layer, " \
+                 "the pooled features)."
+
+
+def add_model_arguments(parser, from_weights=False):
+    """--model, --embedding_size, --image_shape, --use_gpu. from_weights: the script
+    loads trained weights, so --embedding_size defaults to the size they were trained
+    with (dml.recorded_flags)."""
+    add_arguments("model", choice(*models.names(), what="models"), "ResNet50",
+                  f"Network: one of {', '.join(models.names())}.", parser)
+    if from_weights:
+        parser.add_argument("--embedding_size", type=nonnegative_int, default=0, action=recorded_flags.GivenFlag,
+                            help=EMBEDDING_HELP + " Must be the size the weights were trained with. Default: when "
+                                 "left out, the size recorded in the checkpoint's state.json; 0 for weights "
+                                 "without one.")
+    else:
+        add_arguments("embedding_size", nonnegative_int, 0, EMBEDDING_HELP, parser)
+    add_arguments("image_shape", image_shape, "3,224,224",
+                  "Input size as channels,height,width (square RGB: 3,S,S), e.g. 3,224,224.", parser)
+    add_arguments("use_gpu", bool, True, "Run on the GPU when Paddle sees one (else the CPU, said in one line).",
+                  parser)
+
+
+def add_engine_argument(parser, training):
+    what = ("training steps run the backbone's convolutions on oneDNN and the periodic test runs the "
+            "network exported to an in-process paddle.inference predictor (3-10x faster)" if training else
+            "features come from the network exported to an in-process paddle.inference predictor "
+            "(several times faster, same features to ~1e-6)")
+    add_arguments("engine", choice(*ENGINES), "static",
+                  f"On the CPU, static: {what}; dygraph: Paddle's plain dynamic graph.", parser)
+
+
+def add_data_arguments(parser, train=True, query_gallery=True,
+                       seed_help="Random seed for weights, sampling and augmentation.",
+                       test_list_help="Test list, relative to data_dir."):
+    """Flags every data-reading script shares beyond the original's."""
+    add_arguments("data_dir", str, "data/Stanford_Online_Products",
+                  "Root directory that list paths are relative to.", parser)
+    if train:
+        add_arguments("train_list", str, "Ebay_train.txt", "Training list, relative to data_dir.", parser)
+    add_arguments("test_list", str, "Ebay_test.txt", test_list_help, parser)
+    if query_gallery:
+        add_arguments("query_list", str, None, "With --gallery_list: test by queries from this list searching "
+                      "the gallery list only (In-Shop's protocol) instead of --test_list all against all.", parser)
+        add_arguments("gallery_list", str, None, "The gallery the --query_list images search (no image in both).",
+                      parser)
+    add_arguments("num_workers", nonnegative_int, DefaultWorkers(2), "Image decoding worker processes (0: decode "
+                  "in the main process); when not given, on a GPU: the cores per rank less one.", parser)
+    add_arguments("seed", nonnegative_int, 90, seed_help, parser)
+
+
+def add_inference_arguments(parser, batch_size, weights_help):
+    """The original flags eval.py and infer.py share (plus --engine)."""
+    add_model_arguments(parser, from_weights=True)
+    add_arguments("batch_size", positive_int, batch_size, "Images per forward pass (memory, not results: "
+                  "features do not depend on it).", parser)
+    add_arguments("with_mem_opt", bool, False, "Accepted for compatibility; a no-op (Paddle manages memory).",
+                  parser)
+    add_arguments("pretrained_model", str, None, weights_help, parser)
+    add_engine_argument(parser, training=False)
+
+
+def check_inference_flags(args, alternative=None):
+    """The weights must be given (or `alternative`, another flag that replaces them);
+    output files must be writable where asked. Returns the image size."""
+    given_alternative = alternative and getattr(args, alternative, None) is not None
+    if not args.pretrained_model and not given_alternative:
+        also = f" or --{alternative}" if alternative else ""
+        raise UserError(f"--pretrained_model{also} is required: the checkpoint or weights to use "
+                        f"(e.g. output/ResNet50/30000)")
+    for flag in ("save_json", "save_features"):
+        check_output_file(getattr(args, flag, None), "--" + flag)
+    return models.check_image_size(args.model, imgtool.parse_image_shape(args.image_shape)[1])
+
+
+def check_output_file(path, flag):
+    """Fail before the long run, not after it, when an output file cannot be written there."""
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UserError(f"{flag} {path!r}: directory {parent!r} does not exist")
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path!r} is a directory; give a file name")

@@ -1,0 +1,311 @@
+"""Training checkpoints, written whole or not at all, found again (`--checkpoint latest`),
+and restored.
+
+A checkpoint directory `<model_save_dir>/<model>/<iteration>/` holds `model.pdparams`,
+one flat state dict of the network's own keys (`backbone.*`, `embedding.*`) and the loss
+layer's under `loss.`, so `--pretrained_model` can load the network part of any
+checkpoint and `--checkpoint` can restore everything; `model.pdopt`, the optimizer;
+`state.json`, the run's record; and `memory.npz` when the run keeps a cross-batch memory.
+"""
+import json
+import os
+import platform
+import re
+import shutil
+import time
+
+import numpy as np
+import paddle
+
+from dml.errors import UserError, first_line
+from dml.runtime import paddle_compat
+from dml.weights import safe_load
+
+PARAMS = "model.pdparams"
+OPTIMIZER = "model.pdopt"
+STATE = "state.json"
+MEMORY = "memory.npz"
+LOSS_PREFIX = "loss."
+TMP_MARK = ".tmp-"
+#: A numbered checkpoint directory: ASCII digits only.
+_ITERATION = re.compile(r"[0-9]{1,19}")
+#: state.json is a few kilobytes; anything far larger is not one.
+_MAX_STATE_BYTES = 1 << 20
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (disk full, permissions); the previous ones are intact."""
+
+
+def network_and_loss_state(model, loss):
+    """One flat state dict of the network and the loss layer's parameters."""
+    state = dict(model.state_dict())
+    state.update({LOSS_PREFIX + k: v for k, v in loss.state_dict().items()})
+    return state
+
+
+def _param_names(model, loss):
+    """{Paddle's generated parameter name: our structured name} for every parameter.
+
+    Paddle names optimizer accumulators after generated parameter names
+    (`conv2d_40.w_0`), which depend on how many layers the process built before;
+    checkpoints store them under the structured names (`backbone.conv1.weight`) so
+    any process can restore them.
+    """
+    names = {p.name: k for k, p in model.named_parameters()}
+    names.update({p.name: LOSS_PREFIX + k for k, p in loss.named_parameters()})
+    return names
+
+
+def optimizer_state(optimizer, model, loss):
+    """The optimizer's state dict keyed by structured parameter names."""
+    return paddle_compat.rename_accumulators(optimizer.state_dict(), _param_names(model, loss))
+
+
+def restore_optimizer(optimizer, model, loss, directory):
+    """Load a checkpoint's optimizer state into `optimizer` (built over model + loss)."""
+    saved = safe_load.load(os.path.join(directory, OPTIMIZER))
+    back = {new: old for old, new in _param_names(model, loss).items()}
+    optimizer.set_state_dict(paddle_compat.rename_accumulators(saved, back))
+
+
+def save_checkpoint(directory, model, loss, optimizer, state, memory=None):
+    """Write a checkpoint to `directory` atomically: a temporary sibling, then a rename.
+
+    A crash at any moment leaves either the previous content of `directory` or the
+    new complete checkpoint, never a mixture; temporary directories that crashed runs
+    left behind are removed first. A failed write (disk full, no permission) removes
+    its temporary directory and raises CheckpointWriteError; nothing else is touched.
+    """
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    remove_stale_temporaries(parent)
+    tmp = os.path.join(parent, f".{os.path.basename(directory)}{TMP_MARK}{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        paddle.save(network_and_loss_state(model, loss), os.path.join(tmp, PARAMS))
+        paddle.save(optimizer_state(optimizer, model, loss), os.path.join(tmp, OPTIMIZER))
+        if memory is not None:
+            np.savez(os.path.join(tmp, MEMORY), **memory)
+        with open(os.path.join(tmp, STATE), "w") as handle:
+            json.dump(dict(state, versions=_versions(), saved_at=time.strftime("%Y-%m-%d %H:%M:%S")),
+                      handle, indent=1, sort_keys=True)
+        _fsync_dir_files(tmp)
+        _replace_dir(tmp, directory)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointWriteError(f"cannot write checkpoint {directory}: {err.strerror or err}") from None
+    return directory
+
+
+def remove_stale_temporaries(parent):
+    """Remove `.<iter>.tmp-<pid>[.old]` directories of processes that no longer run."""
+    for name in os.listdir(parent):
+        pid = _temporary_owner(name)
+        if pid is not None and not _process_alive(pid):
+            _remove(os.path.join(parent, name))
+
+
+def _remove(path):
+    """Remove a directory tree, or a file or symlink (never what a symlink points to)."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+#: `.<iteration>.tmp-<pid>[.old]`, ASCII digits only (str.isdigit also takes '²' and '١').
+_TEMPORARY = re.compile(r"\.([0-9]{1,19})" + re.escape(TMP_MARK) + r"([0-9]{1,7})(\.old)?")
+#: Linux's largest possible pid (pid_max is at most 2^22).
+_MAX_PID = 1 << 22
+
+
+def _temporary_owner(name):
+    """The writer's pid of a temporary checkpoint directory name, else None."""
+    match = _TEMPORARY.fullmatch(name)
+    if not match or int(match.group(2)) > _MAX_PID:
+        return None
+    return int(match.group(2))
+
+
+def _process_alive(pid):
+    if pid == os.getpid():
+        return False  # our own leftover from an earlier failed save
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_writable(model_save_dir):
+    """Fail before training, not at the first save, when `model_save_dir` cannot be
+    written: create it, then create and remove a probe file in it."""
+    probe = os.path.join(model_save_dir, f".write-probe-{os.getpid()}")
+    try:
+        os.makedirs(model_save_dir, exist_ok=True)
+        with open(probe, "wb") as handle:
+            handle.write(b"probe")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.remove(probe)
+    except OSError as err:
+        raise UserError(f"--model_save_dir {model_save_dir!r} is not writable: {err.strerror or err}; "
+                        f"choose another directory") from None
+
+
+def numbered_checkpoints(root):
+    """Complete checkpoints directly under `root`, as (iteration, path), oldest first.
+
+    Temporary (`.<iter>.tmp-<pid>`) and incomplete directories are never listed.
+    """
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if _ITERATION.fullmatch(name) and os.path.isdir(path) and is_complete(path):
+            found.append((int(name), path))
+    return sorted(found)
+
+
+def resolve(argument, model_save_dir, model):
+    """The checkpoint directory `--checkpoint` means, and how it was chosen.
+
+    `latest` means the newest complete checkpoint under `<model_save_dir>/<model>`; a
+    directory of numbered checkpoints means its newest complete one; anything else is
+    taken as one checkpoint directory. Returns (directory, note or None).
+    """
+    root = os.path.join(model_save_dir, model) if argument == "latest" else argument
+    if argument != "latest" and (not os.path.isdir(root) or is_complete(root)):
+        return argument, None
+    found = numbered_checkpoints(root)
+    if not found:
+        raise UserError(f"--checkpoint {argument}: no complete checkpoint under {root!r} "
+                        f"(expected {root}/<iteration>/ with {PARAMS}, {OPTIMIZER}, {STATE})")
+    iteration, path = found[-1]
+    return path, f"newest complete checkpoint under {root}"
+
+
+def _versions():
+    return {"paddle": paddle.__version__, "python": platform.python_version()}
+
+
+def _fsync_dir_files(directory):
+    for name in os.listdir(directory):
+        with open(os.path.join(directory, name), "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _replace_dir(tmp, directory):
+    """Move `tmp` to `directory`; an existing `directory` is moved aside first, then removed."""
+    old = None
+    if os.path.exists(directory):
+        old = f"{tmp}.old"
+        os.replace(directory, old)
+    try:
+        os.replace(tmp, directory)
+    except OSError:
+        if old:
+            os.replace(old, directory)
+        raise
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def is_complete(directory):
+    return all(os.path.isfile(os.path.join(directory, f)) for f in (PARAMS, OPTIMIZER, STATE))
+
+
+def read_run_state(directory):
+    """The state.json of a complete checkpoint; UserError naming what is wrong otherwise."""
+    if not os.path.isdir(directory):
+        raise UserError(f"--checkpoint {directory!r} is not a directory")
+    if not is_complete(directory):
+        raise UserError(
+            f"--checkpoint {directory!r} is not a complete checkpoint (needs {PARAMS}, {OPTIMIZER}, {STATE})"
+        )
+    path = os.path.join(directory, STATE)
+    try:
+        if os.path.getsize(path) > _MAX_STATE_BYTES:
+            raise ValueError(f"larger than {_MAX_STATE_BYTES} bytes")
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+    except (OSError, ValueError, RecursionError) as err:
+        raise UserError(f"--checkpoint {directory!r}: cannot read {STATE}: {first_line(err)}") from None
+    problem = state_problem(state)
+    if problem:
+        raise UserError(f"--checkpoint {directory!r}: {STATE} is not a checkpoint state ({problem})")
+    return state
+
+
+def state_problem(state):
+    """What is wrong with a parsed state.json (None when nothing is): the fields a
+    resume reads, with their types and ranges."""
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__}, not an object"
+    next_iter = state.get("next_iter")
+    if type(next_iter) is not int or next_iter < 0:
+        return f"next_iter must be a non-negative integer, got {next_iter!r}"[:200]
+    flags = state.get("flags", {})
+    if not isinstance(flags, dict):
+        return "flags must be an object"
+    total = flags.get("total_iter_num")
+    if total is not None and (type(total) is not int or next_iter > total):
+        return f"next_iter {next_iter} is past the run's total_iter_num {total!r}"[:200]
+    for key in ("model", "loss_name"):
+        if key in state and not isinstance(state[key], str):
+            return f"{key} must be a string"
+    if "embedding_size" in state and type(state["embedding_size"]) is not int:
+        return "embedding_size must be an integer"
+    meter = state.get("meter", {})
+    if not isinstance(meter, dict) or not all(
+            isinstance(seq, list) and all(type(v) in (int, float) for v in seq) for seq in meter.values()):
+        return "meter must map names to lists of numbers"
+    return None
+
+
+
+def restore_memory(directory, memory, rank, nranks):
+    """Load this rank's cross-batch memory from a checkpoint into `memory`."""
+    from .memory import rank_state
+
+    path = os.path.join(directory, MEMORY)
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            memory.load(rank_state(dict(saved), rank, nranks))
+    except FileNotFoundError:
+        raise UserError(f"--checkpoint {directory!r} holds no cross-batch memory ({MEMORY}): it was not written "
+                        f"with --xbm_size; resume without it, or use --pretrained_model") from None
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"--checkpoint {directory!r}: cannot restore the cross-batch memory: {err}") from None
+
+
+def restore(directory, model, loss, same_run):
+    """Load the network and loss parameters of a checkpoint into `model` and `loss`;
+    return its state.json. `same_run` ({flag: value}) must match what the checkpoint
+    was written with, else UserError saying which flag differs."""
+    state = read_run_state(directory)
+    recorded_flags = state.get("flags") if isinstance(state.get("flags"), dict) else {}
+    for key, value in same_run.items():
+        recorded = state.get(key, recorded_flags.get(key))
+        if recorded != value:
+            raise UserError(f"--checkpoint {directory!r} was written with --{key}={recorded}, not {value}; "
+                            f"resume with --{key}={recorded}, or use --pretrained_model to start a new run from it")
+    params = safe_load.load(os.path.join(directory, PARAMS), return_numpy=True)
+    if not isinstance(params, dict):
+        raise UserError(f"--checkpoint {directory!r}: {PARAMS} holds no state dict")
+    network = {k: v for k, v in params.items() if not k.startswith(LOSS_PREFIX)}
+    own = {k[len(LOSS_PREFIX):]: v for k, v in params.items() if k.startswith(LOSS_PREFIX)}
+    for layer, values in ((model, network), (loss, own)):
+        missing, unexpected = layer.set_state_dict(values)
+        if missing or unexpected:
+            raise UserError(f"--checkpoint {directory!r} does not fit this network "
+                            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+    return state

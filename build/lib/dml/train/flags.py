@@ -1,0 +1,153 @@
+"""The training scripts' flags: declared once here with their types, ranges and help;
+the loss flags come from the loss specs. `check` holds the rules that tie several
+flags together; every single-flag rule is in the flag's type."""
+import argparse
+
+from dml import losses, models
+from dml.cli import add_arguments
+from dml.data import imgtool
+from dml.errors import UserError
+from dml.flag_types import choice, increasing_ints, nonnegative_int, parse_increasing_ints, positive_float, positive_int
+from dml.script_flags import add_data_arguments, add_engine_argument, add_model_arguments
+
+LR_STRATEGIES = ("piecewise_decay", "cosine_decay")
+BATCH_RULES = {"elem": ".", "pair": "; each device's share must be divisible by 3 for triplet, and by "
+                                    "--samples_each_class, with at least 2 classes, for the other losses."}
+
+
+def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, total_iter_num,
+                           test_iter_step, save_iter_step, loss_name):
+    """Every flag of a training script of `family` ("elem" or "pair"), with its defaults."""
+    add_model_arguments(parser)
+    add_arguments("train_batch_size", positive_int, train_batch_size,
+                  "Images per training step, over all devices (split evenly between them, so a multiple of "
+                  "their number)" + BATCH_RULES[family], parser)
+    add_arguments("test_batch_size", positive_int, 50, "Images per forward pass of the periodic test.", parser)
+    class_help = ("Number of training classes: rows of the classifier / proxies (SOP: 11318)." if family == "elem"
+                  else "Number of training classes; kept from the original, not read by the pair losses.")
+    add_arguments("class_dim", positive_int, 11318, class_help, parser)
+    add_arguments("lr", positive_float, lr, "Initial learning rate of the Momentum optimizer (momentum 0.9, L2 "
+                  "decay 1e-4); --lr_strategy lowers it.", parser)
+    add_arguments("lr_strategy", choice(*LR_STRATEGIES), "piecewise_decay",
+                  "Learning-rate schedule: piecewise_decay (x0.1 at each of --lr_steps) or cosine_decay "
+                  "(to 0 at --total_iter_num).", parser)
+    add_arguments("lr_steps", increasing_ints, lr_steps,
+                  "Iterations at which piecewise_decay multiplies the learning rate by 0.1 (comma-separated).",
+                  parser)
+    add_arguments("total_iter_num", positive_int, total_iter_num, "Training iterations in all.", parser)
+    add_arguments("display_iter_step", positive_int, 10,
+                  "Print a log line (averages since the last one) every this many iterations.", parser)
+    add_arguments("test_iter_step", positive_int, test_iter_step,
+                  "Test Recall@1 on --test_list every this many iterations.", parser)
+    add_arguments("save_iter_step", positive_int, save_iter_step,
+                  "Save a checkpoint every this many iterations (and at the end).", parser)
+    add_arguments("with_mem_opt", bool, True, "Accepted for compatibility; a no-op (Paddle manages memory).",
+                  parser)
+    add_arguments("pretrained_model", str, None,
+                  "Network weights to start from (fine-tuning): a checkpoint directory or .pdparams of this "
+                  "toolkit, a paddle.vision state dict, a legacy Fluid directory, a PyTorch .pth/.safetensors "
+                  "state dict (timm/DINO ViT, torchvision ResNet), or 'imagenet'.", parser)
+    add_arguments("checkpoint", str, None,
+                  "Resume a run: a checkpoint directory, a directory of numbered checkpoints (its newest), "
+                  "or 'latest' (the newest under --model_save_dir/--model).", parser)
+    add_arguments("model_save_dir", str, "output",
+                  "Checkpoints go to <model_save_dir>/<model>/<iteration>/.", parser)
+    family_losses = losses.names(family)
+    add_arguments("loss_name", loss_name_of(family), loss_name,
+                  f"Loss: one of {', '.join(family_losses)}. "
+                  + "; ".join(f"{n}: {losses.spec(n).summary.rstrip('.')}" for n in family_losses) + ".",
+                  parser)
+    add_loss_arguments(parser, family)
+    add_arguments("loss_lr_mult", positive_float, 1.0,
+                  "Learning-rate multiplier for the loss layer's own parameters (class weights, proxies; "
+                  "Proxy-Anchor's authors train proxies at 100).", parser)
+    if family == "pair":
+        memory_losses = ", ".join(n for n in losses.names("pair") if losses.spec(n).reference_set)
+        add_arguments("xbm_size", nonnegative_int, 0,
+                      "Cross-batch memory (Wang et al., XBM, CVPR 2020): compare each batch also with the last "
+                      f"this many training embeddings of this rank (0: off; at least the per-device batch). "
+                      f"Losses: {memory_losses}.", parser)
+        add_arguments("xbm_start_iter", nonnegative_int, 0,
+                      "Iteration from which the cross-batch memory is filled and used.", parser)
+    add_engine_argument(parser, training=True)
+    add_arguments("log_dir", str, None, "Write training curves (loss, lr, accuracy or recall, test recall) as "
+                  "VisualDL scalars to this directory (needs: pip install visualdl==2.5.3).", parser)
+    add_arguments("amp", bool, False, "Mixed precision (float16 autocast, dynamic loss scaling) on GPU; "
+                  "ignored on CPU.", parser)
+    add_arguments("enable_ce", bool, False,
+                  "Continuous evaluation: test at the end and print the 'kpis' lines (train_cost, test_recall).",
+                  parser)
+    add_arguments("test_before_training", bool, False,
+                  "Also test Recall@1 before the first step (logged as trainbatch 0): the starting point.",
+                  parser)
+    add_data_arguments(parser)
+
+
+def loss_name_of(family):
+    """argparse type of --loss_name: a loss this script trains (a loss of the other
+    script is named with the script that trains it)."""
+    own = losses.names(family)
+
+    def parse(text):
+        if text in own:
+            return text
+        where = f"{text!r} is trained by {losses.spec(text).script}" if text in losses.names() else \
+            f"unknown loss {text!r}"
+        raise argparse.ArgumentTypeError(f"{where}; this script trains {', '.join(own)}")
+
+    parse.__name__ = "loss_name"
+    return parse
+
+
+def add_loss_arguments(parser, family):
+    """One flag per loss parameter of the family's losses (a flag several losses share,
+    such as --margin, is declared once and says which losses read it)."""
+    users = {}
+    for name in losses.names(family):
+        for param in losses.spec(name).params:
+            users.setdefault(param.flag, (param, []))[1].append(name)
+    for flag, (param, names) in users.items():
+        add_arguments(flag, param.type, param.default, f"{param.help} Used by: {', '.join(names)}.", parser)
+
+
+def loss_params(args):
+    """The chosen loss's constructor arguments, from its flags."""
+    return {p.name: getattr(args, p.flag) for p in losses.spec(args.loss_name).params}
+
+
+def run_identity(args):
+    """What a checkpoint must have been written with to be resumed by this run."""
+    identity = {"model": args.model, "embedding_size": args.embedding_size, "loss_name": args.loss_name}
+    if losses.spec(args.loss_name).classes:
+        identity["class_dim"] = args.class_dim
+    if getattr(args, "xbm_size", 0):
+        identity["xbm_size"] = args.xbm_size
+    return identity
+
+
+def lr_steps(args):
+    return parse_increasing_ints(args.lr_steps)
+
+
+def image_size(args):
+    return imgtool.parse_image_shape(args.image_shape)[1]
+
+
+def check(args, family):
+    """The rules that tie several flags together (each flag's own range is in its type)."""
+    models.check_image_size(args.model, image_size(args))
+    spec = losses.spec(args.loss_name)
+    if spec.family != family:
+        raise UserError(f"--loss_name={args.loss_name} is trained by {spec.script}")
+    if getattr(args, "xbm_size", 0) and not spec.reference_set:
+        users = ", ".join(n for n in losses.names() if losses.spec(n).reference_set)
+        raise UserError(f"--xbm_size works with the losses that compare a batch with a memory ({users}), "
+                        f"not {args.loss_name}; use --xbm_size=0")
+
+
+def check_memory(args, per_device_batch):
+    """The cross-batch memory must hold at least one device batch."""
+    size = getattr(args, "xbm_size", 0)
+    if size and size < per_device_batch:
+        raise UserError(f"--xbm_size={size} is smaller than a device batch ({per_device_batch} images): "
+                        f"use at least {per_device_batch}, or 0 to switch the memory off")

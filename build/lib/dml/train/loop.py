@@ -1,0 +1,214 @@
+"""The training loop behind train_elem.py and train_pair.py.
+
+The scripts differ only in their flags; the loss's spec decides the sampler
+(shuffled images, (anchor, positive, negative) triples or class-balanced batches).
+"""
+import contextlib
+import time
+
+import numpy as np
+import paddle
+from paddle import nn
+
+from dml import losses, models
+from dml.cli import print_arguments
+from dml.data import reader
+from dml.retrieval.test_set import read_test_set
+from dml.runtime import acceleration, data_workers, paddle_compat
+from dml.runtime.device import choose_device
+
+from . import amp, checkpoint, interrupts
+from . import flags as train_flags
+from .memory import CrossBatchMemory
+from .monitor import CheckpointWriter, PeriodicTest, Run, Schedule
+
+
+class TrainStep(nn.Layer):
+    """Network and loss as one layer, so data parallelism syncs both their gradients.
+    `features`, when given, computes the network's pooled backbone features in its
+    place (acceleration.training_features); the embedding layer and loss follow.
+
+    With a cross-batch `memory` switched on (`use_memory`), the objective is the loss
+    of the batch against itself plus the loss of the batch against the memory, and the
+    batch then joins the memory (after the comparison: no row meets itself there).
+
+    `autocast` (--amp): a callable returning the context the network runs under; the
+    loss runs outside it, in float32 (see dml.train.amp)."""
+
+    def __init__(self, model, loss, features=None, memory=None, autocast=None):
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.features = features
+        self.memory = memory
+        self.use_memory = False
+        self.autocast = autocast
+
+    def forward(self, images, labels):
+        with self.autocast() if self.autocast else contextlib.nullcontext():
+            embeddings = self.model(images) if self.features is None else self.model.head(self.features(images))
+        if embeddings.dtype != paddle.float32:
+            embeddings = paddle.cast(embeddings, "float32")  # under --amp: the losses run in float32
+        cost, probs = self.loss(embeddings, labels)
+        cost = paddle.mean(cost)
+        if self.memory is not None and self.use_memory:
+            remembered = self.memory.view()
+            if remembered is not None:
+                cost = cost + paddle.mean(self.loss(embeddings, labels, *remembered)[0])
+            self.memory.push(embeddings, labels)
+        return cost, embeddings, probs
+
+
+def make_optimizer(parameters, lr, lr_strategy="piecewise_decay", lr_steps=(), total_iter_num=None):
+    """Momentum 0.9 with L2 decay 1e-4 and the learning-rate schedule: piecewise_decay
+    (lr x 0.1 at each of lr_steps) or cosine_decay over total_iter_num steps.
+    `parameters`: a list of parameters, or Paddle's parameter groups (dicts with
+    'params' and a 'learning_rate' multiplier)."""
+    if lr_strategy == "cosine_decay":
+        schedule = paddle.optimizer.lr.CosineAnnealingDecay(lr, T_max=total_iter_num)
+    else:
+        values = [lr * (0.1 ** i) for i in range(len(lr_steps) + 1)]
+        schedule = paddle.optimizer.lr.PiecewiseDecay(list(lr_steps), values)
+    optimizer = paddle.optimizer.Momentum(learning_rate=schedule, momentum=0.9, parameters=parameters,
+                                          weight_decay=paddle.regularizer.L2Decay(1e-4))
+    return optimizer, schedule
+
+
+def init_distributed():
+    """(rank, number of ranks); sets up the process group under paddle.distributed.launch."""
+    nranks = paddle.distributed.get_world_size()
+    if nranks > 1:
+        paddle.distributed.init_parallel_env()
+    return paddle.distributed.get_rank(), nranks
+
+
+def main(parser, family):
+    """A training script: parse and check the flags (so a mistake is the one line
+    printed), print the configuration block, train."""
+    args = parser.parse_args()
+    check_flags(args, family, paddle.distributed.get_world_size())
+    print_arguments(args)
+    return train(args, family)
+
+
+def check_flags(args, family, nranks):
+    """Every rule that ties flags together, before anything is read or built."""
+    train_flags.check(args, family)
+    per_device = losses.check_batch(args.loss_name, args.train_batch_size,
+                                    getattr(args, "samples_each_class", None), nranks)
+    train_flags.check_memory(args, per_device)
+
+
+def train(args, family):
+    """Run the whole training job described by the parsed flags of a training script."""
+    check_flags(args, family, paddle.distributed.get_world_size())
+    device = choose_device(args.use_gpu)
+    if device == "cpu":
+        acceleration.configure_cpu()
+    rank, nranks = init_distributed()
+    spec = losses.spec(args.loss_name)
+    samples_each_class = getattr(args, "samples_each_class", None)
+    train_list = reader.read_list(args.data_dir, args.train_list, "train")
+    test_set = read_test_set(args.data_dir, args.test_list, args.query_list, args.gallery_list)
+    losses.check_labels(args.loss_name, int(train_list.labels.min()), int(train_list.labels.max()),
+                        len(np.unique(train_list.labels)), args.class_dim)
+    sampler = reader.make_sampler(spec.sampler, train_list, args.train_batch_size, args.seed,
+                                  samples_each_class or 2)
+    resume_from = resolve_checkpoint(args, rank)
+    if rank == 0:
+        checkpoint.check_writable(args.model_save_dir)
+
+    paddle.seed(args.seed)
+    model = models.create(args.model, args.embedding_size)
+    loss = losses.create(args.loss_name, model.feature_dim, class_dim=args.class_dim,
+                         **train_flags.loss_params(args))
+    start, resumed = 0, {}
+    if resume_from:
+        resumed = checkpoint.restore(resume_from, model, loss, same_run=train_flags.run_identity(args))
+        start = resumed["next_iter"]
+        if rank == 0:
+            print(f"Resuming {resume_from} at iteration {start}")
+    elif args.pretrained_model:
+        models.load_pretrained(model, args.pretrained_model, verbose=rank == 0)
+    memory = CrossBatchMemory(args.xbm_size, model.feature_dim) if getattr(args, "xbm_size", 0) else None
+    if memory is not None and resume_from:
+        checkpoint.restore_memory(resume_from, memory, rank, nranks)
+    scaler = amp.make_scaler(args.amp, device)
+    amp.restore_scaler(scaler, resumed.get("grad_scaler"))
+    train_step = TrainStep(model, loss, acceleration.training_features(model, args.engine, device), memory,
+                           autocast=amp.network_autocast(scaler))
+    optimizer, schedule = make_optimizer(parameter_groups(model, loss, args.loss_lr_mult), args.lr,
+                                         args.lr_strategy, train_flags.lr_steps(args), args.total_iter_num)
+    if resume_from:
+        checkpoint.restore_optimizer(optimizer, model, loss, resume_from)
+    step = paddle.DataParallel(train_step) if nranks > 1 else train_step
+
+    size = train_flags.image_size(args)
+    run = Run(model=model, loss=loss, optimizer=optimizer, rank=rank, nranks=nranks,
+              schedule=Schedule(args.display_iter_step, args.test_iter_step, args.save_iter_step,
+                                args.total_iter_num),
+              tester=PeriodicTest(test_set, size, args.test_batch_size,
+                                  data_workers.worker_count(args.num_workers, device, nranks), args.engine),
+              writer=CheckpointWriter(args.model_save_dir, args.model, train_flags.run_identity(args),
+                                      flags=vars(args), last_saved=resume_from),
+              log_dir=args.log_dir, enable_ce=args.enable_ce, memory=memory, scaler=scaler,
+              skips=reader.SkipReport(train_list))
+    run.meter.restore(resumed.get("meter"))
+    if args.test_before_training and start == 0 and rank == 0:
+        run.test(0)
+    workers = data_workers.worker_count(args.num_workers, device, nranks)
+    loader = reader.train_loader(train_list, sampler, size, workers, start, rank, nranks)
+    batches = iter(loader)
+    with interrupts.StopRequests() as stops:
+        try:
+            last = time.time()
+            for iteration, (images, labels, replaced) in zip(range(start, args.total_iter_num), batches):
+                run.skips.add(replaced)
+                train_step.use_memory = iteration >= getattr(args, "xbm_start_iter", 0)
+                cost, embeddings, probs = forward_backward(step, scaler, optimizer, images, labels)
+                lr = optimizer.get_lr()
+                if not amp.skipped_step(scaler):
+                    schedule.step()
+                now = time.time()
+                paused = run.after_step(iteration, lr, cost, embeddings, probs, labels, now - last, stops.signum)
+                last = now + paused  # iteration to iteration, less the periodic test and checkpoint
+        finally:
+            paddle_compat.stop_loader_workers(batches)
+    run.finish(start)
+    return run
+
+
+def parameter_groups(model, loss, loss_lr_mult=1.0):
+    """The parameters to optimise: the network's, then the loss layer's (class weights,
+    proxies) at `loss_lr_mult` times the learning rate."""
+    own = loss.parameters()
+    if loss_lr_mult == 1.0 or not own:
+        return model.parameters() + own
+    return [{"params": model.parameters()}, {"params": own, "learning_rate": loss_lr_mult}]
+
+
+def resolve_checkpoint(args, rank):
+    """The checkpoint directory to resume from (None for a new run), saying which was
+    picked when `--checkpoint` is `latest` or a directory of numbered checkpoints."""
+    if not args.checkpoint:
+        return None
+    directory, note = checkpoint.resolve(args.checkpoint, args.model_save_dir, args.model)
+    if note and rank == 0:
+        print(f"--checkpoint {args.checkpoint}: picked {directory}, the {note}", flush=True)
+    return directory
+
+
+def forward_backward(step, scaler, optimizer, images, labels):
+    """One optimisation step; with a scaler, with loss scaling (the step's TrainStep
+    runs its network under autocast)."""
+    if scaler is None:
+        cost, embeddings, probs = step(images, labels)
+        cost.backward()
+        optimizer.step()
+    else:
+        cost, embeddings, probs = step(images, labels)
+        scaler.scale(cost).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    optimizer.clear_grad()
+    return cost, embeddings, probs
