@@ -2,6 +2,7 @@
 index, chunked), incremental add that embeds only new images, bad input refused with
 the index untouched, kill -9 during changes, a reader during changes."""
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -18,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dml import models
-from dml.index import flat, gallery, store
+from dml.index import backends, flat, gallery, store
+from dml.index.catalog import SPECS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NET = ["--model", "ResNet18", "--embedding_size", "8", "--image_shape", "3,32,32"]
@@ -268,3 +270,45 @@ def test_reader_sees_a_consistent_index_during_changes(tmp_path):
         worker.kill()
         worker.communicate()
     assert sizes == {3000, 3500}
+
+
+def test_readme_backend_table_is_the_catalogs():
+    """The README's backend table is regenerated from the catalog (`python -m dml.index`)."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert backends.markdown_table() in readme, "README's backend table is stale: paste `python -m dml.index`"
+
+
+def parse(script, argv):
+    module = importlib.import_module(f"dml.commands.{script}")
+    return module.build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("entry", SPECS, ids=lambda entry: entry.name)
+def test_backend_flags_come_from_the_catalog(entry):
+    """index.py build takes --backend NAME and every flag of the entry with its default;
+    add, remove and search.py take only the per-command ones (a build flag there is a
+    parse error)."""
+    args = parse("index", ["build", "--index_dir", "x", "--features", "f.npy", "--backend", entry.name])
+    assert args.backend == entry.name
+    for flag in entry.flags:
+        assert getattr(args, flag.name) == flag.default
+    commands = (("index", ["add", "--index_dir", "x", "--features", "f.npy"]),
+                ("index", ["remove", "--index_dir", "x", "--prefix", "/p"]),
+                ("search", ["--index_dir", "x", "--features", "f.npy"]))
+    value = {flag.name: str(flag.default if flag.default is not None else "v.db") for flag in entry.flags}
+    for script, argv in commands:
+        for flag in entry.flags:
+            given = argv + [f"--{flag.name}", value[flag.name]]
+            if flag.per_command:
+                assert getattr(parse(script, given), flag.name) == flag.type(value[flag.name])
+            else:
+                with pytest.raises(SystemExit):
+                    parse(script, given)
+
+
+def test_backend_choices_are_the_catalogs():
+    with pytest.raises(SystemExit):
+        parse("index", ["build", "--index_dir", "x", "--features", "f.npy", "--backend", "annoy"])
+    assert backends.names() == [entry.name for entry in SPECS] and len(set(backends.names())) == len(SPECS)
+    every_flag = [flag.name for entry in SPECS for flag in entry.flags]
+    assert len(every_flag) == len(set(every_flag)), "two backends declare the same flag"

@@ -34,10 +34,11 @@ def build_parser():
         flags.add_index_dir(sub)
         flags.add_image_inputs(sub, "infer.py's features (.npy, with its .paths.txt and optional .labels.npy).")
         flags.add_network_arguments(sub, building=sub is build)
-    flags.add_backend_arguments(build)
+        flags.add_backend_arguments(sub, building=sub is build)
     add.add_argument("--replace", action="store_true", help="Embed again the images already in the index.")
     remove = commands.add_parser("remove", help="Remove images by path.")
     flags.add_index_dir(remove)
+    flags.add_backend_arguments(remove, building=False)
     remove.add_argument("--paths_file", help="The paths to remove, one a line.")
     remove.add_argument("--prefix", help="Remove every path starting with this (made absolute first).")
     info = commands.add_parser("info", help="Describe an index.")
@@ -77,21 +78,22 @@ def cmd_build(args):
     record = manifest.model_record(args)
     if not args.features and record["weights"] is None:
         raise UserError("building from images needs --pretrained_model (and --model/--image_shape/--embedding_size)")
-    options = backends.get(args.backend).options(args)
+    options, session = backends.options(args)
     source = gallery_input(args)
     if args.features:
         vectors, paths, labels = source
     else:
-        if os.path.isfile(os.path.join(args.index_dir, store.CURRENT)):
+        if os.path.lexists(os.path.join(args.index_dir, store.CURRENT)):
             raise UserError(f"--index_dir {args.index_dir!r} already holds an index: use `index.py add`")
         vectors, paths, labels = embed_images(args, record, *source)
-    snapshot = gallery.build(args.index_dir, vectors, paths, labels, record, args.backend, options)
+    snapshot = gallery.build(args.index_dir, vectors, paths, labels, record, args.backend, options, session)
     print(f"index {args.index_dir}: {len(snapshot)} vectors of dimension {snapshot.meta['dim']} ({args.backend})")
 
 
 def cmd_add(args):
     with store.writer(args.index_dir) as writer:
         snapshot = writer.current()
+        session = backends.session(args, snapshot.meta, args.index_dir)
         manifest.check_same_network(snapshot.meta, args, args.index_dir)
         source = gallery_input(args)
         if args.features:
@@ -102,7 +104,7 @@ def cmd_add(args):
             gallery.plan_add(snapshot, images.paths, args.replace)
             vectors, paths, labels = embed_images(args, snapshot.meta, images, labelled)
         before = len(snapshot)
-        snapshot = gallery.add(writer, snapshot, vectors, paths, labels, args.replace)
+        snapshot = gallery.add(writer, snapshot, vectors, paths, labels, args.replace, session)
     print(f"index {args.index_dir}: {len(snapshot) - before} added, {len(paths) - (len(snapshot) - before)} "
           f"replaced, {len(snapshot)} in all")
 
@@ -112,6 +114,7 @@ def cmd_remove(args):
         raise UserError("give exactly one of --paths_file, --prefix")
     with store.writer(args.index_dir) as writer:
         snapshot = writer.current()
+        session = backends.session(args, snapshot.meta, args.index_dir)
         if args.paths_file:
             try:
                 paths = flags.absolute(feature_files.read_paths(args.paths_file))
@@ -123,7 +126,7 @@ def cmd_remove(args):
             if not paths:
                 raise UserError(f"no path in the index starts with {prefix!r}")
         before = len(snapshot)
-        snapshot = gallery.remove(writer, snapshot, paths)
+        snapshot = gallery.remove(writer, snapshot, paths, session)
     print(f"index {args.index_dir}: {before - len(snapshot)} removed, {len(snapshot)} left")
 
 

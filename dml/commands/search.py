@@ -14,7 +14,7 @@ import argparse
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
 from dml.cli import ArgumentParser, add_arguments, run_cli
 from dml.flag_types import finite_float, positive_int
-from dml.index import flags, manifest, query, store
+from dml.index import backends, flags, manifest, query, store
 from dml.runtime.device import choose_device
 from dml.script_flags import check_output_file
 
@@ -27,6 +27,7 @@ def build_parser():
     add_arguments("image", str, None, "One query image.", parser)
     flags.add_image_inputs(parser, "Query features (.npy as infer.py writes them; names from its .paths.txt).")
     flags.add_network_arguments(parser, building=False)
+    flags.add_backend_arguments(parser, building=False)
     add_arguments("topk", positive_int, 10, "Hits per query.", parser)
     add_arguments("threshold", finite_float, None, "Keep only hits at least this cosine-similar.", parser)
     add_arguments("save_json", str, None, "Also write every hit to this JSON file.", parser)
@@ -38,11 +39,12 @@ def search(args):
     flags.one_input(args, INPUTS)
     check_output_file(args.save_json, "--save_json")
     snapshot = store.open_index(args.index_dir)
+    session = backends.session(args, snapshot.meta, args.index_dir)
     manifest.check_same_network(snapshot.meta, args, args.index_dir)
     if not args.features:
         choose_device(args.use_gpu)
     vectors, names, labels = query.query_features(args, snapshot)
-    results = query.run(snapshot, vectors, args.topk, args.threshold)
+    results = query.run(snapshot, vectors, args.topk, args.threshold, session)
     query.print_hits(snapshot, names, results)
     if args.save_json:
         query.save_json(args.save_json, query.as_json(snapshot, names, results, args.topk, args.threshold))
