@@ -214,12 +214,12 @@ CHILD = PEAK + r"""
 import json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
 sys.path.insert(0, {root!r})
-from dml.weights import weights_file
+from dml.weights import WeightsFileError, read_weights
 begin = time.perf_counter()
 try:
-    weights_file.read_weights(sys.argv[1])
+    read_weights(sys.argv[1])
     outcome, message = "loaded", ""
-except weights_file.WeightsFileError as err:
+except WeightsFileError as err:
     outcome, message = "refused", str(err)
 seconds = time.perf_counter() - begin
 print(json.dumps({{"outcome": outcome, "message": message, "seconds": seconds,
@@ -228,7 +228,7 @@ print(json.dumps({{"outcome": outcome, "message": message, "seconds": seconds,
 
 
 def read_in_child(path):
-    """Read `path` with weights_file in a child process under MEMORY_LIMIT and TIMEOUT:
+    """Read `path` with dml.weights in a child process under MEMORY_LIMIT and TIMEOUT:
     {outcome, message, seconds, peak_mib, returncode, stderr}."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     code = CHILD.format(limit=MEMORY_LIMIT, root=ROOT)
@@ -266,14 +266,14 @@ def write_corpus(directory, marker):
 def baseline_mib():
     """Peak memory of the child that reads nothing (interpreter and numpy)."""
     code = PEAK + (f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))\n"
-                   f"sys.path.insert(0, {ROOT!r}); from dml.weights import weights_file; print(peak_mib())")
+                   f"sys.path.insert(0, {ROOT!r}); import dml.weights; print(peak_mib())")
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
 def main():
     with tempfile.TemporaryDirectory() as directory:
         marker = os.path.join(directory, "ran")
-        print(f"child baseline (python + numpy + weights_file imported): {baseline_mib():.0f} MiB; "
+        print(f"child baseline (python + numpy + dml.weights imported): {baseline_mib():.0f} MiB; "
               f"limits: address space {MEMORY_LIMIT >> 20} MiB, {TIMEOUT} s")
         print("| file | size | outcome | time | peak memory | message |")
         print("|---|---|---|---|---|---|")
