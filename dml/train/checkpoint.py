@@ -284,7 +284,8 @@ def restore_memory(directory, memory, rank, nranks):
         raise UserError(f"--checkpoint {directory!r} holds no cross-batch memory ({MEMORY}): it was not written "
                         f"with --xbm_size; resume without it, or use --pretrained_model") from None
     except (OSError, ValueError, KeyError) as err:
-        raise UserError(f"--checkpoint {directory!r}: cannot restore the cross-batch memory: {err}") from None
+        raise UserError(f"--checkpoint {directory!r}: cannot restore the cross-batch memory ({MEMORY}): "
+                        f"{err}") from None
 
 
 def restore(directory, model, loss, same_run):

@@ -96,7 +96,8 @@ def read_saved(path, size, dim, rank, nranks):
             raise ValueError(f"it holds {sorted(saved.members)[:5]}, not {sorted(expected)}")
         for name, (dtype, shape) in expected.items():
             got_dtype, got_shape = saved.members[name]
-            _check_ranks(got_shape[0] if got_shape else None, nranks)
+            if len(got_shape) == len(shape) and got_shape[1:] == shape[1:]:
+                _check_ranks(got_shape[0], nranks)
             if got_dtype != dtype or got_shape != shape:
                 raise ValueError(f"{name} is {got_dtype} {got_shape}, not {np.dtype(dtype)} {shape} "
                                  f"(--xbm_size={size} x {dim} per rank)")

@@ -13,6 +13,8 @@ from .regular_file import read_whole
 MAX_DEPTH = 32
 MAX_INT_DIGITS = 19
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_OPENERS, _CLOSERS = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
+_PIECE = 1 << 20
 
 
 def read_json(path, max_bytes, max_depth=MAX_DEPTH):
@@ -25,7 +27,7 @@ def read_json(path, max_bytes, max_depth=MAX_DEPTH):
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise Refused("not UTF-8 text") from None
-    check_depth(text, max_depth)
+    check_depth(raw, max_depth)
     try:
         return json.loads(text, parse_int=_integer, parse_float=_finite, parse_constant=_constant)
     except Refused:
@@ -34,13 +36,17 @@ def read_json(path, max_bytes, max_depth=MAX_DEPTH):
         raise Refused(f"not JSON ({str(err)[:200]})") from None
 
 
-def check_depth(text, max_depth):
-    """Refused when the JSON `text` nests arrays and objects deeper than `max_depth`
-    (json's recursive parser would exhaust the stack first)."""
-    skeleton = np.frombuffer(_STRINGS.sub(b'""', text.encode("utf-8", "surrogatepass")), np.uint8)
-    steps = np.isin(skeleton, (ord("["), ord("{"))).astype(np.int64) - np.isin(skeleton, (ord("]"), ord("}")))
-    if steps.size and np.cumsum(steps).max() > max_depth:
-        raise Refused(f"JSON nested deeper than {max_depth}")
+def check_depth(raw, max_depth):
+    """Refused when the JSON bytes `raw` nest arrays and objects deeper than `max_depth`
+    (json's recursive parser would exhaust the stack first); counted 1 MiB at a time."""
+    skeleton, depth = _STRINGS.sub(b'""', raw), 0
+    for start in range(0, len(skeleton), _PIECE):
+        piece = np.frombuffer(skeleton, np.uint8, min(_PIECE, len(skeleton) - start), start)
+        steps = np.isin(piece, _OPENERS).astype(np.int32) - np.isin(piece, _CLOSERS)
+        levels = depth + np.cumsum(steps)
+        if levels.max() > max_depth:
+            raise Refused(f"JSON nested deeper than {max_depth}")
+        depth = int(levels[-1])
 
 
 def _integer(digits):

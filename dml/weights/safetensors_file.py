@@ -49,7 +49,7 @@ def _header(raw, budget):
     """The JSON header, its nesting checked and its values spent from `budget` before parsing."""
     try:
         text = raw.decode("utf-8")
-        check_depth(text, MAX_DEPTH)
+        check_depth(raw, MAX_DEPTH)
     except ValueError as err:
         raise Refused(f"a safetensors header that is not JSON ({show(err)})") from None
     budget.spend(_JSON_VALUE_BYTES * (raw.count(b",") + raw.count(b"{") + raw.count(b"[")))
