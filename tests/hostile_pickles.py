@@ -127,11 +127,12 @@ def colliding_int_keys(count):
 def overlapping_torch_zip(entries, payload):
     """A torch.save zip whose storages overlap: storage k's data starts right after its own
     local header and runs to the end of the payload, through the headers of storages k+1...
-    (each CRC valid), so a file of about `payload` bytes declares about entries x payload."""
+    (each CRC valid), so a file of about `payload` bytes declares about entries x payload
+    of storages (each used by a one-element tensor)."""
     names = [f"archive/data/{k:05d}" for k in range(entries)]
     header = 30 + len(names[0])
     sizes = [(entries - 1 - k) * header + payload for k in range(entries)]
-    pickled = P2 + b"}" + MARK + b"".join(text(f"w{k}") + torch_tensor(f"{k:05d}", size // 4, (size // 4,), (1,))
+    pickled = P2 + b"}" + MARK + b"".join(text(f"w{k}") + torch_tensor(f"{k:05d}", size // 4, (1,), (1,))
                                           for k, size in enumerate(sizes)) + b"u" + STOP
     body = io.BytesIO()
     central = [_local(body, name, data) for name, data in (("archive/data.pkl", pickled),
