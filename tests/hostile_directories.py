@@ -16,7 +16,7 @@ import zlib
 
 import numpy as np
 
-FIFO = "fifo"
+FIFO = object()  # write(): make a FIFO
 
 
 class Sparse:
@@ -68,11 +68,11 @@ def fluid_files():
 
 # --- a checkpoint's memory.npz ---
 
-def npz(members, compress=zipfile.ZIP_STORED, extra=()):
+def npz(members, extra=()):
     """An .npz as np.savez writes it ({name: array or raw .npy bytes}), plus `extra`
     deflated members (name, raw deflate stream, crc, size) written as given."""
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compress) as archive:
+    with zipfile.ZipFile(out, "w") as archive:
         for name, value in members.items():
             archive.writestr(name + ".npy", value if isinstance(value, bytes) else npy(value))
     data = out.getvalue()
