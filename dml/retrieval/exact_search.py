@@ -1,0 +1,436 @@
+"""Exact inner-product search in bounded memory: the engine behind the flat index
+backend (dml.index.flat) and the retrieval metrics (dml.retrieval.metrics).
+
+For each query, the `depth` gallery rows of highest score (score descending, then
+the lower row), and optionally the number of rows ordered before a given "pivot" row
+(the rank of a query's best positive, for Recall@K).
+
+Scores are defined once, by `exact_scores` (a float32 dot product, the same bits for
+the same pair wherever it is computed). Every reported score and every comparison
+between candidates uses it. Finding the candidates is the costly part: a matrix
+product of a block of queries with a chunk of gallery rows, the "screening" product,
+in bfloat16 where the CPU has it (twice float32's speed; dml.retrieval.bfloat16) or in
+float32. Each screened score s~ brackets the exact one, s~ - M <= s <= s~ + M, with M
+from bfloat16.screening_margin (proven, per query and chunk). A row can be dropped
+only when its upper bound is below the k-th largest lower bound among distinct rows
+seen: k rows then certainly score higher. The survivors (a few dozen per query) are
+re-scored exactly and ranked; nothing depends on the screening beyond the bound.
+
+Work is split into tasks (a block of queries x a range of gallery rows) run by one
+thread per core, each task's products single-threaded through oneDNN (GIL released),
+so a core taken by another job slows the search by that core only.
+"""
+import concurrent.futures
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import bfloat16, onednn
+
+#: Bytes of screened scores held at once, all threads together (plus a mask a
+#: quarter that size); default of `budget`.
+DEFAULT_BUDGET = 256 << 20
+#: Queries per block (one product operand).
+QUERY_BLOCK = 1024
+#: Most gallery rows per product: the block's scores stay in cache for selection.
+_CHUNK_ELEMENTS = 1 << 20
+#: Most items per group when bounding the k-th largest score by group maxima.
+_GROUP_SIZE = 32
+#: Candidates a task gathers before it prunes them against its current threshold.
+_PRUNE_EVERY = 1 << 16
+#: A query's candidates that are re-scored on the spot (near-duplicate galleries),
+#: per unit of depth, so memory stays bounded whatever the data.
+_SETTLE_PER_DEPTH = 64
+#: Gathered pairs per exact re-scoring batch, in elements of each operand.
+_RESCORE_ELEMENTS = 1 << 22
+
+SCREENS = ("bfloat16", "float32")
+_LOWEST = np.finfo(np.float32).min
+
+
+def default_screen():
+    """bfloat16 on CPUs that multiply it natively (and with oneDNN), else float32."""
+    return "bfloat16" if onednn.available() and bfloat16.native_on_this_cpu() else "float32"
+
+
+def worker_count():
+    return len(os.sched_getaffinity(0)) if onednn.available() else 1
+
+
+@dataclass
+class Found:
+    """What `search` returns: scores [Q, depth] (float32), indices [Q, depth] (int64)
+    and, when pivots were given, `before` [Q] (int64)."""
+
+    scores: np.ndarray
+    indices: np.ndarray
+    before: np.ndarray = None
+
+
+def exact_scores(queries, gallery, rows, cols):
+    """float32 scores of the pairs (queries[rows[i]], gallery[cols[i]]).
+
+    The one definition of a score: the same pair gets the same bits in any batch,
+    at any position (the property exact ties rest on).
+    """
+    out = np.empty(len(rows), np.float32)
+    step = max(1, _RESCORE_ELEMENTS // max(queries.shape[1], 1))
+    for start in range(0, len(rows), step):
+        part = slice(start, start + step)
+        left = np.ascontiguousarray(queries[rows[part]], dtype=np.float32)
+        right = np.ascontiguousarray(gallery[np.asarray(cols[part])], dtype=np.float32)
+        out[part] = np.einsum("ij,ij->i", left, right)
+    return out
+
+
+def search(queries, gallery, depth, exclude=None, pivots=None, count_limit=None, block_size=None,
+           budget=DEFAULT_BUDGET, screen=None):
+    """Exact top-`depth` of each query, and ranks of pivots.
+
+    queries: [Q, D] float32; gallery: [N, D] float32 array or memory map.
+    depth: hits per query, one for all or one each [Q] (0: none; at most the rows a
+      query may see); rows past a query's depth hold score -inf and index -1.
+    exclude: None or int64 [Q], a gallery row each query must not see (-1: none).
+    pivots: None or (scores [Q], rows [Q]) as exact_scores gives them: `before`
+      counts the gallery rows ordered before the pivot (higher score, or the same at a
+      lower row), excluded rows left out; a pivot row of -1 counts nothing (0).
+    count_limit: counts of `before` from this value on may be any value >= it (Recall@K
+      needs no more than K): rows certainly past it are not re-scored.
+    block_size: queries per block (default QUERY_BLOCK).
+    screen: "bfloat16" or "float32" (default: default_screen()).
+    """
+    job = _Job(queries, gallery, depth, exclude, pivots, count_limit, block_size, budget, screen or default_screen())
+    return job.run()
+
+
+@dataclass
+class _Chunk:
+    """Gallery rows start:stop: float32 rows, the screening product's operand, largest
+    |x| and |x - x~| (x~: the operand's rounding; 0 when float32)."""
+
+    start: int
+    stop: int
+    rows: np.ndarray
+    operand: np.ndarray
+    norm: float
+    error: float
+
+
+class _Job:
+    def __init__(self, queries, gallery, depth, exclude, pivots, count_limit, block_size, budget, screen):
+        if screen not in SCREENS:
+            raise ValueError(f"screen must be one of {SCREENS}, got {screen!r}")
+        self.queries = np.ascontiguousarray(queries, dtype=np.float32)
+        self.gallery = gallery
+        self.depth = np.broadcast_to(np.asarray(depth, np.int64), (len(self.queries),))
+        self.width = int(self.depth.max(initial=0))
+        self.exclude = None if exclude is None else np.asarray(exclude, np.int64)
+        self.pivots = None if pivots is None else (np.asarray(pivots[0], np.float32), np.asarray(pivots[1], np.int64))
+        self.count_limit = np.iinfo(np.int64).max if count_limit is None else int(count_limit)
+        self.screen = screen
+        self.dim = self.queries.shape[1]
+        self.workers = worker_count()
+        num_queries = len(self.queries)
+        block = max(1, min(block_size or QUERY_BLOCK, num_queries or 1))
+        self.blocks = [(s, min(s + block, num_queries)) for s in range(0, num_queries, block)]
+        self.chunk = int(max(1, min(_CHUNK_ELEMENTS // block, budget // (4 * block * self.workers))))
+        self.rounded = None
+
+    def run(self):
+        num_queries = len(self.queries)
+        found = Found(np.full((num_queries, self.width), -np.inf, np.float32),
+                      np.full((num_queries, self.width), -1, np.int64),
+                      np.zeros(num_queries, np.int64) if self.pivots is not None else None)
+        if not num_queries or not len(self.gallery):
+            return found
+        with concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="exact_search") as pool:
+            if self.screen == "bfloat16" and len(self.blocks) > 1:
+                self.rounded = self._round_gallery(pool)
+            ranges = self._gallery_ranges()
+            tasks = {(b, r): pool.submit(self._scan, b, *ranges[r]) for b in range(len(self.blocks))
+                     for r in range(len(ranges))}
+            for b, (start, stop) in enumerate(self.blocks):
+                results = [tasks[b, r].result() for r in range(len(ranges))]
+                if self.pivots is not None:
+                    found.before[start:stop] = sum(before for _, before in results)
+                if results[0][0] is not None:
+                    merged = _Candidates.merged([c for c, _ in results])
+                    width = merged.width
+                    found.scores[start:stop, :width], found.indices[start:stop, :width] = merged.top()
+        return found
+
+    def _gallery_ranges(self):
+        """Ranges of gallery rows, so that there are about 4 tasks per worker."""
+        num = len(self.gallery)
+        parts = max(1, min(-(-4 * self.workers // len(self.blocks)), -(-num // self.chunk)))
+        step = -(-num // parts)
+        return [(s, min(s + step, num)) for s in range(0, num, step)]
+
+    def _round_gallery(self, pool):
+        """The whole gallery in bfloat16 (for several query blocks), rounded in parallel."""
+        num = len(self.gallery)
+        step = max(1, _CHUNK_ELEMENTS // self.dim)
+        parts = list(pool.map(lambda s: bfloat16.round_rows(self.gallery[s:s + step]), range(0, num, step)))
+        return bfloat16.Rounded(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("bits", "norm", "error")))
+
+    def _query_operand(self, queries):
+        """(product operand, |q| bounds, |q - q~| bounds) of a block of queries."""
+        if self.screen == "bfloat16":
+            rounded = bfloat16.round_rows(queries)
+            return rounded.bits, rounded.norm, rounded.error
+        return queries, bfloat16.norm_bounds(queries), np.zeros(len(queries))
+
+    def _chunk(self, start, stop):
+        rows = np.ascontiguousarray(self.gallery[start:stop], dtype=np.float32)
+        if self.rounded is not None:
+            part = slice(start, stop)
+            return _Chunk(start, stop, rows, self.rounded.bits[part], self.rounded.norm[part].max(),
+                          self.rounded.error[part].max())
+        if self.screen == "bfloat16":
+            rounded = bfloat16.round_rows(rows)
+            return _Chunk(start, stop, rows, rounded.bits, rounded.norm.max(), rounded.error.max())
+        return _Chunk(start, stop, rows, rows, bfloat16.norm_bounds(rows).max(), 0.0)
+
+    def _product(self, left, right, out, screen):
+        if screen == "bfloat16":
+            return onednn.gemm_bf16(left, right, out)
+        if onednn.available():
+            return onednn.sgemm(left, right, out)
+        return np.matmul(left, right.T, out=out)
+
+    def _scan(self, block, start, stop):
+        """One task: the block's queries against gallery rows start:stop, chunk by chunk.
+        Returns (candidates or None, before counts or None)."""
+        first, last = self.blocks[block]
+        queries = self.queries[first:last]
+        operand, query_norm, query_error = self._query_operand(queries)
+        scorer = _Scorer(queries, self.gallery)
+        depth = self.depth[first:last]
+        candidates = _Candidates(depth, scorer) if depth.max() > 0 else None
+        before = np.zeros(last - first, np.int64) if self.pivots is not None else None
+        pivots = None if before is None else (self.pivots[0][first:last], self.pivots[1][first:last])
+        exclude = None if self.exclude is None else self.exclude[first:last]
+        buffer = np.empty((last - first) * self.chunk, np.float32)
+        for offset in range(start, stop, self.chunk):
+            chunk = self._chunk(offset, min(offset + self.chunk, stop))
+            width = chunk.stop - chunk.start
+            sims = self._product(operand, chunk.operand, buffer[:(last - first) * width].reshape(-1, width),
+                                 self.screen)
+            _exclude(sims, exclude, chunk)
+            margin = bfloat16.screening_margin(query_norm, query_error, chunk.norm, chunk.error, self.dim)
+            if candidates is not None:
+                candidates.take(sims, chunk.start, margin)
+            if before is not None:
+                before += self._count_before(queries, query_norm, pivots, exclude, before, sims, chunk, margin, scorer)
+        return candidates, before
+
+    def _count_before(self, queries, query_norm, pivots, exclude, before, sims, chunk, margin, scorer):
+        """Rows of a chunk ordered before each query's pivot: certain from the bound,
+        decided exactly where the bound cannot tell. Queries with many undecided rows
+        get the chunk's float32 product first (one product beats many dot products)."""
+        pivot_score = np.where(pivots[1] < 0, np.inf, pivots[0].astype(np.float64))
+        rows, cols, values = _at_least(sims, _float32_below(pivot_score - margin))
+        certain = values > (pivot_score + margin)[rows]
+        counts = np.bincount(rows[certain], minlength=len(sims))
+        open_rows = before + counts < self.count_limit
+        unsure = ~certain & open_rows[rows]
+        rows, cols = rows[unsure], cols[unsure]
+        crowded = np.bincount(rows, minlength=len(sims)) > max(16, sims.shape[1] // 32)
+        if self.screen == "bfloat16" and crowded.any():
+            refine = crowded[rows]
+            counts += self._count_refined(queries[crowded], query_norm[crowded], pivot_score, pivots[1],
+                                          np.cumsum(crowded) - 1, rows[refine], cols[refine], chunk, scorer)
+            rows, cols = rows[~refine], cols[~refine]
+        return counts + _count_exact(scorer, pivot_score, pivots[1], rows, cols + chunk.start, len(sims))
+
+    def _count_refined(self, chosen, chosen_norm, pivot_score, pivot_row, position, rows, cols, chunk, scorer):
+        """_count_before's count of the undecided (rows, cols) of the `chosen` queries (at
+        `position` among them), from their float32 product with the chunk."""
+        sims = self._product(np.ascontiguousarray(chosen), chunk.rows,
+                             np.empty((len(chosen), chunk.stop - chunk.start), np.float32), "float32")
+        margin = bfloat16.screening_margin(chosen_norm, 0.0, chunk.norm, 0.0, self.dim)[position[rows]]
+        values = sims[position[rows], cols].astype(np.float64)
+        certain = values - margin > pivot_score[rows]
+        unsure = ~certain & (values + margin >= pivot_score[rows])
+        counts = np.bincount(rows[certain], minlength=len(pivot_score))
+        return counts + _count_exact(scorer, pivot_score, pivot_row, rows[unsure], cols[unsure] + chunk.start,
+                                     len(pivot_score))
+
+
+def _exclude(sims, exclude, chunk):
+    """Set each query's excluded gallery row, when in the chunk, to -inf."""
+    if exclude is not None:
+        inside = np.flatnonzero((exclude >= chunk.start) & (exclude < chunk.stop))
+        sims[inside, exclude[inside] - chunk.start] = -np.inf
+
+
+def _count_exact(scorer, pivot_score, pivot_row, rows, cols, num):
+    """Per query, how many of the (row, col) pairs are ordered before its pivot, exactly."""
+    if not len(rows):
+        return np.zeros(num, np.int64)
+    exact = scorer(rows, cols)
+    ahead = (exact > pivot_score[rows]) | ((exact == pivot_score[rows]) & (cols < pivot_row[rows]))
+    return np.bincount(rows[ahead], minlength=num)
+
+
+class _Scorer:
+    """exact_scores of a block of queries (rows index the block) against the gallery."""
+
+    def __init__(self, queries, gallery):
+        self.queries, self.gallery = queries, gallery
+
+    def __call__(self, rows, cols):
+        return exact_scores(self.queries, self.gallery, rows, cols)
+
+
+def _at_least(sims, limit):
+    """(rows, columns, values as float64) of the entries of sims >= limit[row]; never
+    an excluded entry (-inf), whatever the limit."""
+    flat = np.flatnonzero(sims >= np.maximum(limit, _LOWEST)[:, None])
+    rows, cols = np.divmod(flat, sims.shape[1])
+    return rows, cols, sims.reshape(-1)[flat].astype(np.float64)
+
+
+def _float32_below(values):
+    """float32 values <= the float64 `values` (for comparisons that must not miss)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = values.astype(np.float32)
+    return np.where(out > values, np.nextafter(out, np.float32(-np.inf)), out)
+
+
+class _Candidates:
+    """Rows that may still be among a block of queries' top `depth`, from screened scores.
+
+    Each candidate carries bounds lo <= exact <= hi (lo = hi = exact once re-scored).
+    `best` holds, per query, the largest lower bounds of distinct candidates (as many
+    as the deepest query needs, largest first) and `floor` a value that depth distinct
+    rows reach; the larger of the depth-th best and the floor is the threshold: a row
+    whose hi is below it is beaten by `depth` rows, whatever its exact score.
+    """
+
+    def __init__(self, depth, scorer):
+        self.depth, self.scorer = depth, scorer
+        self.num, self.width = len(depth), int(depth.max())
+        self.best = np.full((self.num, self.width), -np.inf)
+        self.floor = np.where(depth > 0, -np.inf, np.inf)
+        self.parts = []
+        self.pending = 0
+
+    def threshold(self):
+        best = self.best[np.arange(self.num), np.maximum(self.depth - 1, 0)]
+        return np.maximum(self.floor, best)
+
+    def take(self, sims, offset, margin):
+        """Keep the entries of a chunk's screened scores that may reach the top."""
+        threshold = self.threshold()
+        unset = np.flatnonzero(threshold == -np.inf)
+        if len(unset) and sims.shape[1] >= self.width:
+            self.floor[unset] = _lower_bounds(sims[unset], self.depth[unset]) - margin[unset]
+            threshold = self.threshold()
+        rows, cols, values = _at_least(sims, _float32_below(threshold - margin))
+        lo, hi = values - margin[rows], values + margin[rows]
+        self._raise_best(rows, lo)
+        self.parts.append((rows, cols + offset, lo, hi, np.zeros(len(rows), bool)))
+        self.pending += len(rows)
+        if self.pending > max(_PRUNE_EVERY, 4 * self.num * self.width):
+            self.prune()
+
+    def _raise_best(self, rows, lo):
+        """Merge new lower bounds (rows ascending) into each query's largest."""
+        if not len(rows):
+            return
+        dense = np.full((self.num, int(np.bincount(rows).max())), -np.inf)
+        dense[rows, _place_in_row(rows)] = lo
+        merged = np.concatenate([self.best, dense], axis=1)
+        merged[:, ::-1].sort(axis=1)
+        self.best = merged[:, :self.width]
+
+    def _joined(self):
+        if len(self.parts) != 1:
+            joined = [np.concatenate(column) for column in zip(*self.parts)] if self.parts else [
+                np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0, bool)]
+            self.parts = [tuple(joined)]
+        return self.parts[0]
+
+    def prune(self):
+        """Drop candidates whose upper bound is below their query's threshold, and settle
+        (re-score, keep the top `depth`) queries that still have too many."""
+        rows, cols, lo, hi, exact = self._joined()
+        keep = hi >= self.threshold()[rows]
+        rows, cols, lo, hi, exact = rows[keep], cols[keep], lo[keep], hi[keep], exact[keep]
+        crowded = np.bincount(rows, minlength=self.num) > _SETTLE_PER_DEPTH * self.depth + 64
+        if crowded.any():
+            rows, cols, lo, hi, exact = self._settle(crowded[rows], rows, cols, lo, hi, exact)
+        self.parts = [(rows, cols, lo, hi, exact)]
+        self.pending = 0
+
+    def _settle(self, chosen, rows, cols, lo, hi, exact):
+        """Re-score the chosen candidates and keep each query's top `depth` of them."""
+        fresh = chosen & ~exact
+        lo, hi, exact = lo.copy(), hi.copy(), exact | chosen
+        lo[fresh] = hi[fresh] = self.scorer(rows[fresh], cols[fresh])
+        order = np.lexsort((cols, -lo, rows))
+        rows, cols, lo, hi, exact, chosen = rows[order], cols[order], lo[order], hi[order], exact[order], chosen[order]
+        keep = ~chosen | (_place_in_row(rows) < self.depth[rows])
+        settled = np.unique(rows[chosen])
+        self.best[settled] = -np.inf
+        mine = keep & chosen
+        self._raise_best(rows[mine], lo[mine])
+        return rows[keep], cols[keep], lo[keep], hi[keep], exact[keep]
+
+    @classmethod
+    def merged(cls, parts):
+        """One set of candidates from tasks over disjoint gallery ranges."""
+        first = parts[0]
+        merged = cls(first.depth, first.scorer)
+        best = np.concatenate([p.best for p in parts], axis=1)
+        best[:, ::-1].sort(axis=1)
+        merged.best = best[:, :merged.width]
+        merged.floor = np.max([p.floor for p in parts], axis=0)
+        merged.parts = [c for p in parts for c in p.parts]
+        return merged
+
+    def top(self):
+        """(scores [num, width] float32, rows [num, width]): each query's exact top
+        `depth`, best first; -inf and -1 past a query's depth."""
+        self.prune()
+        rows, cols, lo, hi, exact = self._joined()
+        fresh = ~exact
+        lo = lo.copy()
+        lo[fresh] = self.scorer(rows[fresh], cols[fresh])
+        order = np.lexsort((cols, -lo, rows))
+        rows, cols, lo = rows[order], cols[order], lo[order]
+        place = _place_in_row(rows)
+        first = place < self.depth[rows]
+        if np.count_nonzero(first) != self.depth.sum():
+            raise AssertionError("exact search lost candidates: a screening bound is wrong")
+        scores = np.full((self.num, self.width), -np.inf, np.float32)
+        indices = np.full((self.num, self.width), -1, np.int64)
+        scores[rows[first], place[first]] = lo[first]
+        indices[rows[first], place[first]] = cols[first]
+        return scores, indices
+
+
+def _place_in_row(rows):
+    """For sorted `rows`, each entry's position among the entries of its row."""
+    counts = np.bincount(rows) if len(rows) else np.zeros(0, np.int64)
+    return np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
+def _lower_bounds(sims, depth):
+    """Per row, a value that at least depth[row] items reach, at most the depth-th largest.
+
+    Split a row into groups (item j goes to group j mod n): the depth-th largest of the
+    group maxima is reached by `depth` distinct items, and cannot exceed the depth-th
+    largest value. Groups of up to _GROUP_SIZE items leave >= 4 * depth groups, so the
+    bound is tight in practice and needs only one cheap pass.
+    """
+    num = sims.shape[1]
+    size = max(1, min(_GROUP_SIZE, num // (4 * int(depth.max()))))
+    width = num // size
+    maxima = sims[:, :width * size].reshape(len(sims), size, width).max(axis=1)
+    if width * size < num:
+        maxima = np.concatenate([maxima, sims[:, width * size:]], axis=1)
+    maxima[:, ::-1].sort(axis=1)
+    return maxima[np.arange(len(sims)), depth - 1].astype(np.float64)
