@@ -123,8 +123,8 @@ class _Job:
             raise ValueError(f"screen must be one of {SCREENS}, got {screen!r}")
         self.queries = np.ascontiguousarray(queries, dtype=np.float32)
         self.gallery = gallery
+        self.width = int(np.max(depth, initial=0))
         self.depth = np.broadcast_to(np.asarray(depth, np.int64), (len(self.queries),))
-        self.width = int(self.depth.max(initial=0))
         self.exclude = None if exclude is None else np.asarray(exclude, np.int64)
         self.pivots = None if pivots is None else (np.asarray(pivots[0], np.float32), np.asarray(pivots[1], np.int64))
         self.count_limit = np.iinfo(np.int64).max if count_limit is None else int(count_limit)
