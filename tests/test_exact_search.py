@@ -90,6 +90,28 @@ def test_ties_exclusions_and_per_query_depth(num, queries, dim, seed, screen):
     assert not ((found.indices == exclude[:, None]) & (exclude[:, None] >= 0)).any()
 
 
+@pytest.mark.parametrize("block_size", [None, 7, 100])
+def test_symmetric_search_matches_brute_force(screen, block_size):
+    """Queries that are the gallery, itself excluded: each block product serves both
+    blocks; pivots counted on the way."""
+    rng = np.random.default_rng(11)
+    rows = unit_rows(rng, 700, 20)
+    rows[500:560] = rows[3]  # duplicates across blocks
+    exclude = np.arange(700)
+    depth = rng.integers(0, 9, size=700)
+    sims = truth(rows, rows, exclude)
+    order = np.lexsort((np.broadcast_to(np.arange(700), sims.shape), -sims), axis=1)
+    pivot_rank = rng.integers(0, 699, size=700)
+    pivots = order[np.arange(700), pivot_rank]
+    scores = exact_search.exact_scores(rows, rows, np.arange(700), pivots)
+    found = exact_search.search(rows, rows, depth, exclude=exclude, pivots=(scores, pivots), block_size=block_size,
+                                screen=screen, symmetric=True)
+    assert_exact_top(found, rows, rows, depth, exclude)
+    np.testing.assert_array_equal(found.before, pivot_rank)
+    with pytest.raises(ValueError, match="symmetric"):
+        exact_search.search(rows[:5], rows, 3, symmetric=True)
+
+
 def decoy_gallery(num_best=3, num_decoys=60, dim=64):
     """Rows whose bfloat16 scores against q = (1, ..., 1) put every decoy above the best.
 

@@ -22,6 +22,7 @@ so a core taken by another job slows the search by that core only.
 """
 import concurrent.futures
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +34,8 @@ from . import bfloat16, onednn
 DEFAULT_BUDGET = 256 << 20
 #: Queries per block (one product operand).
 QUERY_BLOCK = 1024
-#: Most gallery rows per product: the block's scores stay in cache for selection.
+#: Most elements of a product's output and of its gallery chunk: both stay in cache
+#: for the passes after the product (selection, rounding).
 _CHUNK_ELEMENTS = 1 << 20
 #: Most items per group when bounding the k-th largest score by group maxima.
 _GROUP_SIZE = 32
@@ -46,12 +48,17 @@ _SETTLE_PER_DEPTH = 64
 _RESCORE_ELEMENTS = 1 << 22
 
 SCREENS = ("bfloat16", "float32")
+#: Fewest queries for which the bfloat16 screen beats float32 (measured: bench/search_bench.py).
+BFLOAT16_MIN_QUERIES = 256
 _LOWEST = np.finfo(np.float32).min
 
 
-def default_screen():
-    """bfloat16 on CPUs that multiply it natively (and with oneDNN), else float32."""
-    return "bfloat16" if onednn.available() and bfloat16.native_on_this_cpu() else "float32"
+def default_screen(num_queries=BFLOAT16_MIN_QUERIES):
+    """bfloat16 on CPUs that multiply it natively (and with oneDNN), for enough queries
+    to pay for rounding the gallery (the product per gallery row grows with the
+    queries, the rounding does not); else float32."""
+    native = onednn.available() and bfloat16.native_on_this_cpu()
+    return "bfloat16" if native and num_queries >= BFLOAT16_MIN_QUERIES else "float32"
 
 
 def worker_count():
@@ -85,7 +92,7 @@ def exact_scores(queries, gallery, rows, cols):
 
 
 def search(queries, gallery, depth, exclude=None, pivots=None, count_limit=None, block_size=None,
-           budget=DEFAULT_BUDGET, screen=None):
+           budget=DEFAULT_BUDGET, screen=None, symmetric=False):
     """Exact top-`depth` of each query, and ranks of pivots.
 
     queries: [Q, D] float32; gallery: [N, D] float32 array or memory map.
@@ -98,9 +105,14 @@ def search(queries, gallery, depth, exclude=None, pivots=None, count_limit=None,
     count_limit: counts of `before` from this value on may be any value >= it (Recall@K
       needs no more than K): rows certainly past it are not re-scored.
     block_size: queries per block (default QUERY_BLOCK).
-    screen: "bfloat16" or "float32" (default: default_screen()).
+    screen: "bfloat16" or "float32" (default: default_screen(Q)).
+    symmetric: the queries are the gallery (row i of both the same vector): each
+      product of two blocks serves both (half the products).
     """
-    job = _Job(queries, gallery, depth, exclude, pivots, count_limit, block_size, budget, screen or default_screen())
+    if symmetric and (len(queries) != len(gallery) or queries.shape[1:] != gallery.shape[1:]):
+        raise ValueError("symmetric search needs the queries to be the gallery's rows")
+    job = _Job(queries, gallery, depth, exclude, pivots, count_limit, block_size, budget,
+               screen or default_screen(len(queries)), symmetric)
     return job.run()
 
 
@@ -118,7 +130,8 @@ class _Chunk:
 
 
 class _Job:
-    def __init__(self, queries, gallery, depth, exclude, pivots, count_limit, block_size, budget, screen):
+    def __init__(self, queries, gallery, depth, exclude, pivots, count_limit, block_size, budget, screen,
+                 symmetric):
         if screen not in SCREENS:
             raise ValueError(f"screen must be one of {SCREENS}, got {screen!r}")
         self.queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -129,12 +142,14 @@ class _Job:
         self.pivots = None if pivots is None else (np.asarray(pivots[0], np.float32), np.asarray(pivots[1], np.int64))
         self.count_limit = np.iinfo(np.int64).max if count_limit is None else int(count_limit)
         self.screen = screen
+        self.symmetric = symmetric
         self.dim = self.queries.shape[1]
         self.workers = worker_count()
         num_queries = len(self.queries)
         block = max(1, min(block_size or QUERY_BLOCK, num_queries or 1))
         self.blocks = [(s, min(s + block, num_queries)) for s in range(0, num_queries, block)]
-        self.chunk = int(max(1, min(_CHUNK_ELEMENTS // block, budget // (4 * block * self.workers))))
+        self.chunk = block if symmetric else int(max(1, min(
+            _CHUNK_ELEMENTS // block, _CHUNK_ELEMENTS // max(self.dim, 1), budget // (4 * block * self.workers))))
         self.rounded = None
 
     def run(self):
@@ -147,17 +162,21 @@ class _Job:
         with concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="exact_search") as pool:
             if self.screen == "bfloat16" and len(self.blocks) > 1:
                 self.rounded = self._round_gallery(pool)
-            ranges = self._gallery_ranges()
-            tasks = {(b, r): pool.submit(self._scan, b, *ranges[r]) for b in range(len(self.blocks))
-                     for r in range(len(ranges))}
-            for b, (start, stop) in enumerate(self.blocks):
-                results = [tasks[b, r].result() for r in range(len(ranges))]
+            if self.symmetric:
+                states = [_Block(self, b) for b in range(len(self.blocks))]
+                for task in [pool.submit(self._scan_symmetric, states, b) for b in range(len(self.blocks))]:
+                    task.result()
+                results = [[state] for state in states]
+            else:
+                ranges = self._gallery_ranges()
+                tasks = [[pool.submit(self._scan, b, *r) for r in ranges] for b in range(len(self.blocks))]
+                results = ([task.result() for task in block] for block in tasks)
+            for (start, stop), states in zip(self.blocks, results):
                 if self.pivots is not None:
-                    found.before[start:stop] = sum(before for _, before in results)
-                if results[0][0] is not None:
-                    merged = _Candidates.merged([c for c, _ in results])
-                    width = merged.width
-                    found.scores[start:stop, :width], found.indices[start:stop, :width] = merged.top()
+                    found.before[start:stop] = sum(state.before for state in states)
+                if states[0].candidates is not None:
+                    merged = _Candidates.merged([state.candidates for state in states])
+                    found.scores[start:stop, :merged.width], found.indices[start:stop, :merged.width] = merged.top()
         return found
 
     def _gallery_ranges(self):
@@ -174,14 +193,7 @@ class _Job:
         parts = list(pool.map(lambda s: bfloat16.round_rows(self.gallery[s:s + step]), range(0, num, step)))
         return bfloat16.Rounded(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("bits", "norm", "error")))
 
-    def _query_operand(self, queries):
-        """(product operand, |q| bounds, |q - q~| bounds) of a block of queries."""
-        if self.screen == "bfloat16":
-            rounded = bfloat16.round_rows(queries)
-            return rounded.bits, rounded.norm, rounded.error
-        return queries, bfloat16.norm_bounds(queries), np.zeros(len(queries))
-
-    def _chunk(self, start, stop):
+    def chunk_of(self, start, stop):
         rows = np.ascontiguousarray(self.gallery[start:stop], dtype=np.float32)
         if self.rounded is not None:
             part = slice(start, stop)
@@ -192,7 +204,7 @@ class _Job:
             return _Chunk(start, stop, rows, rounded.bits, rounded.norm.max(), rounded.error.max())
         return _Chunk(start, stop, rows, rows, bfloat16.norm_bounds(rows).max(), 0.0)
 
-    def _product(self, left, right, out, screen):
+    def product(self, left, right, out, screen):
         if screen == "bfloat16":
             return onednn.gemm_bf16(left, right, out)
         if onednn.available():
@@ -200,62 +212,97 @@ class _Job:
         return np.matmul(left, right.T, out=out)
 
     def _scan(self, block, start, stop):
-        """One task: the block's queries against gallery rows start:stop, chunk by chunk.
-        Returns (candidates or None, before counts or None)."""
-        first, last = self.blocks[block]
-        queries = self.queries[first:last]
-        operand, query_norm, query_error = self._query_operand(queries)
-        scorer = _Scorer(queries, self.gallery)
-        depth = self.depth[first:last]
-        candidates = _Candidates(depth, scorer) if depth.max() > 0 else None
-        before = np.zeros(last - first, np.int64) if self.pivots is not None else None
-        pivots = None if before is None else (self.pivots[0][first:last], self.pivots[1][first:last])
-        exclude = None if self.exclude is None else self.exclude[first:last]
-        buffer = np.empty((last - first) * self.chunk, np.float32)
+        """One task: a block's queries against gallery rows start:stop, chunk by chunk."""
+        state = _Block(self, block)
+        buffer = np.empty(len(state.queries) * self.chunk, np.float32)
         for offset in range(start, stop, self.chunk):
-            chunk = self._chunk(offset, min(offset + self.chunk, stop))
-            width = chunk.stop - chunk.start
-            sims = self._product(operand, chunk.operand, buffer[:(last - first) * width].reshape(-1, width),
-                                 self.screen)
-            _exclude(sims, exclude, chunk)
-            margin = bfloat16.screening_margin(query_norm, query_error, chunk.norm, chunk.error, self.dim)
-            if candidates is not None:
-                candidates.take(sims, chunk.start, margin)
-            if before is not None:
-                before += self._count_before(queries, query_norm, pivots, exclude, before, sims, chunk, margin, scorer)
-        return candidates, before
+            chunk = self.chunk_of(offset, min(offset + self.chunk, stop))
+            out = buffer[:len(state.queries) * (chunk.stop - chunk.start)].reshape(len(state.queries), -1)
+            state.visit(self.product(state.operand, chunk.operand, out, self.screen), chunk)
+        return state
 
-    def _count_before(self, queries, query_norm, pivots, exclude, before, sims, chunk, margin, scorer):
+    def _scan_symmetric(self, states, block):
+        """One task when the queries are the gallery's rows: block I against chunks J >= I;
+        the product's transpose is block J against chunk I (half the products)."""
+        mine = states[block]
+        own_chunk = self.chunk_of(*self.blocks[block])
+        for other in range(block, len(self.blocks)):
+            chunk = own_chunk if other == block else self.chunk_of(*self.blocks[other])
+            sims = self.product(mine.operand, chunk.operand, np.empty((len(mine.queries), chunk.stop - chunk.start),
+                                                                      np.float32), self.screen)
+            with mine.lock:
+                mine.visit(sims, chunk)
+            if other != block:
+                transposed = np.ascontiguousarray(sims.T)
+                with states[other].lock:
+                    states[other].visit(transposed, own_chunk)
+
+
+class _Block:
+    """What a scan keeps for one block of queries: its product operand and norm bounds,
+    its candidates and pivot counts. `lock` serialises visits from several threads."""
+
+    def __init__(self, job, block):
+        first, last = job.blocks[block]
+        self.job = job
+        self.queries = job.queries[first:last]
+        if job.symmetric and job.rounded is not None:
+            chunk = job.chunk_of(first, last)
+            self.operand, self.norm = chunk.operand, job.rounded.norm[first:last]
+            self.error = job.rounded.error[first:last]
+        elif job.screen == "bfloat16":
+            rounded = bfloat16.round_rows(self.queries)
+            self.operand, self.norm, self.error = rounded.bits, rounded.norm, rounded.error
+        else:
+            self.operand, self.norm, self.error = self.queries, bfloat16.norm_bounds(self.queries), 0.0
+        self.scorer = _Scorer(self.queries, job.gallery)
+        depth = job.depth[first:last]
+        self.candidates = _Candidates(depth, self.scorer) if depth.max(initial=0) > 0 else None
+        self.before = np.zeros(last - first, np.int64) if job.pivots is not None else None
+        self.pivots = None if self.before is None else (job.pivots[0][first:last], job.pivots[1][first:last])
+        self.exclude = None if job.exclude is None else job.exclude[first:last]
+        self.lock = threading.Lock()
+
+    def visit(self, sims, chunk):
+        """Take a chunk's screened scores [queries, chunk rows] (overwritten)."""
+        _exclude(sims, self.exclude, chunk)
+        margin = bfloat16.screening_margin(self.norm, self.error, chunk.norm, chunk.error, self.job.dim)
+        if self.candidates is not None:
+            self.candidates.take(sims, chunk.start, margin)
+        if self.before is not None:
+            self.before += self._count_before(sims, chunk, margin)
+
+    def _count_before(self, sims, chunk, margin):
         """Rows of a chunk ordered before each query's pivot: certain from the bound,
         decided exactly where the bound cannot tell. Queries with many undecided rows
         get the chunk's float32 product first (one product beats many dot products)."""
-        pivot_score = np.where(pivots[1] < 0, np.inf, pivots[0].astype(np.float64))
+        pivot_score = np.where(self.pivots[1] < 0, np.inf, self.pivots[0].astype(np.float64))
         rows, cols, values = _at_least(sims, _float32_below(pivot_score - margin))
         certain = values > (pivot_score + margin)[rows]
         counts = np.bincount(rows[certain], minlength=len(sims))
-        open_rows = before + counts < self.count_limit
+        open_rows = self.before + counts < self.job.count_limit
         unsure = ~certain & open_rows[rows]
         rows, cols = rows[unsure], cols[unsure]
         crowded = np.bincount(rows, minlength=len(sims)) > max(16, sims.shape[1] // 32)
-        if self.screen == "bfloat16" and crowded.any():
+        if self.job.screen == "bfloat16" and crowded.any():
             refine = crowded[rows]
-            counts += self._count_refined(queries[crowded], query_norm[crowded], pivot_score, pivots[1],
-                                          np.cumsum(crowded) - 1, rows[refine], cols[refine], chunk, scorer)
+            counts += self._count_refined(np.flatnonzero(crowded), pivot_score, rows[refine], cols[refine], chunk)
             rows, cols = rows[~refine], cols[~refine]
-        return counts + _count_exact(scorer, pivot_score, pivots[1], rows, cols + chunk.start, len(sims))
+        return counts + _count_exact(self.scorer, pivot_score, self.pivots[1], rows, cols + chunk.start, len(sims))
 
-    def _count_refined(self, chosen, chosen_norm, pivot_score, pivot_row, position, rows, cols, chunk, scorer):
-        """_count_before's count of the undecided (rows, cols) of the `chosen` queries (at
-        `position` among them), from their float32 product with the chunk."""
-        sims = self._product(np.ascontiguousarray(chosen), chunk.rows,
-                             np.empty((len(chosen), chunk.stop - chunk.start), np.float32), "float32")
-        margin = bfloat16.screening_margin(chosen_norm, 0.0, chunk.norm, 0.0, self.dim)[position[rows]]
-        values = sims[position[rows], cols].astype(np.float64)
-        certain = values - margin > pivot_score[rows]
-        unsure = ~certain & (values + margin >= pivot_score[rows])
+    def _count_refined(self, chosen, pivot_score, rows, cols, chunk):
+        """_count_before's count of the undecided (rows, cols) of the `chosen` queries,
+        from their float32 product with the chunk."""
+        sims = self.job.product(np.ascontiguousarray(self.queries[chosen]), chunk.rows,
+                                np.empty((len(chosen), chunk.stop - chunk.start), np.float32), "float32")
+        margin = bfloat16.screening_margin(self.norm[chosen], 0.0, chunk.norm, 0.0, self.job.dim)
+        position = np.searchsorted(chosen, rows)
+        values = sims[position, cols].astype(np.float64)
+        certain = values - margin[position] > pivot_score[rows]
+        unsure = ~certain & (values + margin[position] >= pivot_score[rows])
         counts = np.bincount(rows[certain], minlength=len(pivot_score))
-        return counts + _count_exact(scorer, pivot_score, pivot_row, rows[unsure], cols[unsure] + chunk.start,
-                                     len(pivot_score))
+        return counts + _count_exact(self.scorer, pivot_score, self.pivots[1], rows[unsure],
+                                     cols[unsure] + chunk.start, len(pivot_score))
 
 
 def _exclude(sims, exclude, chunk):

@@ -4,7 +4,8 @@ Every item is a query against all the others (itself excluded); items are ranked
 cosine similarity (the same order as squared Euclidean distance between L2-normalised
 features), ties broken by the lower gallery index. Nothing is approximate.
 
-The ranking is dml.retrieval.exact_search's (the engine of the flat index backend):
+The ranking is dml.retrieval.exact_search's (the engine of the flat index backend;
+when every item is a query, each product of two blocks of items serves both):
 - the rank of a query's first positive is the number of items ordered before its
   best positive (found first, among its own class), counted in one pass;
 - MAP@R takes each query's top R items (R = its number of positives).
@@ -80,7 +81,8 @@ def _metrics(fea, classes, num_gallery, ks, map_at_r, block_size):
     exclude = np.where(query_rows < num_gallery, query_rows, -1)
     depth = num_pos if map_at_r else 0
     found = exact_search.search(queries, gallery, depth, exclude=exclude, block_size=block_size,
-                                pivots=_best_positives(queries, gallery, members, query_rows), count_limit=max(ks))
+                                pivots=_best_positives(queries, gallery, members, query_rows), count_limit=max(ks),
+                                symmetric=num_gallery == len(fea))
     first_hit = np.where(num_pos > 0, found.before, _NEVER)
     result = {"recall@%d" % k: float(np.mean(first_hit < k)) for k in ks}
     if map_at_r:
