@@ -9,10 +9,11 @@ their roundings q~, x~:
 not assumed (about 0.4x the a-priori 2^-8 |x|: fewer rows left to re-score).
 `screening_margin` adds the float32 accumulation error of the product (products of
 bfloat16 numbers are exact in float32, sums are rounded) and of the exact float32
-re-score, and returns M with |screened - exact| <= M. The
-bfloat16 products flush subnormal inputs and results to zero (DAZ/FTZ); what that
-changes is far below the absolute head-room added.
+re-score, and returns M with |screened - exact| <= M. bfloat16 products flush
+subnormal inputs and results to zero (DAZ/FTZ); what that changes is far below the
+absolute head-room added.
 """
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ _SAFETY = 1 + 2.0 ** -16
 _TINY = 2.0 ** -100
 
 
+@functools.lru_cache(maxsize=None)
 def native_on_this_cpu():
     """True when the CPU multiplies bfloat16 natively (avx512_bf16 or AMX): only there
     is the bfloat16 screening faster than float32."""

@@ -1,24 +1,27 @@
 """Exact inner-product search in bounded memory: the engine behind the flat index
 backend (dml.index.flat) and the retrieval metrics (dml.retrieval.metrics).
 
-For each query, the `depth` gallery rows of highest score (score descending, then
-the lower row), and optionally the number of rows ordered before a given "pivot" row
-(the rank of a query's best positive, for Recall@K).
+For each query: the `depth` gallery rows of highest score (score descending, then the
+lower row), and optionally how many rows are ordered before a given "pivot" row (the
+rank of a query's best positive, for Recall@K).
 
-Scores are defined once, by `exact_scores` (a float32 dot product, the same bits for
-the same pair wherever it is computed). Every reported score and every comparison
-between candidates uses it. Finding the candidates is the costly part: a matrix
-product of a block of queries with a chunk of gallery rows, the "screening" product,
-in bfloat16 where the CPU has it (twice float32's speed; dml.retrieval.bfloat16) or in
-float32. Each screened score s~ brackets the exact one, s~ - M <= s <= s~ + M, with M
-from bfloat16.screening_margin (proven, per query and chunk). A row can be dropped
-only when its upper bound is below the k-th largest lower bound among distinct rows
-seen: k rows then certainly score higher. The survivors (a few dozen per query) are
-re-scored exactly and ranked; nothing depends on the screening beyond the bound.
+Scores are defined once, by `exact_scores` (a float32 dot product: the same bits for
+the same pair wherever it is computed); every reported score and every comparison
+between rows uses it. Finding the few rows worth scoring is the costly part: a matrix
+product of a block of queries with a chunk of gallery rows (the "screening" product),
+in bfloat16 where the CPU multiplies it natively (about twice float32's speed;
+dml.retrieval.bfloat16) or in float32. A screened score s~ brackets the exact one,
+s~ - M <= s <= s~ + M, with M proven per query and chunk (bfloat16.screening_margin).
+A row is dropped only when its upper bound is below the depth-th largest lower bound
+of distinct rows: that many rows certainly score higher. A pivot count takes the rows
+certainly above the pivot from the bound and decides the others exactly (through the
+chunk's float32 product first when there are many). Nothing rests on the screening
+beyond the bound.
 
-Work is split into tasks (a block of queries x a range of gallery rows) run by one
-thread per core, each task's products single-threaded through oneDNN (GIL released),
-so a core taken by another job slows the search by that core only.
+Work is split into tasks (a block of queries x a range of gallery rows; with
+`symmetric`, a pair of blocks whose one product serves both) run by one thread per
+core, each product single-threaded through oneDNN with the GIL released, so that a
+core taken by another job slows the search by that core only.
 """
 import concurrent.futures
 import os
