@@ -62,6 +62,7 @@ def unit_rows(rng, num, dim):
     (5000, 300, 64, 10, 1 << 20),
     (20000, 40, 512, 20, 256 << 20),
     (3000, 2100, 32, 3, 1 << 22),       # several query blocks: the gallery rounded once
+    (3000, 2100, 32, 3, 1 << 16),       # ... or chunk by chunk, when a copy would not fit
     (50, 9, 1, 4, 1 << 20),             # one dimension: every score a product of two numbers
 ])
 def test_random_rows_match_brute_force(screen, num, queries, dim, depth, budget):
@@ -90,8 +91,8 @@ def test_ties_exclusions_and_per_query_depth(num, queries, dim, seed, screen):
     assert not ((found.indices == exclude[:, None]) & (exclude[:, None] >= 0)).any()
 
 
-@pytest.mark.parametrize("block_size", [None, 7, 100])
-def test_symmetric_search_matches_brute_force(screen, block_size):
+@pytest.mark.parametrize("block_size,budget", [(None, 1 << 20), (7, 1 << 20), (100, 1 << 20), (100, 1 << 10)])
+def test_symmetric_search_matches_brute_force(screen, block_size, budget):
     """Queries that are the gallery, itself excluded: each block product serves both
     blocks; pivots counted on the way."""
     rng = np.random.default_rng(11)
@@ -105,7 +106,7 @@ def test_symmetric_search_matches_brute_force(screen, block_size):
     pivots = order[np.arange(700), pivot_rank]
     scores = exact_search.exact_scores(rows, rows, np.arange(700), pivots)
     found = exact_search.search(rows, rows, depth, exclude=exclude, pivots=(scores, pivots), block_size=block_size,
-                                screen=screen, symmetric=True)
+                                budget=budget, screen=screen, symmetric=True)
     assert_exact_top(found, rows, rows, depth, exclude)
     np.testing.assert_array_equal(found.before, pivot_rank)
     with pytest.raises(ValueError, match="symmetric"):

@@ -32,8 +32,7 @@ import numpy as np
 
 from . import bfloat16, onednn
 
-#: Bytes of screened scores held at once, all threads together (plus a mask a
-#: quarter that size); default of `budget`.
+#: Default of `budget`: bytes of work space.
 DEFAULT_BUDGET = 256 << 20
 #: Queries per block (one product operand).
 QUERY_BLOCK = 1024
@@ -108,6 +107,9 @@ def search(queries, gallery, depth, exclude=None, pivots=None, count_limit=None,
     count_limit: counts of `before` from this value on may be any value >= it (Recall@K
       needs no more than K): rows certainly past it are not re-scored.
     block_size: queries per block (default QUERY_BLOCK).
+    budget: bytes of work space: screened scores held at once (all threads), and a
+      bfloat16 copy of the whole gallery, kept when there are several blocks of queries
+      and it fits (else each block rounds the chunks it reads).
     screen: "bfloat16" or "float32" (default: default_screen(Q)).
     symmetric: the queries are the gallery (row i of both the same vector): each
       product of two blocks serves both (half the products).
@@ -153,6 +155,7 @@ class _Job:
         self.blocks = [(s, min(s + block, num_queries)) for s in range(0, num_queries, block)]
         self.chunk = block if symmetric else int(max(1, min(
             _CHUNK_ELEMENTS // block, _CHUNK_ELEMENTS // max(self.dim, 1), budget // (4 * block * self.workers))))
+        self.budget = budget
         self.rounded = None
 
     def run(self):
@@ -163,7 +166,7 @@ class _Job:
         if not num_queries or not len(self.gallery):
             return found
         with concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="exact_search") as pool:
-            if self.screen == "bfloat16" and len(self.blocks) > 1:
+            if self.screen == "bfloat16" and len(self.blocks) > 1 and 2 * self.gallery.size <= self.budget:
                 self.rounded = self._round_gallery(pool)
             if self.symmetric:
                 states = [_Block(self, b) for b in range(len(self.blocks))]
