@@ -274,3 +274,5 @@ def test_memory_mapped_gallery_and_empty_inputs(tmp_path, screen):
     assert empty.indices.shape == (0, 7)
     with pytest.raises(ValueError, match="screen"):
         exact_search.search(q, gallery, 3, screen="float16")
+    with pytest.raises(ValueError, match=r"\[Q, D\] and \[N, D\]"):
+        exact_search.search(q[:, :5], gallery, 3)

@@ -114,7 +114,9 @@ def search(queries, gallery, depth, exclude=None, pivots=None, count_limit=None,
     symmetric: the queries are the gallery (row i of both the same vector): each
       product of two blocks serves both (half the products).
     """
-    if symmetric and (len(queries) != len(gallery) or queries.shape[1:] != gallery.shape[1:]):
+    if np.ndim(queries) != 2 or np.ndim(gallery) != 2 or np.shape(queries)[1] != np.shape(gallery)[1]:
+        raise ValueError(f"queries {np.shape(queries)} and gallery {np.shape(gallery)} must be [Q, D] and [N, D]")
+    if symmetric and len(queries) != len(gallery):
         raise ValueError("symmetric search needs the queries to be the gallery's rows")
     job = _Job(queries, gallery, depth, exclude, pivots, count_limit, block_size, budget,
                screen or default_screen(len(queries)), symmetric)

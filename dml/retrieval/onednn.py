@@ -2,10 +2,11 @@
 
 Two products of row-major matrices, out = a @ b.T: float32 (`sgemm`) and bfloat16
 inputs with float32 accumulation and output (`gemm_bf16`, oneDNN's own kernels for
-CPUs with avx512_bf16 / AMX). Each call runs on the calling thread alone: the
-callers parallelise over threads of their own, which take work as they are free,
-so a core lost to another job slows the search down by that core, not by a whole
-barrier (OpenMP teams spin and wait for their slowest thread on a loaded machine).
+CPUs with avx512_bf16 / AMX). Each call runs on the calling thread alone (it sets that
+thread's OpenMP thread count to one): the callers parallelise over threads of their
+own, which take work as they are free, so a core lost to another job slows the search
+down by that core, not by a whole barrier (OpenMP teams spin and wait for their
+slowest thread on a loaded machine).
 
 ctypes releases the GIL during the call. The library is located without importing
 Paddle (which takes seconds); `available()` is False when it is missing or does
@@ -58,10 +59,6 @@ def available():
 
 
 def _call(name, a, b, out):
-    lib, openmp = _library()
-    if not getattr(_single_threaded, "done", False):
-        openmp.omp_set_num_threads(1)  # this thread's OpenMP setting: no team, no spinning
-        _single_threaded.done = True
     if out.dtype != np.float32:
         raise ValueError(f"{name}: the output must be float32")
     m, depth = a.shape
@@ -70,6 +67,10 @@ def _call(name, a, b, out):
             and b.shape[1] == depth and out.shape == (m, n)):
         raise ValueError(f"{name}: expected contiguous a [m, k], b [n, k], out [m, n]; got {a.shape}, "
                          f"{b.shape}, {out.shape}")
+    lib, openmp = _library()
+    if not getattr(_single_threaded, "done", False):
+        openmp.omp_set_num_threads(1)  # this thread's OpenMP setting: no team, no spinning
+        _single_threaded.done = True
     status = getattr(lib, name)(b"N", b"T", m, n, depth, 1.0, a.ctypes.data, depth, b.ctypes.data, depth, 0.0,
                                 out.ctypes.data, n)
     if status != 0:
