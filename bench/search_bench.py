@@ -25,27 +25,26 @@ Data: embedding-like synthetic unit vectors (a 32-dimensional mixture of 1,000 c
 mapped to D dimensions, plus noise): trained embeddings have a low intrinsic
 dimension, which is what approximate search relies on; exact search does not care.
 
-    python bench/search_bench.py                  # the README's table (~15 minutes, ~8 GB RAM)
-    python bench/search_bench.py --quick          # smoke run
-    python bench/search_bench.py --sections=hnsw --hnsw_num=1000000 --ef_search=16,32,64   # hnsw at 1M (~25 min)
-    python bench/search_bench.py --sections=flat --num=300000 --queries=500 --rounds=5
-    python bench/search_bench.py --sections=metrics --rounds=2   # SOP scale (~10 min)
+    python -m bench.search_bench                  # the README's table (~15 minutes, ~8 GB RAM)
+    python -m bench.search_bench --quick          # smoke run
+    python -m bench.search_bench --sections=hnsw --hnsw_num=1000000 --ef_search=16,32,64   # hnsw at 1M (~25 min)
+    python -m bench.search_bench --sections=flat --num=300000 --queries=500 --rounds=5
+    python -m bench.search_bench --sections=metrics --rounds=2   # SOP scale (~10 min)
 """
 import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import tracemalloc
 
 import numpy as np
 
+from dml.index import flat
+from dml.retrieval import exact_search
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from dml.index import flat  # noqa: E402
-from dml.retrieval import exact_search  # noqa: E402
 
 BLOCK = 1 << 16
 
@@ -170,7 +169,7 @@ def flat_section(args):
 
 
 def metrics_section(args):
-    import recall_bench
+    from bench import recall_bench
     from dml.retrieval import metrics
 
     rng = np.random.default_rng(0)
@@ -217,7 +216,7 @@ def add_section(args):
     import paddle
 
     import index as index_cli
-    import models
+    from dml import models
     from dml.retrieval import features
 
     work = tempfile.mkdtemp(prefix="search_bench_")

@@ -7,17 +7,15 @@ in interleaved rounds (a noisy neighbour slows both alike); medians, best times,
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
+import numpy as np
+import paddle
+
+from dml.weights import weights_file
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
-
-from dml.runtime import weights_file  # noqa: E402
 
 
 def timed(load, path):
@@ -35,7 +33,8 @@ def main():
         path = os.path.join(directory, "resnet50.pdparams")
         paddle.seed(0)
         paddle.save(paddle.vision.models.resnet50().state_dict(), path, protocol=args.protocol)
-        loaders = {"paddle.load": lambda p: paddle.load(p, return_numpy=True), "weights_file": weights_file.read_weights}
+        loaders = {"paddle.load": lambda p: paddle.load(p, return_numpy=True),
+                   "weights_file": weights_file.read_weights}
         reference, ours = paddle.load(path, return_numpy=True), weights_file.read_weights(path)
         assert list(reference) == list(ours)
         assert all(np.array_equal(reference[k], ours[k]) and reference[k].dtype == ours[k].dtype for k in reference)

@@ -8,8 +8,8 @@ import argparse
 import json
 import os
 
-from dml.checkpoint_layout import PARAMS, STATE
 from dml.errors import UserError
+from dml.train.checkpoint import PARAMS, STATE
 
 
 class GivenFlag(argparse.Action):

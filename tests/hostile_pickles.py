@@ -214,7 +214,7 @@ CHILD = PEAK + r"""
 import json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
 sys.path.insert(0, {root!r})
-from dml.runtime import weights_file
+from dml.weights import weights_file
 begin = time.perf_counter()
 try:
     weights_file.read_weights(sys.argv[1])
@@ -266,7 +266,7 @@ def write_corpus(directory, marker):
 def baseline_mib():
     """Peak memory of the child that reads nothing (interpreter and numpy)."""
     code = PEAK + (f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))\n"
-                   f"sys.path.insert(0, {ROOT!r}); from dml.runtime import weights_file; print(peak_mib())")
+                   f"sys.path.insert(0, {ROOT!r}); from dml.weights import weights_file; print(peak_mib())")
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 

@@ -8,17 +8,15 @@ import time
 
 import paddle
 import pytest
+from test_trainer import flags, run
 
-import eval as eval_script
-import export_model
-import infer
-import models
-import train_elem
-import train_pair
+from dml import models
+from dml.cli import run_cli
+from dml.commands import eval as eval_script
+from dml.commands import export_model, infer, train_elem, train_pair
+from dml.errors import UserError
 from dml.train import checkpoint
 from tests import hostile_pickles
-from test_trainer import flags, run
-from utility import UserError, run_cli
 
 #: One file of each kind of attack (the whole corpus is read by tests/test_weights_file.py).
 SAMPLE = ["os.system", "eval-namespace", "dtype-setstate-record", "ndarray(shape,dtype,buffer)", "deep-tuple-1e6",
@@ -67,6 +65,7 @@ def argv(entry, path, demo_dir, work, good_checkpoint):
     return train_pair, train + ["--loss_name=eml", f"--checkpoint={copy}", "--total_iter_num=2"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_hostile_weights_through_every_entry_point(entry, hostile, demo_dir, tmp_path, good_checkpoint,
                                                    monkeypatch, capsys):
@@ -110,6 +109,7 @@ def good_state(good_checkpoint):
     (lambda s: dict(s, meter={"loss": ["x"]}), "meter must map names to lists of numbers"),
     (lambda s: dict(s, model=3), "model must be a string"),
 ])
+@pytest.mark.slow
 def test_hostile_state_json_is_one_line(change, message, good_checkpoint, tmp_path, demo_dir):
     directory = write_state(good_checkpoint, tmp_path, change(good_state(good_checkpoint)))
     begin = time.monotonic()

@@ -12,15 +12,15 @@ import signal
 import struct
 import tempfile
 
+import hostile_pickles
 import numpy as np
 import paddle
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import hostile_pickles
-from dml.runtime import weights_file
-from dml.runtime.weights_file import CodeInWeightsError, WeightsFileError
+from dml.weights import weights_file
+from dml.weights.weights_file import CodeInWeightsError, WeightsFileError
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 

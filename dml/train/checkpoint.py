@@ -1,5 +1,12 @@
-"""Training checkpoints (layout: dml.checkpoint_layout), written whole or not at all,
-found again (`--checkpoint latest`), and restored."""
+"""Training checkpoints, written whole or not at all, found again (`--checkpoint latest`),
+and restored.
+
+A checkpoint directory `<model_save_dir>/<model>/<iteration>/` holds `model.pdparams`,
+one flat state dict of the network's own keys (`backbone.*`, `embedding.*`) and the loss
+layer's under `loss.`, so `--pretrained_model` can load the network part of any
+checkpoint and `--checkpoint` can restore everything; `model.pdopt`, the optimizer;
+`state.json`, the run's record; and `memory.npz` when the run keeps a cross-batch memory.
+"""
 import json
 import os
 import platform
@@ -7,14 +14,18 @@ import re
 import shutil
 import time
 
+import numpy as np
 import paddle
 
-import numpy as np
-
-from dml.checkpoint_layout import LOSS_PREFIX, MEMORY, OPTIMIZER, PARAMS, STATE
 from dml.errors import UserError, first_line
-from dml.runtime import paddle_compat, safe_load
+from dml.runtime import paddle_compat
+from dml.weights import safe_load
 
+PARAMS = "model.pdparams"
+OPTIMIZER = "model.pdopt"
+STATE = "state.json"
+MEMORY = "memory.npz"
+LOSS_PREFIX = "loss."
 TMP_MARK = ".tmp-"
 #: A numbered checkpoint directory: ASCII digits only.
 _ITERATION = re.compile(r"[0-9]{1,19}")

@@ -10,10 +10,9 @@ import numpy as np
 import paddle
 from paddle import nn
 
-import losses
-import models
-import reader
+from dml import losses, models
 from dml.cli import print_arguments
+from dml.data import reader
 from dml.retrieval.test_set import read_test_set
 from dml.runtime import acceleration, data_workers, paddle_compat
 from dml.runtime.device import choose_device

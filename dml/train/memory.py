@@ -9,7 +9,7 @@ resumed run continues with exactly the memory it had.
 import numpy as np
 import paddle
 
-from losses.normalize import l2_normalize
+from dml.losses.normalize import l2_normalize
 
 
 class CrossBatchMemory:

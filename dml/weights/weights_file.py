@@ -1118,7 +1118,8 @@ def _read_torch_zip(fd, size, budget, nonfinite_ids):
             raw = read(f"{prefix}data/{key}")
             if len(raw) != numel * dtype.itemsize:
                 raise _Refused(f"storage {_show(key)} has {len(raw)} bytes, not {numel} x {dtype.itemsize}")
-            storages[key] = _Storage(_native(np.frombuffer(raw, dtype.newbyteorder("<" if order == b"little" else ">"))))
+            byte_order = "<" if order == b"little" else ">"
+            storages[key] = _Storage(_native(np.frombuffer(raw, dtype.newbyteorder(byte_order))))
         if storages[key].array.dtype != dtype or storages[key].array.size != numel:
             raise _Refused(f"storage {_show(key)} used with two dtypes or sizes")
         return storages[key]

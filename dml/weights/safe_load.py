@@ -9,8 +9,8 @@ Weights holding NaN or Inf are refused, naming them.
 """
 import paddle
 
-from dml.runtime import weights_file
 from dml.errors import UserError
+from dml.weights import weights_file
 
 
 class UnsafeWeightsError(UserError):
