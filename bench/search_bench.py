@@ -160,7 +160,8 @@ def flat_section(args):
     print(f"ratio flat / floor time: {medians[ours] / medians[floor_name]:.2f}x (<= 0.2 wanted)")
     if faiss:
         print(f"ratio faiss / flat time: {medians['faiss IndexFlatIP'] / medians[ours]:.2f}x (>= 1.0 wanted)")
-        same = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(results[ours][1], results["faiss IndexFlatIP"][1])])
+        faiss_i = results["faiss IndexFlatIP"][1]
+        same = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(results[ours][1], faiss_i)])
         print(f"flat vs faiss: same top-{args.k} sets for {same:.4%} of the (query, hit) pairs (ties may differ)")
     floor_i = results[floor_name][1]
     same = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(results[ours][1], floor_i)])

@@ -5,7 +5,8 @@ scores rank decoys first while their exact scores do not, and near-ties far belo
 bfloat16 resolution."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dml.retrieval import bfloat16, exact_search, onednn
 
