@@ -14,14 +14,12 @@ not load, and callers then use numpy.
 """
 import ctypes
 import functools
-import importlib.util
 import os
 import threading
 
 import numpy as np
 
-#: The oneDNN shared library inside the Paddle wheel (tests/test_onednn.py checks it is there).
-LIBRARY = os.path.join("libs", "libdnnl.so.3")
+from dml.runtime import paddle_compat
 
 _DIMS = ctypes.c_int64
 _GEMM_ARGS = [ctypes.c_char, ctypes.c_char, _DIMS, _DIMS, _DIMS, ctypes.c_float, ctypes.c_void_p, _DIMS,
@@ -29,17 +27,9 @@ _GEMM_ARGS = [ctypes.c_char, ctypes.c_char, _DIMS, _DIMS, _DIMS, ctypes.c_float,
 _single_threaded = threading.local()
 
 
-def library_path():
-    """Where Paddle's oneDNN would be, or None when Paddle is not installed."""
-    spec = importlib.util.find_spec("paddle")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return os.path.join(list(spec.submodule_search_locations)[0], LIBRARY)
-
-
 @functools.lru_cache(maxsize=None)
 def _library():
-    path = library_path()
+    path = paddle_compat.onednn_library_path()
     if path is None or not os.path.isfile(path):
         return None
     try:
