@@ -1,60 +1,9 @@
 """Search a gallery index (index.py) for the images most like each query.
 
-    python search.py --index_dir DIR (--image IMG | --image_dir D | --image_list L | --features F.npy)
-                     [--topk 10] [--threshold 0.5] [--save_json R.json] [--save_retrievals GRIDS]
-
-Query images are embedded by the network recorded in the index (network flags, when
-given, must equal it). Prints one tab-separated line per hit: query, rank, score
-(cosine similarity), path, and the label when the index has labels. --save_retrievals
-draws eval.py's grids: each query, then its hits (green: same label, red: another,
-grey: label unknown).
+The command lives in dml/commands/search.py; `dml search` runs the same.
 """
-import argparse
-
-# utility first, before anything imports paddle: it quiets Paddle's import-time notices
-from utility import ArgumentParser, run_cli
-from dml.cli import add_arguments
-from dml.flag_types import finite_float, positive_int
-from dml.index import flags, manifest, query, store
-from dml.runtime.device import choose_device
-from dml.script_flags import check_output_file
-
-INPUTS = ("image", "image_dir", "image_list", "features")
-
-
-def build_parser():
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    flags.add_index_dir(parser)
-    add_arguments("image", str, None, "One query image.", parser)
-    flags.add_image_inputs(parser, "Query features (.npy as infer.py writes them; names from its .paths.txt).")
-    flags.add_network_arguments(parser, building=False)
-    add_arguments("topk", positive_int, 10, "Hits per query.", parser)
-    add_arguments("threshold", finite_float, None, "Keep only hits at least this cosine-similar.", parser)
-    add_arguments("save_json", str, None, "Also write every hit to this JSON file.", parser)
-    add_arguments("save_retrievals", str, None, "Directory for PNG grids of the queries and their hits.", parser)
-    return parser
-
-
-def search(args):
-    flags.one_input(args, INPUTS)
-    check_output_file(args.save_json, "--save_json")
-    snapshot = store.open_index(args.index_dir)
-    manifest.check_same_network(snapshot.meta, args, args.index_dir)
-    if not args.features:
-        choose_device(args.use_gpu)
-    vectors, names, labels = query.query_features(args, snapshot)
-    results = query.run(snapshot, vectors, args.topk, args.threshold)
-    query.print_hits(snapshot, names, results)
-    if args.save_json:
-        query.save_json(args.save_json, query.as_json(snapshot, names, results, args.topk, args.threshold))
-    if args.save_retrievals:
-        query.save_grids(args.save_retrievals, snapshot, names, labels, results)
-    return names, results
-
-
-def main(argv=None):
-    search(build_parser().parse_args(argv))
-
+from dml.cli import run_cli
+from dml.commands.search import main
 
 if __name__ == "__main__":
     run_cli(main)

@@ -1,20 +1,9 @@
-"""Fine-tune an embedding network with a pair-based loss (triplet, quadruplet, eml, npairs, ...)."""
-from utility import ArgumentParser, run_cli
-from dml.train.flags import add_training_arguments
+"""Fine-tune an embedding network with a pair-based loss (triplet, quadruplet, eml, npairs, ...).
 
-
-def build_parser():
-    parser = ArgumentParser(description=__doc__)
-    add_training_arguments(parser, "pair", train_batch_size=120, lr=0.0001, lr_steps="100000",
-                           total_iter_num=100000, test_iter_step=5000, save_iter_step=5000, loss_name="triplet")
-    return parser
-
-
-def main():
-    from dml.train import loop
-
-    loop.main(build_parser(), family="pair")
-
+The command lives in dml/commands/train_pair.py; `dml train-pair` runs the same.
+"""
+from dml.cli import run_cli
+from dml.commands.train_pair import main
 
 if __name__ == "__main__":
     run_cli(main)

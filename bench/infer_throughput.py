@@ -1,6 +1,7 @@
 """Inference images/s (eval mode, no gradients) of each engine against PyTorch, in the same run.
 
-    python bench/infer_throughput.py [--configs r18,r50,vits16] [--engines ours,torch] [--iters 5] [--rounds 2] [--threads 0]
+    python -m bench.infer_throughput [--configs r18,r50,vits16] [--engines ours,torch] [--iters 5]
+        [--rounds 2] [--threads 0]
 
 Configs: r18 = ResNet18 at 64 px, batch 32; r50 = ResNet50 at 224 px, batch 8; vits16 = ViT_S16 at 224 px, batch 8.
 
@@ -13,15 +14,11 @@ infer.py --inference_model), predictor-bf16 (the same with bfloat16 oneDNN kerne
 opt-in, ~1e-2 relative error), torch (when installed: pip install -r requirements-bench.txt).
 Compare ratios, not absolute figures: these machines are shared and noisy.
 """
-import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench import timing  # noqa: E402
+from bench import timing
 
 PADDLE_ENGINES = ["paddle-1thread", "paddle-dygraph", "paddle-to_static", "ours", "predictor-bf16"]
 
@@ -63,8 +60,8 @@ def to_static_onednn(model):
 def paddle_run(engine, config, threads):
     import paddle
 
+    from dml import models
     from dml.runtime import acceleration
-    import models
 
     name, size, batch, images = images_of(config)
     threads = acceleration.configure_cpu(1 if engine == "paddle-1thread" else timing.thread_count(threads))
@@ -103,4 +100,4 @@ def worker(engine, config, iters, threads):
 
 
 if __name__ == "__main__":
-    timing.main(__file__, "inference", PADDLE_ENGINES, worker)
+    timing.main(__spec__.name, "inference", PADDLE_ENGINES, worker)

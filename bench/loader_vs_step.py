@@ -9,17 +9,13 @@ should run at about the step alone (the workers decode while the step computes).
 """
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dml.runtime import acceleration, paddle_compat  # noqa: E402
-import losses  # noqa: E402
-import models  # noqa: E402
-import reader  # noqa: E402
-from dml.train import loop  # noqa: E402
-from bench.reader_throughput import images_per_second as loader_images_per_second  # noqa: E402
+from bench.reader_throughput import images_per_second as loader_images_per_second
+from dml import losses, models
+from dml.data import reader
+from dml.runtime import acceleration, paddle_compat
+from dml.train import loop
 
 
 def build_step(image_list, batch_size):

@@ -18,13 +18,10 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import eval as eval_script  # noqa: E402
-import losses  # noqa: E402
-import train_elem  # noqa: E402
-import train_pair  # noqa: E402
-from dml.train import loop  # noqa: E402
+from dml import losses
+from dml.commands import eval as eval_script
+from dml.commands import train_elem, train_pair
+from dml.train import loop
 
 COMMON = ["--model=ResNet18", "--image_shape=3,32,32", "--use_gpu=False", "--num_workers=0"]
 

@@ -209,9 +209,8 @@ def prepare_worker(job):
     labels; params.json, our loss's parameters."""
     import paddle
 
-    import losses
-    import models
-    import reader
+    from dml import losses, models
+    from dml.data import reader
 
     params = {p.name: p.default for p in losses.spec(job["loss"]).params}
     paddle.seed(job["seed"])
@@ -264,8 +263,8 @@ def pml_worker(job):
     """Train the PyTorch twin on job['dir']'s start and batches; write pml.json."""
     import torch
 
-    import imgtool
     from bench import torch_reference
+    from dml.data import imgtool
     from dml.retrieval import metrics
 
     torch.manual_seed(job["seed"])

@@ -7,13 +7,10 @@ the same run (the machines are shared and noisy: compare ratios, not absolute nu
 """
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import reader  # noqa: E402
-from dml.runtime import paddle_compat  # noqa: E402
+from dml.data import reader
+from dml.runtime import paddle_compat
 
 
 def images_per_second(image_list, size, batch_size, workers, batches):

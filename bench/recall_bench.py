@@ -21,14 +21,12 @@ the call, i.e. beyond the feature matrix itself.
 import argparse
 import multiprocessing as mp
 import os
-import sys
 import time
 import tracemalloc
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dml.retrieval.metrics import recall_topk, retrieval_metrics  # noqa: E402
+from dml.retrieval.metrics import recall_topk, retrieval_metrics
 
 SOP_TEST_IMAGES = 60502
 SOP_TEST_CLASSES = 11316

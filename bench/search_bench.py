@@ -1,9 +1,14 @@
-"""Benchmark of the gallery index (index.py / search.py), ratios from the same run.
+"""Benchmark of the gallery index (index.py / search.py) and of eval.py's metrics,
+ratios from the same run. Every table names the CPU and the load average (the
+machines are shared); contenders run in interleaved rounds (the order rotating), and
+the median of the rounds counts.
 
 1. Exact flat search, Q queries against N x D unit vectors (default 1,000 x 1,000,000 x
-   512): dml.index.flat (the flat backend) against the floor (numpy: the same blocked
-   float32 matrix products + argpartition top-k, no tie rule) and faiss IndexFlatIP;
-   peak memory beyond the vectors (tracemalloc: numpy reports its buffers to it).
+   512): dml.index.flat (the flat backend; its screening product in bfloat16 where
+   the CPU has it) and the same search with the float32 screen (what CPUs without
+   bfloat16 get), against the floor (numpy: blocked float32 matrix products +
+   argpartition top-k, no tie rule) and faiss IndexFlatIP; peak memory beyond the
+   vectors (tracemalloc: numpy reports its buffers to it), from one more untimed run.
 2. hnsw (faiss) on a gallery of --hnsw_num vectors: recall@10 against exact search and
    queries/s against the flat backend on the same gallery.
 3. index.py add of --add_images images into an index of --add_into vectors, against
@@ -11,27 +16,35 @@
    and wall time. The network is a random ResNet18 at 32 px (a small network is enough
    to count calls).
 
+4. (--sections=metrics) eval.py's metrics at Stanford Online Products test scale
+   (--metrics_num x --metrics_dim, default 60,502 x 2,048, every image a query):
+   Recall@1,10,100,1000 + MAP@R and Recall@1 alone, against the floor of
+   bench/recall_bench.py (blocked float32 matmul + argmax, Recall@1 only).
+
 Data: embedding-like synthetic unit vectors (a 32-dimensional mixture of 1,000 classes
 mapped to D dimensions, plus noise): trained embeddings have a low intrinsic
 dimension, which is what approximate search relies on; exact search does not care.
 
-    python bench/search_bench.py                  # the README's table (~15 minutes, ~8 GB RAM)
-    python bench/search_bench.py --quick          # smoke run
-    python bench/search_bench.py --sections=hnsw --hnsw_num=1000000 --ef_search=16,32,64   # hnsw at 1M (~25 min)
+    python -m bench.search_bench                  # the README's table (~15 minutes, ~8 GB RAM)
+    python -m bench.search_bench --quick          # smoke run
+    python -m bench.search_bench --sections=hnsw --hnsw_num=1000000 --ef_search=16,32,64   # hnsw at 1M (~25 min)
+    python -m bench.search_bench --sections=flat --num=300000 --queries=500 --rounds=5
+    python -m bench.search_bench --sections=metrics --rounds=2   # SOP scale (~10 min)
 """
 import argparse
 import os
 import shutil
-import sys
+import statistics
 import tempfile
 import time
 import tracemalloc
 
 import numpy as np
 
+from dml.index import flat
+from dml.retrieval import exact_search
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from dml.index import flat  # noqa: E402
 
 BLOCK = 1 << 16
 
@@ -84,31 +97,98 @@ def faiss_or_none():
     return faiss
 
 
+def cpu_model(queries):
+    """The CPU's model name (/proc/cpuinfo), the cores this process may use, and the
+    screen the exact search takes on it for that many queries."""
+    name = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            name = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), name)
+    except OSError:
+        pass
+    screen = exact_search.default_screen(queries)
+    return f"{name}, {len(os.sched_getaffinity(0))} cores usable, exact-search screen: {screen}"
+
+
+def header(title, queries):
+    print(f"\n== {title}")
+    print(f"CPU: {cpu_model(queries)}; load average (1 min) at the start: {os.getloadavg()[0]:.2f}")
+
+
+def interleaved(contenders, rounds):
+    """Run each (name, function) once per round, the order rotating from round to round.
+    Returns {name: [seconds per round]}, {name: last result}, [load average per round]."""
+    times = {name: [] for name, _ in contenders}
+    results, loads = {}, []
+    for r in range(rounds):
+        turn = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
+        for name, function in turn:
+            begin = time.perf_counter()
+            results[name] = function()
+            times[name].append(time.perf_counter() - begin)
+        loads.append(os.getloadavg()[0])
+        print(f"round {r + 1}: " + ", ".join(f"{name.split(' (')[0]} {times[name][-1]:.2f} s" for name, _ in contenders)
+              + f"; load average {loads[-1]:.2f}", flush=True)
+    return times, results, loads
+
+
 def flat_section(args):
     gallery = embedding_like(args.num, args.dim, 0)
     queries = embedding_like(args.queries, args.dim, 1)
-    print(f"\n== exact top-{args.k}: {args.queries} queries x {args.num} x {args.dim} float32 "
-          f"({gallery.nbytes / 2**30:.2f} GiB)")
-    (ours_s, ours_i), ours_t, ours_mem = timed(flat.search, gallery, queries, args.k)
-    (_, floor_i), floor_t, floor_mem = timed(floor_search, gallery, queries, args.k)
-    rows = [("dml.index.flat (flat backend)", ours_t, ours_mem), ("numpy floor: matmul + argpartition", floor_t,
-                                                                   floor_mem)]
+    header(f"exact top-{args.k}: {args.queries} queries x {args.num} x {args.dim} float32 "
+           f"({gallery.nbytes / 2**30:.2f} GiB), {args.rounds} interleaved rounds", args.queries)
+    ours = f"dml.index.flat (flat backend, {exact_search.default_screen(args.queries)} screen)"
+    contenders = [(ours, lambda: flat.search(gallery, queries, args.k)),
+                  ("exact search, float32 screen", lambda: exact_search.search(queries, gallery, args.k,
+                                                                               screen="float32")),
+                  ("numpy floor: matmul + argpartition", lambda: floor_search(gallery, queries, args.k))]
     faiss = faiss_or_none()
     if faiss:
         index = faiss.IndexFlatIP(args.dim)
         index.add(gallery)
-        (_, faiss_i), faiss_t, _ = timed(index.search, queries, args.k)
-        rows.append(("faiss IndexFlatIP", faiss_t, None))
-        del index
-    for name, seconds, mem in rows:
-        extra = f"{mem / 2**20:8.0f} MiB" if mem is not None else "       - "
-        print(f"{name:38s} {seconds:8.2f} s  {args.queries / seconds:9.1f} q/s  peak beyond vectors {extra}")
-    print(f"ratio flat / floor time: {ours_t / floor_t:.2f}x (<= 1.2 wanted)")
+        contenders.append(("faiss IndexFlatIP", lambda: index.search(queries, args.k)))
+    flat.search(gallery[:1000], queries, args.k)  # load the libraries before timing
+    times, results, loads = interleaved(contenders, args.rounds)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    peaks = {name: timed(function)[2] for name, function in contenders[:3]}
+    for name, _ in contenders:
+        extra = f"{peaks[name] / 2**20:8.0f} MiB" if name in peaks else "       - "
+        print(f"{name:44s} {medians[name]:8.2f} s  {args.queries / medians[name]:9.1f} q/s  "
+              f"peak beyond vectors {extra}")
+    floor_name = contenders[2][0]
+    print(f"load average over the rounds: {min(loads):.2f}-{max(loads):.2f}")
+    print(f"ratio flat / floor time: {medians[ours] / medians[floor_name]:.2f}x (<= 0.2 wanted)")
     if faiss:
-        print(f"ratio faiss / flat time: {faiss_t / ours_t:.2f}x (>= 1.0 wanted)")
-    same = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(ours_i, floor_i)])
+        print(f"ratio faiss / flat time: {medians['faiss IndexFlatIP'] / medians[ours]:.2f}x (>= 1.0 wanted)")
+        faiss_i = results["faiss IndexFlatIP"][1]
+        same = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(results[ours][1], faiss_i)])
+        print(f"flat vs faiss: same top-{args.k} sets for {same:.4%} of the (query, hit) pairs (ties may differ)")
+    floor_i = results[floor_name][1]
+    same = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(results[ours][1], floor_i)])
     print(f"flat vs floor: same top-{args.k} sets for {same:.4%} of the (query, hit) pairs (ties may differ)")
-    return gallery, queries, ours_t
+    return gallery, queries
+
+
+def metrics_section(args):
+    from bench import recall_bench
+    from dml.retrieval import metrics
+
+    rng = np.random.default_rng(0)
+    labels = recall_bench.sop_like_labels(args.metrics_num, rng)
+    fea = recall_bench.clustered_features(labels, args.metrics_dim, rng, noise=0.46)
+    header(f"eval.py's metrics, every image a query: {args.metrics_num} x {args.metrics_dim}, "
+           f"{args.rounds} interleaved rounds", args.metrics_num)
+    full = "Recall@1,10,100,1000 + MAP@R (dml.retrieval.metrics)"
+    contenders = [(full, lambda: metrics.retrieval_metrics(fea, labels)),
+                  ("Recall@1 alone (recall_topk)", lambda: metrics.recall_topk(fea, labels, 1)),
+                  ("floor: blocked matmul + argmax, Recall@1", lambda: recall_bench.floor_recall_at_1(fea, labels))]
+    times, results, loads = interleaved(contenders, args.rounds)
+    floor_time = statistics.median(times[contenders[2][0]])
+    for name, _ in contenders:
+        median = statistics.median(times[name])
+        print(f"{name:52s} {median:8.1f} s  {median / floor_time:5.2f}x the floor")
+    print(f"load average over the rounds: {min(loads):.2f}-{max(loads):.2f}")
+    print(f"Recall@1: ours {results[full]['recall@1']:.6f}, floor {results[contenders[2][0]]:.6f}")
 
 
 def hnsw_section(args, gallery, queries):
@@ -137,7 +217,7 @@ def add_section(args):
     import paddle
 
     import index as index_cli
-    import models
+    from dml import models
     from dml.retrieval import features
 
     work = tempfile.mkdtemp(prefix="search_bench_")
@@ -197,21 +277,27 @@ def main():
     parser.add_argument("--add_images", type=int, default=1000)
     parser.add_argument("--add_into", type=int, default=100_000)
     parser.add_argument("--add_small", type=int, default=1_000)
-    parser.add_argument("--sections", default="flat,hnsw,add", help="which parts to run, e.g. hnsw")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the timed sections")
+    parser.add_argument("--metrics_num", type=int, default=60502)
+    parser.add_argument("--metrics_dim", type=int, default=2048)
+    parser.add_argument("--sections", default="flat,hnsw,add", help="which parts to run, e.g. hnsw, metrics")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     args = parser.parse_args()
     if args.quick:
         args.num, args.queries, args.hnsw_num, args.add_images, args.add_into, args.add_small = (
             20_000, 100, 5_000, 50, 2_000, 200)
+        args.metrics_num, args.metrics_dim, args.rounds = 3000, 256, 1
     sections = args.sections.split(",")
+    if "metrics" in sections:
+        metrics_section(args)
     if "flat" in sections:
-        gallery, queries, _ = flat_section(args)
-    else:
+        gallery, queries = flat_section(args)
+    elif "hnsw" in sections:
         gallery = embedding_like(max(args.num, args.hnsw_num), args.dim, 0)
         queries = embedding_like(args.queries, args.dim, 1)
     if "hnsw" in sections:
         hnsw_section(args, gallery, queries)
-    del gallery
+    gallery = None
     if "add" in sections:
         add_section(args)
 

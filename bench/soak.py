@@ -95,13 +95,10 @@ def shm_entries():
 
 def worker(args):
     """The measured training run (in the child process)."""
-    sys.path.insert(0, ROOT)
     import gc
 
-    import train_elem
-    import train_pair
-    from dml.train import monitor
-    from dml.train import loop
+    from dml.commands import train_elem, train_pair
+    from dml.train import loop, monitor
 
     marks = {args.early: "early", args.iterations: "end"}
     report = {"workers": []}
@@ -153,11 +150,11 @@ def soak(args):
         data_dir = args.data_dir or os.path.join(tmp, "demo")
         if not args.data_dir:
             build_demo(data_dir)
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"--data_dir={data_dir}",
+        cmd = [sys.executable, "-m", __spec__.name, "--worker", f"--data_dir={data_dir}",
                f"--out={os.path.join(tmp, 'out')}"] + [f"--{k}={v}" for k, v in vars(args).items()
                                                        if k not in ("worker", "data_dir", "out")]
         begin = time.time()
-        done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         lines = [line for line in done.stdout.splitlines() if line.startswith("soak-worker: ")]
         if done.returncode != 0 or not lines:
             raise SystemExit(f"soak worker failed ({done.returncode}):\n{done.stderr[-3000:]}")

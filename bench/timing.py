@@ -36,10 +36,11 @@ def thread_count(threads):
     return threads or len(os.sched_getaffinity(0))
 
 
-def run_worker(script, engine, config, iters, threads, options):
-    """images/s of one engine on one config, measured in a fresh process (None if it failed)."""
+def run_worker(module, engine, config, iters, threads, options):
+    """images/s of one engine on one config, measured in a fresh process (None if it failed);
+    `module` is the benchmark's module name (bench.NAME), run with `python -m`."""
     forwarded = [item for name, value in options.items() for item in (f"--{name}", str(value))]
-    proc = subprocess.run([sys.executable, script, "--worker", engine, "--configs", config, "--iters", str(iters),
+    proc = subprocess.run([sys.executable, "-m", module, "--worker", engine, "--configs", config, "--iters", str(iters),
                            "--threads", str(threads)] + forwarded,
                           capture_output=True, text=True, cwd=ROOT)
     for line in reversed(proc.stdout.splitlines()):
@@ -50,7 +51,7 @@ def run_worker(script, engine, config, iters, threads, options):
     return None
 
 
-def compare(script, engines, baseline, configs, iters, rounds, threads, options):
+def compare(module, engines, baseline, configs, iters, rounds, threads, options):
     """Run every engine on every config in `rounds` interleaved rounds; print medians and
     ratios to `baseline` and to PyTorch when they ran."""
     described = "".join(f", {name} {value}" for name, value in options.items())
@@ -61,7 +62,7 @@ def compare(script, engines, baseline, configs, iters, rounds, threads, options)
         rates = {engine: [] for engine in engines}
         for _ in range(rounds):
             for engine in engines:
-                rate = run_worker(script, engine, config, iters, threads, options)
+                rate = run_worker(module, engine, config, iters, threads, options)
                 if rate is not None:
                     rates[engine].append(rate)
         medians = {e: statistics.median(r) for e, r in rates.items() if r}
@@ -93,7 +94,7 @@ def add_arguments(parser):
     parser.add_argument("--worker", help=argparse.SUPPRESS)
 
 
-def main(script, title, paddle_engines, worker, options=None, torch_runs=lambda options: True):
+def main(module, title, paddle_engines, worker, options=None, torch_runs=lambda options: True):
     """The benchmarks' command line: as a worker, time one engine on one config; else run
     every engine (PyTorch when installed and `torch_runs(options)`) over every config and
     print the comparison. `options` maps a script's own flags to their argparse keywords;
@@ -123,5 +124,5 @@ def main(script, title, paddle_engines, worker, options=None, torch_runs=lambda 
             parser.error(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(paddle_engines)}, torch")
         engines = [engine for engine in engines if engine in wanted]
     print(f"{title}, {len(os.sched_getaffinity(0))} cores")
-    return compare(os.path.abspath(script), engines, "paddle-1thread", configs, args.iters, args.rounds,
+    return compare(module, engines, "paddle-1thread", configs, args.iters, args.rounds,
                    args.threads, chosen)

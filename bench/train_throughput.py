@@ -16,14 +16,11 @@ default, `--engine static`), torch (needs `pip install -r requirements-bench.txt
 without it the torch column is left out).
 Compare ratios, not absolute figures: these machines are shared and noisy.
 """
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench import timing  # noqa: E402
+from bench import timing
 
 CLASS_DIM = 1000
 SAMPLES_EACH_CLASS = 2
@@ -51,9 +48,8 @@ def batch_of(config, sampler="elem", seed=0):
 def paddle_step(engine, config, threads, loss):
     import paddle
 
+    from dml import losses, models
     from dml.runtime import acceleration
-    import losses
-    import models
     from dml.train import loop
 
     name, batch, images, labels = batch_of(config, losses.spec(loss).sampler)
@@ -85,6 +81,6 @@ def worker(engine, config, iters, threads, loss):
 
 
 if __name__ == "__main__":
-    timing.main(__file__, "training step", PADDLE_ENGINES, worker,
+    timing.main(__spec__.name, "training step", PADDLE_ENGINES, worker,
                 options={"loss": dict(default="arcmargin", help="the --loss_name to train with")},
                 torch_runs=lambda options: options["loss"] == "arcmargin")

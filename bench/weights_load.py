@@ -1,23 +1,21 @@
-"""Loading time of a ResNet50 state dict written by paddle.save: weights_file (parses the
+"""Loading time of a ResNet50 state dict written by paddle.save: dml.weights.read_weights (parses the
 pickle, never unpickles) against paddle.load(return_numpy=True), measured in the same run,
 in interleaved rounds (a noisy neighbour slows both alike); medians, best times, ratios.
 
-    python bench/weights_load.py [--rounds 7] [--protocol 4]
+    python -m bench.weights_load [--rounds 7] [--protocol 4]
 """
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
+import numpy as np
+import paddle
+
+from dml.weights import read_weights
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
-
-from dml.runtime import weights_file  # noqa: E402
 
 
 def timed(load, path):
@@ -35,8 +33,9 @@ def main():
         path = os.path.join(directory, "resnet50.pdparams")
         paddle.seed(0)
         paddle.save(paddle.vision.models.resnet50().state_dict(), path, protocol=args.protocol)
-        loaders = {"paddle.load": lambda p: paddle.load(p, return_numpy=True), "weights_file": weights_file.read_weights}
-        reference, ours = paddle.load(path, return_numpy=True), weights_file.read_weights(path)
+        loaders = {"paddle.load": lambda p: paddle.load(p, return_numpy=True),
+                   "read_weights": read_weights}
+        reference, ours = paddle.load(path, return_numpy=True), read_weights(path)
         assert list(reference) == list(ours)
         assert all(np.array_equal(reference[k], ours[k]) and reference[k].dtype == ours[k].dtype for k in reference)
         del ours
@@ -53,8 +52,8 @@ def main():
               f"{len(os.sched_getaffinity(0))} cores, load average {os.getloadavg()[0]:.1f}:")
         for label, pick in (("median", statistics.median), ("best", min)):
             value = {name: pick(values) for name, values in times.items()}
-            print(f"  {label:6s} paddle.load {value['paddle.load'] * 1000:6.1f} ms, weights_file "
-                  f"{value['weights_file'] * 1000:6.1f} ms, ratio {value['weights_file'] / value['paddle.load']:.2f}")
+            print(f"  {label:6s} paddle.load {value['paddle.load'] * 1000:6.1f} ms, read_weights "
+                  f"{value['read_weights'] * 1000:6.1f} ms, ratio {value['read_weights'] / value['paddle.load']:.2f}")
 
 
 if __name__ == "__main__":

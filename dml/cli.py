@@ -29,7 +29,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def add_arguments(argname, type, default, help, argparser, **kwargs):
     """Add `--argname` to argparser; bool flags accept True/False/true/false/1/0."""
-    type = str2bool if type == bool else type
+    type = str2bool if type is bool else type
     argparser.add_argument("--" + argname, default=default, type=type,
                            help=help + " Default: %(default)s.", **kwargs)
 

@@ -32,6 +32,18 @@ positive_int = int_at_least(1)
 nonnegative_int = int_at_least(0)
 
 
+def int_in(low, high):
+    """An integer in [low, high]."""
+    def parse(text):
+        value = _number(text, int)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} must be an integer from {low} to {high}")
+        return value
+
+    parse.__name__ = f"int_in_{low}_{high}"
+    return parse
+
+
 def float_in(low=0.0, high=math.inf, low_inclusive=True, high_inclusive=False, unit=""):
     """A finite float in the interval given (by default [0, inf))."""
     lower = "[" if low_inclusive else "("

@@ -5,11 +5,11 @@ as: with `--embedding_size` left out they take the size from the checkpoint's
 state.json, and a size given on the command line that contradicts it is refused.
 """
 import argparse
-import json
 import os
 
-from dml.checkpoint_layout import PARAMS, STATE
-from dml.errors import UserError
+from dml.errors import UserError, first_line
+from dml.train.checkpoint import MAX_EMBEDDING_SIZE, MAX_STATE_BYTES, PARAMS, STATE
+from dml.weights.json_file import read_json
 
 
 class GivenFlag(argparse.Action):
@@ -47,16 +47,18 @@ def recorded_embedding_size(weights):
     if path is None:
         return None, None
     try:
-        with open(path) as handle:
-            state = json.load(handle)
-    except (OSError, ValueError):
-        return None, None
+        state = read_json(path, MAX_STATE_BYTES)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {path}, the record of --pretrained_model {weights}: {first_line(err)}") from None
     if not isinstance(state, dict):
         return None, None
     flags = state.get("flags") if isinstance(state.get("flags"), dict) else {}
     size = state.get("embedding_size", flags.get("embedding_size"))
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         return None, None
+    if size > MAX_EMBEDDING_SIZE:
+        raise UserError(f"{path} records embedding_size {size}, more than {MAX_EMBEDDING_SIZE}: "
+                        f"not a state.json this toolkit writes")
     return size, path
 
 

@@ -3,10 +3,9 @@ check of the flags that depend on each other in eval.py, infer.py and export_mod
 import argparse
 import os
 
-import imgtool
-import models
-from dml import recorded_flags
+from dml import models, recorded_flags
 from dml.cli import add_arguments
+from dml.data import imgtool
 from dml.errors import UserError
 from dml.flag_types import choice, nonnegative_int, positive_int
 from dml.runtime.acceleration import ENGINES

@@ -1,4 +1,2 @@
-"""`python -m losses`: print the README's table of losses, made from the catalog."""
-import losses
-
-print(losses.markdown_table())
+"""`python -m losses`: the README's table of losses (as `python -m dml.losses`)."""
+import dml.losses.__main__  # noqa: F401

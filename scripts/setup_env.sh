@@ -16,7 +16,7 @@ fi
 stamp="$root/.venv/.installed-$(basename "$req")"
 stale=0
 [ -f "$stamp" ] || stale=1
-for file in "$root"/requirements*.txt; do   # any requirements file may be included by another
+for file in "$root"/requirements*.txt "$root/pyproject.toml"; do   # any requirements file may be included by another
   if [ "$file" -nt "$stamp" ]; then stale=1; fi
 done
 if [ "$stale" = 1 ]; then
@@ -26,5 +26,7 @@ if [ "$stale" = 1 ]; then
     "$root/.venv/bin/python" -m pip uninstall --quiet --yes "$other"
   fi
   "$root/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$root/$req"
+  # the toolkit itself, editable: `dml` command, `import dml` from anywhere; the pins above are its dependencies
+  "$root/.venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e "$root"
   touch "$stamp"
 fi

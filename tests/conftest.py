@@ -35,8 +35,8 @@ def dynamic_graph_features(weights, paths, size, embedding_size=0):
     import numpy as np
     import paddle
 
-    import imgtool
-    import models
+    from dml import models
+    from dml.data import imgtool
 
     model = models.create("ResNet18", embedding_size)
     model.set_state_dict(paddle.load(weights))

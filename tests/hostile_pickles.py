@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -38,7 +39,13 @@ def name(module, attr):
 
 
 def integer(value):
-    return b"J" + struct.pack("<i", value)
+    return b"J" + struct.pack("<i", value) if -(1 << 31) <= value < 1 << 31 else long(value)
+
+
+def long(value):
+    """LONG1: an integer of any size up to 255 bytes."""
+    raw = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(raw)]) + raw
 
 
 def tup(*items):
@@ -108,6 +115,55 @@ def shared_lists(levels):
     for level in range(levels):
         ops += MARK + b"h" + bytes([level]) + b"h" + bytes([level]) + b"l\x940"
     return weights(ops + b"h" + bytes([levels]))
+
+
+def colliding_int_keys(count):
+    """{k * (2^61 - 1): None}: integers whose hashes are all 0 (Python hashes an int modulo
+    2^61 - 1), so each insertion compares with every key before it."""
+    modulus = (1 << 61) - 1
+    return P4 + b"}" + MARK + b"".join(long(k * modulus) + NONE for k in range(1, count + 1)) + b"u" + STOP
+
+
+def overlapping_torch_zip(entries, payload):
+    """A torch.save zip whose storages overlap: storage k's data starts right after its own
+    local header and runs to the end of the payload, through the headers of storages k+1...
+    (each CRC valid), so a file of about `payload` bytes declares about entries x payload
+    of storages (each used by a one-element tensor)."""
+    names = [f"archive/data/{k:05d}" for k in range(entries)]
+    header = 30 + len(names[0])
+    sizes = [(entries - 1 - k) * header + payload for k in range(entries)]
+    pickled = P2 + b"}" + MARK + b"".join(text(f"w{k}") + torch_tensor(f"{k:05d}", size // 4, (1,), (1,))
+                                          for k, size in enumerate(sizes)) + b"u" + STOP
+    body = io.BytesIO()
+    central = [_local(body, name, data) for name, data in (("archive/data.pkl", pickled),
+                                                           ("archive/byteorder", b"little"))]
+    start, tail, headers = body.tell(), b"\0" * payload, []
+    for k in reversed(range(entries)):  # each storage's data holds the headers after it: last first
+        crc = zlib.crc32(b"".join(reversed(headers)) + tail)
+        headers.append(_local_header(names[k], crc, sizes[k]))
+        central.append((names[k], crc, sizes[k], start + k * header))
+    body.write(b"".join(reversed(headers)) + tail)
+    return _finish_zip(body, central)
+
+
+def _local_header(name, crc, size):
+    return struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, size, size, len(name), 0) + name.encode()
+
+
+def _local(body, name, data):
+    offset = body.tell()
+    body.write(_local_header(name, zlib.crc32(data), len(data)) + data)
+    return name, zlib.crc32(data), len(data), offset
+
+
+def _finish_zip(body, central):
+    directory = b"".join(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, crc, size, size,
+                                     len(name), 0, 0, 0, 0, 0, offset) + name.encode()
+                         for name, crc, size, offset in central)
+    start = body.tell()
+    body.write(directory + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(central), len(central),
+                                       len(directory), start, 0))
+    return body.getvalue()
 
 
 def code_payloads(marker):
@@ -199,7 +255,33 @@ def corpus(marker):
     }
     files.update(code_payloads(marker))
     files.update(numpy_pickles())
+    files.update(amplifiers())
     return files
+
+
+def amplifiers():
+    """Small files that make a reader build far more than they hold, hang it, or reach an
+    error that is not one line: hash-colliding keys, overlapping zip members and
+    safetensors entries, a big-parameter slice joined 8192 times, one array referenced
+    8192 times (each becomes a Tensor), empty arrays of huge dimensions, a name table
+    whose names are not strings."""
+    piece = np.zeros(1 << 16, np.float32)
+    huge = (0, 1 << 40, 1 << 40)
+    return {
+        "colliding-int-keys-1e5": colliding_int_keys(100_000),
+        "torch-overlapping-storages": overlapping_torch_zip(1000, 3 << 19),
+        "big-param-one-slice-8192": pickle.dumps({"w@@.0": piece, "UnpackBigParamInfor@@": {  # typos: disable-line
+            "w": {"OriginShape": (8192 << 16,), "slices": ["w@@.0"] * 8192}}}, protocol=4),
+        "shared-array-8192-refs": pickle.dumps({f"m{i}": piece for i in range(8192)}, protocol=4),
+        "zero-size-huge-dims": weights(array(huge, plain_dtype("f4"), raw_bytes(b""))),
+        "torch-zero-size-huge-dims": torch_zip(weights(torch_tensor("0", 0, huge, (0, 0, 0)), P2), [("0", b"")]),
+        "safetensors-zero-size-huge-dims": safetensors({"w": {"dtype": "F32", "shape": list(huge),
+                                                              "data_offsets": [0, 0]}}),
+        "safetensors-overlap": safetensors({f"w{i}": {"dtype": "F32", "shape": [1 << 16],
+                                                      "data_offsets": [0, 1 << 18]} for i in range(8192)},
+                                           bytes(1 << 18)),
+        "name-table-int-name": pickle.dumps({"w": piece[:4], "StructuredToParameterName@@": {"w": 5}}, protocol=4),
+    }
 
 
 SPECIAL_PATHS = {"fifo": None, "/dev/zero": "/dev/zero", "/dev/urandom": "/dev/urandom", "directory": None}
@@ -214,12 +296,12 @@ CHILD = PEAK + r"""
 import json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
 sys.path.insert(0, {root!r})
-from dml.runtime import weights_file
+from dml.weights import WeightsFileError, read_weights
 begin = time.perf_counter()
 try:
-    weights_file.read_weights(sys.argv[1])
+    read_weights(sys.argv[1])
     outcome, message = "loaded", ""
-except weights_file.WeightsFileError as err:
+except WeightsFileError as err:
     outcome, message = "refused", str(err)
 seconds = time.perf_counter() - begin
 print(json.dumps({{"outcome": outcome, "message": message, "seconds": seconds,
@@ -228,7 +310,7 @@ print(json.dumps({{"outcome": outcome, "message": message, "seconds": seconds,
 
 
 def read_in_child(path):
-    """Read `path` with weights_file in a child process under MEMORY_LIMIT and TIMEOUT:
+    """Read `path` with dml.weights in a child process under MEMORY_LIMIT and TIMEOUT:
     {outcome, message, seconds, peak_mib, returncode, stderr}."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     code = CHILD.format(limit=MEMORY_LIMIT, root=ROOT)
@@ -266,14 +348,14 @@ def write_corpus(directory, marker):
 def baseline_mib():
     """Peak memory of the child that reads nothing (interpreter and numpy)."""
     code = PEAK + (f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))\n"
-                   f"sys.path.insert(0, {ROOT!r}); from dml.runtime import weights_file; print(peak_mib())")
+                   f"sys.path.insert(0, {ROOT!r}); import dml.weights; print(peak_mib())")
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
 def main():
     with tempfile.TemporaryDirectory() as directory:
         marker = os.path.join(directory, "ran")
-        print(f"child baseline (python + numpy + weights_file imported): {baseline_mib():.0f} MiB; "
+        print(f"child baseline (python + numpy + dml.weights imported): {baseline_mib():.0f} MiB; "
               f"limits: address space {MEMORY_LIMIT >> 20} MiB, {TIMEOUT} s")
         print("| file | size | outcome | time | peak memory | message |")
         print("|---|---|---|---|---|---|")

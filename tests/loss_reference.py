@@ -1,4 +1,4 @@
-"""Float64 numpy versions of the losses, written from the formulas in DESIGN.md.
+"""Float64 numpy versions of the losses, written from their published formulas.
 
 Deliberately plain (loops, direct formulas) and independent of `losses/`: the tests
 compare the Paddle layers against these.
@@ -109,7 +109,7 @@ def numeric_grad(fn, x, h=1e-6):
     return grad
 
 
-# ---------------------------------------------------------------- the losses of issue 14
+# ---------------------------------------------------------------- the losses added after the original six
 
 
 def logsumexp(values):

@@ -42,7 +42,8 @@ def reference(tensor):
 def main():
     tensors = state()
     torch.save(tensors, os.path.join(OUT, "torch_state.pth"))
-    save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, os.path.join(OUT, "torch_state.safetensors"))
+    save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()},
+              os.path.join(OUT, "torch_state.safetensors"))
     np.savez(os.path.join(OUT, "torch_state_ref.npz"), **{k: reference(v) for k, v in tensors.items()})
 
 

@@ -5,12 +5,11 @@ import numpy as np
 import paddle
 import pytest
 
-from dml.runtime import acceleration
+from dml import losses, models
+from dml.errors import UserError
 from dml.retrieval import features
-import losses
-import models
+from dml.runtime import acceleration
 from dml.train.loop import TrainStep
-from utility import UserError
 
 SIZE = 32
 
@@ -86,6 +85,7 @@ def test_exported_inference_with_an_embedding_layer_matches_dynamic_graph():
     assert relative_error(got, eval_features(model, x)) < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["static", "dygraph"])
 def test_training_after_a_test_pass_takes_the_same_steps(engine):
     """The trainer runs the exported network mid-run for its periodic test: the next

@@ -7,8 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-import losses
 from bench import train_throughput
+from dml import losses
+
+pytestmark = pytest.mark.slow  # every test here starts processes or runs commands end to end
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,11 +30,11 @@ def test_benchmark_batches_fit_the_loss(loss):
 
 
 def test_the_loss_flag_reaches_the_worker():
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "train_throughput.py"), "--worker", "ours",
+    done = subprocess.run([sys.executable, "-m", "bench.train_throughput", "--worker", "ours",
                            "--configs", "r18", "--iters", "1", "--threads", "1", "--loss", "nonsense"],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode != 0 and "nonsense" in done.stderr
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "train_throughput.py"), "--worker", "ours",
+    done = subprocess.run([sys.executable, "-m", "bench.train_throughput", "--worker", "ours",
                            "--configs", "r18", "--iters", "1", "--threads", "1", "--loss", "triplet"],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,15 +1,12 @@
-"""Every original flag exists with its original name and default (DESIGN.md, command-line contract)."""
+"""Every original flag exists with its original name and default (the original example's command lines)."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-import eval as eval_script
-import export_model
-import infer
-import train_elem
-import train_pair
+from dml.commands import eval as eval_script
+from dml.commands import export_model, infer, train_elem, train_pair
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,6 +44,7 @@ def test_pair_script_has_no_arc_flags():
     assert not any(name.startswith("arc_") for name in args)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["train_elem.py", "train_pair.py", "eval.py", "infer.py", "export_model.py"])
 def test_help_lists_flags(script):
     out = subprocess.run([sys.executable, os.path.join(ROOT, script), "--help"], capture_output=True,

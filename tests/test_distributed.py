@@ -9,6 +9,8 @@ import numpy as np
 import paddle
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here starts processes or runs commands end to end
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKERS = os.path.join(ROOT, "tests", "workers")
 

@@ -10,6 +10,8 @@ import zipfile
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here starts processes or runs commands end to end
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "data", "download_sop.sh")
 ZIP = "Stanford_Online_Products.zip"

@@ -12,16 +12,12 @@ import paddle
 import pytest
 from PIL import Image
 
-from dml.train import checkpoint
-import eval as eval_script
-import losses
-from dml.retrieval import metrics
-import models
-import reader
-from dml.retrieval import grid
-from dml.retrieval.test_set import TestSet
-from dml.train import monitor
-from utility import UserError
+from dml import losses, models
+from dml.commands import eval as eval_script
+from dml.data import reader
+from dml.errors import UserError
+from dml.retrieval import grid, metrics, test_set
+from dml.train import checkpoint, monitor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 40
@@ -89,6 +85,7 @@ def brute_force(fea, lab, ks):
     return result
 
 
+@pytest.mark.slow
 def test_eval_prints_the_same_recall_as_the_training_test(ckpt, demo_dir, eval_run):
     stdout, _ = eval_run
     match = END_TEST.search(stdout)
@@ -96,11 +93,14 @@ def test_eval_prints_the_same_recall_as_the_training_test(ckpt, demo_dir, eval_r
     model = models.create("ResNet18", 16)
     models.load_pretrained(model, ckpt, verbose=False)
     test_list = reader.read_list(demo_dir, "Ebay_test.txt", "test")
-    recall, count = monitor.PeriodicTest(TestSet(test_list), SIZE, batch_size=10, num_workers=0, engine="static")(model)
+    periodic_test = monitor.PeriodicTest(test_set.TestSet(test_list), SIZE, batch_size=10, num_workers=0,
+                                         engine="static")
+    recall, count = periodic_test(model)
     assert int(match.group(1)) == count == 40
     assert match.group(2) == "%.5f" % recall
 
 
+@pytest.mark.slow
 def test_saved_features_reproduce_recall_and_metrics(eval_run, saved_features):
     stdout, out = eval_run
     fea = np.load(saved_features)
@@ -163,6 +163,7 @@ def test_flag_mistakes_are_user_errors(flags, message):
         eval_script.evaluate(parse(*flags))
 
 
+@pytest.mark.slow
 def test_bad_paths_are_one_line_exit_2(ckpt, demo_dir, tmp_path):
     proc = run_script("eval.py", *MODEL_FLAGS, "--pretrained_model", ckpt, "--data_dir", str(tmp_path / "nope"))
     assert proc.returncode == 2

@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import paddle
 import pytest
-
 from conftest import dynamic_graph_features
-import export_model
+
+from dml import models
+from dml.commands import export_model
+from dml.errors import UserError
 from dml.retrieval import predictor
-import models
-from utility import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 48
@@ -40,6 +40,7 @@ def exported(tmp_path_factory):
     return weights, out, proc.stdout
 
 
+@pytest.mark.slow
 def test_export_writes_a_paddle_inference_model(exported):
     weights, out, stdout = exported
     names = os.listdir(out)
@@ -50,6 +51,7 @@ def test_export_writes_a_paddle_inference_model(exported):
     assert f"[N,3,{SIZE},{SIZE}]" in stdout
 
 
+@pytest.mark.slow
 def test_inference_model_features_equal_dynamic_graph(exported, demo_dir, tmp_path):
     weights, out, _ = exported
     feats = str(tmp_path / "f.npy")

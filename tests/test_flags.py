@@ -10,13 +10,10 @@ import sys
 import paddle
 import pytest
 
-import eval as eval_script
-import export_model
-import infer
-import models
-import train_elem
-import train_pair
-from utility import run_cli
+from dml import models
+from dml.cli import run_cli
+from dml.commands import eval as eval_script
+from dml.commands import export_model, infer, train_elem, train_pair
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = {"train_elem": train_elem, "train_pair": train_pair, "eval": eval_script, "infer": infer,
@@ -157,6 +154,7 @@ def paddle_noise(line):
     ("infer", dict(batch_size=-1), "batch_size"),
     ("export_model", dict(model="VGG"), "available models"),
 ])
+@pytest.mark.slow
 def test_invalid_flag_as_a_real_process(script, overrides, message, demo_dir, tmp_path, weights):
     argv = argv_for(script, overrides, demo_dir, tmp_path, weights)
     done = subprocess.run([sys.executable, os.path.join(ROOT, script + ".py")] + argv, capture_output=True,
@@ -167,6 +165,7 @@ def test_invalid_flag_as_a_real_process(script, overrides, message, demo_dir, tm
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["eval.py", "infer.py", "export_model.py", "train_elem.py"])
 def test_a_rule_between_flags_fails_before_the_configuration_block(script, tmp_path):
     """The one error line is all the output: no configuration dump above it."""

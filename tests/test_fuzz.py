@@ -9,9 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import imgtool
-import reader
-from utility import UserError
+from dml.data import imgtool, reader
+from dml.errors import UserError
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 WORK = None  # set by the autouse fixture below: one pytest-managed directory per module run
@@ -99,6 +98,7 @@ def test_decoder_on_random_bytes(data, mode, seed):
 
 @FUZZ
 @given(st.sampled_from(sorted(IMAGES)), st.floats(0, 1), st.sampled_from(["train", "test"]))
+@pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin")  # PIL on the truncated TIFFs fed here
 def test_decoder_on_truncated_files(name, keep, mode):
     data = IMAGES[name]
     decode(data[: int(len(data) * keep)], mode, 1)

@@ -9,15 +9,14 @@ import time
 import numpy as np
 import paddle
 import pytest
-
-import losses
-import models
-import reader
 from amp_on_cpu import autocast_state, pretend_gpu_amp
+from test_trainer import flags, run
+
+from dml import losses, models
+from dml.data import reader
 from dml.retrieval import features, metrics, predictor
 from dml.runtime import acceleration, data_workers, device
 from dml.train import amp, checkpoint, loop
-from test_trainer import flags, run
 
 LINE = re.compile(r"trainbatch (\d+), lr ([\d.]+), loss ([-\d.]+), (?:acc1 ([\d.]+), acc5 ([\d.]+)|recall ([\d.]+)), "
                   r"time +([\d.]+) sec")
@@ -42,6 +41,8 @@ def wrap_forward(layer, wrapper):
     return layer
 
 
+# bfloat16 autocast stands in for float16 on the CPU
+@pytest.mark.filterwarnings("ignore:It is not recommended to use dynamic loss scaling for bfloat16:UserWarning")
 def test_amp_runs_the_network_under_autocast_and_the_loss_and_figures_in_float32(tmp_path, demo_dir, monkeypatch,
                                                                                  capsys):
     """bfloat16 autocast: the network's output comes back in bfloat16 (emulated: the CPU
@@ -89,6 +90,7 @@ class InfiniteGradient(paddle.autograd.PyLayer):
         return grad * float("inf")
 
 
+@pytest.mark.slow
 def test_amp_skipped_step_keeps_the_schedule_and_the_scaler_state_is_resumed(tmp_path, demo_dir, monkeypatch,
                                                                             capsys):
     """A float16 GradScaler skips step 1 (infinite gradients): the learning rate falls
@@ -153,6 +155,7 @@ class SyncCounter:
         return method
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family, loss_name, reads_per_check", [("elem", "softmax", 2), ("pair", "eml", 4)])
 def test_training_steps_read_the_device_only_at_log_and_save_steps(tmp_path, demo_dir, monkeypatch, capsys,
                                                                    family, loss_name, reads_per_check):
@@ -332,7 +335,7 @@ class _directory:
 
 
 def test_worker_count_on_gpu_follows_the_cores_unless_given():
-    import train_elem
+    from dml.commands import train_elem
 
     default = train_elem.build_parser().parse_args([]).num_workers
     given = train_elem.build_parser().parse_args(["--num_workers=2"]).num_workers

@@ -5,13 +5,9 @@ import re
 
 import pytest
 
-import eval as eval_script
-import export_model
-import infer
-import losses
-import models
-import train_elem
-import train_pair
+from dml import losses, models
+from dml.commands import eval as eval_script
+from dml.commands import export_model, infer, train_elem, train_pair
 from dml.runtime.acceleration import ENGINES
 from dml.train.flags import LR_STRATEGIES
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import imgtool
-from utility import UserError
+from dml.data import imgtool
+from dml.errors import UserError
 
 
 def save(img, path, **kw):

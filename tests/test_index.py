@@ -2,6 +2,7 @@
 index, chunked), incremental add that embeds only new images, bad input refused with
 the index untouched, kill -9 during changes, a reader during changes."""
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -13,11 +14,13 @@ import time
 import numpy as np
 import paddle
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from conftest import dynamic_graph_features
-import models
-from dml.index import flat, gallery, store
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dml import models
+from dml.index import backends, flat, gallery, store
+from dml.index.catalog import SPECS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NET = ["--model", "ResNet18", "--embedding_size", "8", "--image_shape", "3,32,32"]
@@ -82,6 +85,7 @@ def snapshot_files(index_dir):
     return found
 
 
+@pytest.mark.slow
 def test_build_from_features_directory_format(feats, net, tmp_path):
     index_dir = str(tmp_path / "idx")
     proc = run("index.py", "build", "--index_dir", index_dir, "--features", feats, *NET, "--pretrained_model", net)
@@ -105,7 +109,7 @@ def test_build_from_features_directory_format(feats, net, tmp_path):
 def test_add_embeds_only_new_images_like_the_network(feats, net, demo_dir, tmp_path, monkeypatch, capsys):
     """add of images: the old rows are kept byte for byte (never re-embedded), only the
     new images pass through the network, and their rows equal the network's output."""
-    import index
+    from dml.commands import index
     from dml.retrieval import features
 
     paths = [os.path.abspath(p) for p in open(feats[:-4] + ".paths.txt").read().split()]
@@ -153,6 +157,7 @@ def make_index(tmp_path, rows=40, dim=8, seed=0):
 
 @pytest.mark.parametrize("case", ["twice", "remove_absent", "rows_vs_paths", "dim", "topk0", "unreadable",
                                   "other_model", "missing", "half_copied"])
+@pytest.mark.slow
 def test_bad_input_one_line_exit_2_index_untouched(case, tmp_path, net):
     index_dir, vectors, paths = make_index(tmp_path)
     fea = str(tmp_path / "q.npy")
@@ -189,6 +194,7 @@ def test_bad_input_one_line_exit_2_index_untouched(case, tmp_path, net):
     assert snapshot_files(index_dir) == before
 
 
+@pytest.mark.slow
 def test_search_refuses_other_weights_and_image_size(feats, net, tmp_path):
     index_dir = str(tmp_path / "idx")
     assert run("index.py", "build", "--index_dir", index_dir, "--features", feats, *NET,
@@ -207,6 +213,7 @@ def read_state(index_dir):
     return np.array(snap.vectors).tobytes(), tuple(snap.paths), labels
 
 
+@pytest.mark.slow
 def test_kill_9_during_changes_leaves_old_or_new(tmp_path):
     """SIGKILL a process flipping the index between states A and B (add 300 rows /
     remove them) at a random moment after its first commit, 40 times; each time the
@@ -238,6 +245,7 @@ def test_kill_9_during_changes_leaves_old_or_new(tmp_path):
     assert len(os.listdir(os.path.join(index_dir, "generations"))) <= 3
 
 
+@pytest.mark.slow
 def test_reader_sees_a_consistent_index_during_changes(tmp_path):
     """A reader opening and searching the index while a writer commits: every read is
     one of the two states, with vectors, paths and labels of the same generation."""
@@ -262,3 +270,45 @@ def test_reader_sees_a_consistent_index_during_changes(tmp_path):
         worker.kill()
         worker.communicate()
     assert sizes == {3000, 3500}
+
+
+def test_readme_backend_table_is_the_catalogs():
+    """The README's backend table is regenerated from the catalog (`python -m dml.index`)."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert backends.markdown_table() in readme, "README's backend table is stale: paste `python -m dml.index`"
+
+
+def parse(script, argv):
+    module = importlib.import_module(f"dml.commands.{script}")
+    return module.build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("entry", SPECS, ids=lambda entry: entry.name)
+def test_backend_flags_come_from_the_catalog(entry):
+    """index.py build takes --backend NAME and every flag of the entry with its default;
+    add, remove and search.py take only the per-command ones (a build flag there is a
+    parse error)."""
+    args = parse("index", ["build", "--index_dir", "x", "--features", "f.npy", "--backend", entry.name])
+    assert args.backend == entry.name
+    for flag in entry.flags:
+        assert getattr(args, flag.name) == flag.default
+    commands = (("index", ["add", "--index_dir", "x", "--features", "f.npy"]),
+                ("index", ["remove", "--index_dir", "x", "--prefix", "/p"]),
+                ("search", ["--index_dir", "x", "--features", "f.npy"]))
+    value = {flag.name: str(flag.default if flag.default is not None else "v.db") for flag in entry.flags}
+    for script, argv in commands:
+        for flag in entry.flags:
+            given = argv + [f"--{flag.name}", value[flag.name]]
+            if flag.per_command:
+                assert getattr(parse(script, given), flag.name) == flag.type(value[flag.name])
+            else:
+                with pytest.raises(SystemExit):
+                    parse(script, given)
+
+
+def test_backend_choices_are_the_catalogs():
+    with pytest.raises(SystemExit):
+        parse("index", ["build", "--index_dir", "x", "--features", "f.npy", "--backend", "annoy"])
+    assert backends.names() == [entry.name for entry in SPECS] and len(set(backends.names())) == len(SPECS)
+    every_flag = [flag.name for entry in SPECS for flag in entry.flags]
+    assert len(every_flag) == len(set(every_flag)), "two backends declare the same flag"

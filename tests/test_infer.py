@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import paddle
 import pytest
-
 from conftest import dynamic_graph_features
-import infer
-import models
-from utility import UserError
+
+from dml import models
+from dml.commands import infer
+from dml.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
@@ -51,6 +51,7 @@ def run_infer(*flags):
                           capture_output=True, text=True, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_image_dir_features_paths_and_unreadable(weights, image_tree, tmp_path):
     out = str(tmp_path / "feats.npy")
     proc = run_infer("--pretrained_model", weights, "--image_dir", str(image_tree), "--batch_size", "4",
@@ -81,6 +82,7 @@ def test_image_dir_features_paths_and_unreadable(weights, image_tree, tmp_path):
     assert len(skipped) == 1 and broken in skipped[0]
 
 
+@pytest.mark.slow
 def test_plain_and_sop_lists(weights, demo_dir, tmp_path):
     test_rows = open(os.path.join(demo_dir, "Ebay_test.txt")).read().splitlines()[1:]
     chosen = [row.split() for row in test_rows[:3] + test_rows[-2:]]
@@ -127,6 +129,7 @@ def test_empty_image_dir(weights, tmp_path):
         infer.infer(args)
 
 
+@pytest.mark.slow
 def test_no_readable_image_is_exit_2_and_writes_nothing(weights, tmp_path):
     (tmp_path / "in").mkdir()
     for name in ("a.jpg", "b.png"):

@@ -5,7 +5,7 @@ import numpy as np
 import paddle
 import pytest
 
-from losses.proxyanchor import ProxyAnchorLoss
+from dml.losses.proxyanchor import ProxyAnchorLoss
 from tests import loss_reference as ref
 from tests.loss_checks import all_finite, assert_grad_matches, descend, in_float64, run, tensor
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from losses.supcon import SupConLoss
+from dml.losses.supcon import SupConLoss
 from tests import loss_reference as ref
 from tests.loss_checks import all_finite, check_pair_loss, labels_with_singletons, memory, pair_descent, run
 

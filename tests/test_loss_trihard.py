@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from losses.trihard import TriHardLoss
+from dml.losses.trihard import TriHardLoss
 from tests import loss_reference as ref
 from tests.loss_checks import all_finite, check_pair_loss, labels_with_singletons, memory, pair_descent, run
 

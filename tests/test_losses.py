@@ -1,4 +1,4 @@
-"""Loss layers against float64 numpy references written from DESIGN.md's formulas."""
+"""Loss layers against float64 numpy references written from the published formulas."""
 import math
 import os
 
@@ -6,10 +6,10 @@ import numpy as np
 import paddle
 import pytest
 
-import losses
-from losses.pair_distance import class_order_index
+from dml import losses
+from dml.errors import UserError
+from dml.losses.pair_distance import class_order_index
 from tests import loss_reference as ref
-from utility import UserError
 
 
 def as_np(t):

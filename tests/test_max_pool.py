@@ -3,8 +3,8 @@ import numpy as np
 import paddle
 import pytest
 
-import models
-from models.max_pool import MaxPool2DSavingArgmax
+from dml import models
+from dml.models.max_pool import MaxPool2DSavingArgmax
 
 
 def numpy_max_pool(x, dy, k, stride, pad):

@@ -7,13 +7,13 @@ import shutil
 import numpy as np
 import paddle
 import pytest
+from test_trainer import final_params, flags, run
 
-import losses
+from dml import losses
+from dml.errors import UserError
 from dml.train import loop
 from dml.train.memory import CrossBatchMemory, gathered_state, rank_state
 from tests import loss_reference as ref
-from test_trainer import final_params, flags, run
-from utility import UserError
 
 
 def unit(x):
@@ -74,6 +74,7 @@ def xbm_flags(demo_dir, out, **extra):
     return flags(demo_dir, out, loss_name="multisimilarity", xbm_size=24, xbm_start_iter=1, **extra)
 
 
+@pytest.mark.slow
 def test_resume_with_memory_is_bit_for_bit(tmp_path, demo_dir):
     straight, parts = tmp_path / "straight", tmp_path / "parts"
     run("pair", xbm_flags(demo_dir, straight, total_iter_num=5, save_iter_step=5))
@@ -91,6 +92,7 @@ def test_resume_with_memory_is_bit_for_bit(tmp_path, demo_dir):
     assert all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
 
 
+@pytest.mark.slow
 def test_memory_changes_the_training(tmp_path, demo_dir):
     run("pair", xbm_flags(demo_dir, tmp_path / "with", total_iter_num=3))
     run("pair", flags(demo_dir, tmp_path / "without", loss_name="multisimilarity", total_iter_num=3))
@@ -104,6 +106,7 @@ def test_memory_changes_the_training(tmp_path, demo_dir):
     (dict(loss_name="supcon", xbm_size=8), "--xbm_size=8 is smaller than a device batch (12 images)"),
     (dict(loss_name="trihard", xbm_size=24, checkpoint="CKPT"), "was written with --xbm_size=0, not 24"),
 ])
+@pytest.mark.slow
 def test_memory_mistakes_stop_before_training(tmp_path, demo_dir, extra, message):
     if extra.get("checkpoint"):
         run("pair", flags(demo_dir, tmp_path, loss_name="trihard", total_iter_num=1))

@@ -3,7 +3,7 @@ paddle.vision (ImageNet-format) state dict loads with the classifier skipped."""
 import numpy as np
 import paddle
 
-import models
+from dml import models
 
 
 def test_pooled_features_of_paddle_vision_network(tmp_path):

@@ -5,8 +5,8 @@ import numpy as np
 import paddle
 import pytest
 
-import models
-from utility import UserError
+from dml import models
+from dml.errors import UserError
 
 VISION = {
     "ResNet18": (paddle.vision.models.resnet18, 512),
@@ -25,6 +25,23 @@ def vision_without_classifier(name):
     count = sum(int(np.prod(p.shape)) for p in net.parameters()) - (feat * 1000 + 1000)
     keys = [k for k in net.state_dict() if not k.startswith("fc.")]
     return count, keys
+
+
+#: Width of each architecture's pooled features, as published (not read from the spec).
+PUBLISHED_WIDTH = {"ResNet18": 512, "ResNet34": 512, "ResNet50": 2048, "ResNet101": 2048, "ResNet152": 2048,
+                   "ViT_S16": 384, "ViT_S16_avg": 384, "ViT_B16": 768, "ViT_B16_avg": 768, "MobileNetV3_large": 960}
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_backbone_maps_images_to_its_published_width_and_an_embedding(name):
+    assert name in PUBLISHED_WIDTH, f"add {name}'s published feature width to this test"
+    for embedding_size, width in ((0, PUBLISHED_WIDTH[name]), (24, 24)):
+        model = models.create(name, embedding_size=embedding_size)
+        model.eval()
+        with paddle.no_grad():
+            out = model(paddle.randn([3, 3, 32, 32]))
+        assert out.shape == [3, width] and model.feature_dim == width
+        assert np.isfinite(out.numpy()).all()
 
 
 def test_model_names_are_the_original_ones_then_the_new_backbones():

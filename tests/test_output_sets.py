@@ -8,8 +8,8 @@ import paddle
 import pytest
 from PIL import Image
 
-import infer
-import models
+from dml import models
+from dml.commands import infer
 from dml.outputs import write_set
 from dml.retrieval import grid
 
@@ -26,6 +26,7 @@ def weights(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_features_from_a_folder_after_an_sop_list_drop_the_old_labels(weights, demo_dir, tmp_path):
     rows = open(os.path.join(demo_dir, "Ebay_test.txt")).read().splitlines()
     sop = tmp_path / "four.txt"

@@ -4,7 +4,7 @@ import numpy as np
 import paddle
 import pytest
 
-import reader
+from dml.data import reader
 from dml.runtime import paddle_compat
 
 
@@ -102,6 +102,8 @@ def test_train_batches_use_the_documented_batch_sampler(tmp_path):
     assert len(first) == 4 and all(0 <= index < 6 for index, _ in first)
 
 
+# the scaler runs on CPU tensors here
+@pytest.mark.filterwarnings("ignore:AmpScaler can only be enabled on CUDAPlace:UserWarning")
 def test_grad_scaler_says_when_it_skipped_a_step(monkeypatch):
     """A real float16 GradScaler (switched on for CPU tensors by amp_on_cpu) skips the
     update whose gradients are infinite, and scaler_found_inf says so; a disabled

@@ -6,8 +6,8 @@ import numpy as np
 import paddle
 import pytest
 
-import losses
-import train_elem
+from dml import losses
+from dml.commands import train_elem
 from dml.train import loop
 
 LR, MOMENTUM, NETWORK_DECAY = 0.5, 0.9, 1e-4

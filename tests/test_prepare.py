@@ -7,14 +7,14 @@ import sys
 
 import cv2
 import numpy as np
+import official_archives as oa
 import pytest
 
-import official_archives as oa
+from dml.data.converters import counts
+
+pytestmark = pytest.mark.slow  # every test here starts processes or runs commands end to end
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "data"))
-
-from converters import counts  # noqa: E402
 
 
 def prepare(*args):
@@ -213,7 +213,8 @@ def test_inshop_image_in_query_and_gallery(tmp_path):
 
 
 def test_inshop_query_without_gallery_item_is_warned(tmp_path):
-    items = [(1, "MEN/Denim", {"train": 2}), (3, "MEN/Denim", {"query": 2, "gallery": 1}), (5, "MEN/Denim", {"query": 1})]
+    items = [(1, "MEN/Denim", {"train": 2}), (3, "MEN/Denim", {"query": 2, "gallery": 1}),
+             (5, "MEN/Denim", {"query": 1})]
     src, _ = oa.inshop(tmp_path, items=items)
     done = prepare("inshop", "--src", src, "--out", src)
     assert done.returncode == 0, done.stderr
@@ -254,7 +255,8 @@ def test_bad_line_names_file_and_line(tmp_path):
     lines = open(path).read().splitlines()
     lines[2] += " extra"
     open(path, "w").write("\n".join(lines) + "\n")
-    assert_one_line_error(prepare("cub", "--src", src, "--out", tmp_path / "o"), "images.txt, line 3", "expected 2 fields")
+    assert_one_line_error(prepare("cub", "--src", src, "--out", tmp_path / "o"), "images.txt, line 3",
+                          "expected 2 fields")
 
 
 def test_missing_images_counted_and_named(tmp_path):
@@ -293,7 +295,8 @@ def test_strict_count_mismatch_writes_nothing(tmp_path):
 
 def test_crop_boxes_refused_where_there_are_none(tmp_path):
     src, _ = oa.inshop(tmp_path)
-    assert_one_line_error(prepare("inshop", "--src", src, "--out", src, "--crop_boxes"), "--crop_boxes is for cub and cars")
+    assert_one_line_error(prepare("inshop", "--src", src, "--out", src, "--crop_boxes"),
+                          "--crop_boxes is for cub and cars")
 
 
 # ---------------------------------------------------------------- the count check itself
@@ -311,7 +314,8 @@ def test_count_check_against_the_literature(dataset):
     name = sorted(literature)[0]
     off = dict(literature, **{name: (literature[name][0] - 1, literature[name][1])})
     [line] = counts.mismatches(dataset, off)
-    assert line.startswith(f"{name} has {literature[name][0] - 1:,} images") and f"{literature[name][0]:,} images" in line
+    assert line.startswith(f"{name} has {literature[name][0] - 1:,} images")
+    assert f"{literature[name][0]:,} images" in line
 
 
 # ---------------------------------------------------------------- download helpers

@@ -7,13 +7,13 @@ import struct
 import numpy as np
 import paddle
 import pytest
-
-import models
-import models.pretrained as pretrained
 from fixtures_legacy import EXTRA_VARS, build_legacy_dir, original_resnet_vars
-from models.fluid_tensor import decode_tensor
-from models.legacy_names import resnet_legacy_names
-from utility import UserError
+
+from dml import models
+from dml.errors import UserError
+from dml.models import pretrained
+from dml.models.legacy_names import resnet_legacy_names
+from dml.weights.fluid_tensor import decode_tensor
 
 VISION = {
     "ResNet18": paddle.vision.models.resnet18,
@@ -23,7 +23,8 @@ VISION = {
 }
 # PaddleClas' basic-block ResNet projected the shortcut of res2a too; paddle.vision's
 # ResNet18 has no such layer, so these weights must be skipped.
-R18_NO_COUNTERPART = {"res2a_branch1_weights"} | {"bn2a_branch1" + s for s in ("_scale", "_offset", "_mean", "_variance")}
+R18_NO_COUNTERPART = {"res2a_branch1_weights"} | {"bn2a_branch1" + s
+                                                   for s in ("_scale", "_offset", "_mean", "_variance")}
 
 
 def original_to_vision(model_name, embedding_size=0):
@@ -71,7 +72,8 @@ def test_legacy_resnet18_loads_every_tensor_and_matches_reference_forward(legacy
     assert "legacy Fluid directory" in printed and "loaded 102" in printed and "res2a_branch1_weights" in printed
 
     reference = paddle.vision.models.resnet18(num_classes=0)
-    reference.set_state_dict({key[len("backbone."):]: arrays[name] for name, key in mapping.items() if key.startswith("backbone.")})
+    reference.set_state_dict({key[len("backbone."):]: arrays[name]
+                              for name, key in mapping.items() if key.startswith("backbone.")})
     reference.eval()
     model.eval()
     images = paddle.to_tensor(np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype("float32"))
@@ -175,7 +177,8 @@ def test_imagenet_uses_paddles_downloader_and_cache(monkeypatch, tmp_path):
     path = str(tmp_path / "resnet18.pdparams")
     paddle.save(vision.state_dict(), path)
     calls = []
-    monkeypatch.setattr(paddle.utils.download, "get_weights_path_from_url", lambda url, md5: calls.append((url, md5)) or path)
+    monkeypatch.setattr(paddle.utils.download, "get_weights_path_from_url",
+                        lambda url, md5: calls.append((url, md5)) or path)
     model = models.create("ResNet18")
     report = models.load_pretrained(model, "imagenet", verbose=False)
     assert calls == [paddle.vision.models.resnet.model_urls["resnet18"]]

@@ -4,10 +4,10 @@ import shutil
 
 import numpy as np
 import pytest
-
-import reader
 from conftest import write_list
-from utility import UserError
+
+from dml.data import reader
+from dml.errors import UserError
 
 
 def fake_list(tmp_path, class_sizes, mode_rows=None):

@@ -10,12 +10,13 @@ import time
 import numpy as np
 import paddle
 import pytest
-
-from dml.train import checkpoint
-from dml.runtime import safe_load
-from dml.train import loop
 from test_trainer import final_params, flags, run
-from utility import UserError
+
+from dml.errors import UserError
+from dml.train import checkpoint, loop
+from dml.weights import safe_load
+
+pytestmark = pytest.mark.slow  # every test here starts processes or runs commands end to end
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_WORKER = os.path.join(ROOT, "tests", "workers", "kill_train.py")

@@ -9,12 +9,10 @@ import numpy as np
 import paddle
 import pytest
 
-from dml.train import checkpoint
-import losses
-import models
-from dml.runtime import safe_load
-from dml.train import loop
-from utility import UserError
+from dml import losses, models
+from dml.errors import UserError
+from dml.train import checkpoint, loop
+from dml.weights import safe_load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,6 +53,7 @@ def evil_files(tmp_path, marker):
     return files
 
 
+@pytest.mark.slow
 def test_the_payloads_are_real(tmp_path):
     """Control: plain unpickling of the same bytes does run the code."""
     marker = tmp_path / "ran"
@@ -96,6 +95,7 @@ def _with_optimizer(tmp_path, pdopt):
     return directory
 
 
+@pytest.mark.slow
 def test_malicious_file_through_the_eval_script(tmp_path, demo_dir):
     marker = tmp_path / "ran"
     path = evil_files(tmp_path, marker)["subprocess.call-p4.pdparams"]
@@ -162,7 +162,7 @@ def legitimate_files(tmp_path):
 
 
 def test_every_legitimate_file_loads_as_paddle_load_reads_it(tmp_path):
-    for name, path in legitimate_files(tmp_path).items():
+    for path in legitimate_files(tmp_path).values():
         for return_numpy in (False, True):
             same(safe_load.load(path, return_numpy=return_numpy), paddle.load(str(path), return_numpy=return_numpy))
 

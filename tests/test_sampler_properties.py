@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reader
+from dml.data import reader
 
 PROPERTY = settings(max_examples=200, deadline=None)
 

@@ -1,17 +1,20 @@
 """search.py: the demo index's top-k equal eval.py's nearest neighbours on the same
-features; printed hits, --threshold, --save_json and grids; faiss backends' recall
-against exact search; the Milvus backend end to end on a Milvus Lite file."""
+features; printed hits, --threshold, --save_json and grids; every backend of the
+catalog through build, add, remove and search against exact search (the Milvus
+backend on a Milvus Lite file); a missing optional dependency is one line."""
 import json
 import os
+import re
 import sys
 
 import numpy as np
 import pytest
+from test_index import NET, RUN, feats, net, run, unit  # noqa: F401 (fixtures)
 
 from dml.errors import UserError
-from dml.index import flat, gallery, store
+from dml.index import backends, flat, store
+from dml.index.catalog import SPECS
 from dml.retrieval import grid
-from test_index import NET, RUN, feats, make_index, net, run, unit  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +25,7 @@ def demo_index(feats, net, tmp_path_factory):  # noqa: F811
     return index_dir
 
 
+@pytest.mark.slow
 def test_demo_index_topk_equals_eval_nearest_neighbours(demo_index, feats, tmp_path):  # noqa: F811
     """Every demo image as a query (--features): its top k+1 hits without itself are
     exactly eval.py's k nearest neighbours (grid.nearest) of the same features."""
@@ -41,6 +45,7 @@ def test_demo_index_topk_equals_eval_nearest_neighbours(demo_index, feats, tmp_p
     assert sum("\t" in line for line in lines) == 1 + len(fea) * (k + 1)
 
 
+@pytest.mark.slow
 def test_image_query_threshold_json_and_grid(demo_index, feats, tmp_path):  # noqa: F811
     paths = open(feats[:-4] + ".paths.txt").read().split()
     labels = np.load(feats[:-4] + ".labels.npy")
@@ -74,67 +79,71 @@ def clustered(num, dim, seed):
     return unit(centres[rng.integers(0, 50, num)] + 0.6 * rng.standard_normal((num, dim)))
 
 
-@pytest.mark.parametrize("backend, floor", [("hnsw", 0.95), ("ivfpq", 0.5)])
-def test_faiss_backends_recall_against_exact_after_add(backend, floor, tmp_path):
-    pytest.importorskip("faiss")
-    import index
+# What each backend must reach against exact search after build, add and remove, and the
+# flags it needs ("{db}": a Milvus Lite file of the test). Every catalog entry is here.
+BACKEND_RUNS = {
+    "flat": (1.0, {}),
+    "hnsw": (0.95, {"--hnsw_m": "16"}),
+    "ivfpq": (0.5, {"--pq_m": "8", "--nlist": "16", "--nprobe": "8"}),
+    "milvus": (1.0, {"--milvus_uri": "{db}"}),
+}
 
+
+STARTS_A_SERVER = {"milvus"}  # Milvus Lite runs a server process: an end-to-end (slow) test
+
+
+def test_every_backend_has_a_run():
+    assert set(BACKEND_RUNS) == set(backends.names())
+
+
+def write_features(tmp_path, rows, first):
+    path = str(tmp_path / "g.npy")
+    np.save(path, rows)
+    open(str(tmp_path / "g.paths.txt"), "w").write("".join(f"/g/{i}.jpg\n" for i in range(first, first + len(rows))))
+    return path
+
+
+@pytest.mark.parametrize("entry", [pytest.param(entry, marks=pytest.mark.slow) if entry.name in STARTS_A_SERVER
+                                   else entry for entry in SPECS], ids=lambda entry: entry.name)
+def test_every_backend_build_add_remove_search_against_exact(entry, tmp_path):
+    """index.py build / add / remove and search.py through each backend (its flags from
+    the catalog; the per-command ones on every command): the hits keep the floor of
+    recall@10 against exact search of the rows left, and never name a removed row."""
+    if entry.requires:
+        pytest.importorskip(entry.requires)
+    from dml.commands import index, search
+
+    floor, given = BACKEND_RUNS[entry.name]
+    given = {name: value.format(db=str(tmp_path / "gallery.db")) for name, value in given.items()}
+    per_command = {f"--{flag.name}" for flag in entry.per_command_flags()}
+    flags = [text for pair in given.items() for text in pair]
+    again = [text for name, value in given.items() if name in per_command for text in (name, value)]
     data = clustered(3000, 32, 0)
-    queries = clustered(100, 32, 1)
-    feats_path = str(tmp_path / "g.npy")
-    np.save(feats_path, data[:2000])
-    open(str(tmp_path / "g.paths.txt"), "w").write("".join(f"/g/{i}.jpg\n" for i in range(2000)))
     index_dir = str(tmp_path / "idx")
-    index.main(["build", "--index_dir", index_dir, "--features", feats_path, "--backend", backend, "--pq_m", "8",
-                "--nlist", "16", "--nprobe", "8"])
-    np.save(feats_path, data[2000:])
-    open(str(tmp_path / "g.paths.txt"), "w").write("".join(f"/g/{i}.jpg\n" for i in range(2000, 3000)))
-    index.main(["add", "--index_dir", index_dir, "--features", feats_path])
-    snap = store.open_index(index_dir)
-    from dml.index import query
-
-    found = [rows for _, rows in query.run(snap, queries, 10, None)]
-    _, exact = flat.search(data, queries, 10)
-    assert recall_at(found, exact) >= floor
-
-
-def test_faiss_missing_is_one_line(monkeypatch):
-    from dml.index import faiss_backends
-
-    monkeypatch.setitem(sys.modules, "faiss", None)
-    with pytest.raises(UserError, match="pip install -r requirements-index.txt"):
-        faiss_backends.faiss()
-
-
-def test_milvus_lite_end_to_end(tmp_path):
-    """build, search, add, remove on a Milvus Lite file: hits equal the flat backend's."""
-    pytest.importorskip("milvus_lite")
-    import index
-    import search
-
-    data = clustered(300, 16, 3)
-    feats_path = str(tmp_path / "g.npy")
-    np.save(feats_path, data[:200])
-    open(str(tmp_path / "g.paths.txt"), "w").write("".join(f"/g/{i}.jpg\n" for i in range(200)))
-    index_dir, db = str(tmp_path / "idx"), str(tmp_path / "gallery.db")
-    index.main(["build", "--index_dir", index_dir, "--features", feats_path, "--backend", "milvus",
-                "--milvus_uri", db])
-    np.save(feats_path, data[200:])
-    open(str(tmp_path / "g.paths.txt"), "w").write("".join(f"/g/{i}.jpg\n" for i in range(200, 300)))
-    index.main(["add", "--index_dir", index_dir, "--features", feats_path])
-    open(str(tmp_path / "gone.txt"), "w").write("".join(f"/g/{i}.jpg\n" for i in range(0, 300, 3)))
-    index.main(["remove", "--index_dir", index_dir, "--paths_file", str(tmp_path / "gone.txt")])
+    index.main(["build", "--index_dir", index_dir, "--features", write_features(tmp_path, data[:2000], 0),
+                "--backend", entry.name, *flags])
+    index.main(["add", "--index_dir", index_dir, "--features", write_features(tmp_path, data[2000:], 2000), *again])
+    open(str(tmp_path / "gone.txt"), "w").write("".join(f"/g/{i}.jpg\n" for i in range(0, 3000, 3)))
+    index.main(["remove", "--index_dir", index_dir, "--paths_file", str(tmp_path / "gone.txt"), *again])
     queries = str(tmp_path / "q.npy")
-    np.save(queries, clustered(20, 16, 4))
-    names, results = search.search(search.build_parser().parse_args(
-        ["--index_dir", index_dir, "--features", queries, "--topk", "5"]))
-    kept = np.array([i for i in range(300) if i % 3])
-    scores, rows = flat.search(data[kept], np.load(queries), 5)
-    snap = store.open_index(index_dir)
-    assert snap.paths == [f"/g/{i}.jpg" for i in kept]
-    for (got_scores, got_rows), want_scores, want_rows in zip(results, scores, rows):
-        assert got_rows.tolist() == want_rows.tolist()
-        np.testing.assert_allclose(got_scores, want_scores, atol=1e-5)
+    np.save(queries, clustered(100, 32, 1))
+    _, results = search.search(search.build_parser().parse_args(
+        ["--index_dir", index_dir, "--features", queries, "--topk", "10", *again]))
+    kept = np.array([i for i in range(3000) if i % 3])
+    assert store.open_index(index_dir).paths == [f"/g/{i}.jpg" for i in kept]
+    exact_scores, exact = flat.search(data[kept], np.load(queries), 10)
+    assert recall_at([rows for _, rows in results], exact) >= floor
+    if floor == 1.0:
+        for (scores, rows), want_scores, want_rows in zip(results, exact_scores, exact):
+            assert rows.tolist() == want_rows.tolist()
+            np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("entry", [e for e in SPECS if e.requires], ids=lambda entry: entry.name)
+def test_missing_dependency_is_one_line_with_the_install_hint(entry, monkeypatch):
+    monkeypatch.setitem(sys.modules, entry.requires, None)
+    with pytest.raises(UserError, match=re.escape(entry.install)):
+        backends.get(entry.name)
 
 
 def test_grid_unknown_labels_grey_and_short_rows(demo_dir):

@@ -9,17 +9,11 @@ import sys
 
 import pytest
 
-import eval as eval_script
-import export_model
-import infer
-import train_elem
-import train_pair
+from dml.commands import flag_table
 from dml.runtime.device import cuda_available
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(ROOT, "README.md")).read()
-SCRIPTS = {"train_elem": train_elem, "train_pair": train_pair, "eval": eval_script, "infer": infer,
-           "export_model": export_model}
 
 
 def test_venv_is_named_before_the_first_python_command():
@@ -30,34 +24,11 @@ def test_venv_is_named_before_the_first_python_command():
     assert README.find("`.venv/bin/python`") < first_command.start()
 
 
-def shared_flag_rows():
-    """(flags, scripts, default cell) of the README's shared-flags table."""
-    section = README.split("## Flags the scripts share", 1)[1].split("\n## ", 1)[0]
-    rows = []
-    for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and cells[0].startswith("`--"):
-            scripts = list(SCRIPTS) if cells[1] == "all five" else [s.strip() for s in cells[1].split(",")]
-            rows.append((re.findall(r"`--([a-z_]+)`", cells[0]), scripts, cells[2]))
-    return rows
-
-
-def test_readme_shared_flags_table_matches_every_parser():
-    rows = shared_flag_rows()
-    assert len(rows) >= 10
-    for flags, scripts, default in rows:
-        for script in scripts:
-            parser = SCRIPTS[script].build_parser()
-            known = {a.dest: a.default for a in parser._actions}
-            for flag in flags:
-                assert flag in known, f"README: {script}.py takes --{flag}; it does not"
-                single = re.fullmatch(r"`([^`]*)`", default)
-                if single:
-                    assert str(known[flag]) == single.group(1), (script, flag, known[flag])
-        others = set(SCRIPTS) - set(scripts)
-        for script in others:  # a script the row leaves out really lacks the flag
-            dests = {a.dest for a in SCRIPTS[script].build_parser()._actions}
-            assert not set(flags) & dests, f"README leaves {script}.py out of --{flags}"
+def test_readme_shared_flags_table_is_the_parsers_own():
+    """The table is made from the commands' parsers (`python -m dml.commands`), never by hand."""
+    table = flag_table.markdown_table()
+    assert table in README, "README's shared-flags table is stale: paste `python -m dml.commands`"
+    assert len(table.splitlines()) > 20 and "ViT_S16" in table
 
 
 def pins(path):
@@ -96,22 +67,27 @@ def fake_checkout(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_setup_env_installs_the_requirements_named_by_REQUIREMENTS(fake_checkout):
     done = subprocess.run(["bash", str(fake_checkout / "scripts" / "setup_env.sh")], capture_output=True, text=True,
                           env=dict(os.environ, REQUIREMENTS="requirements-gpu.txt"), timeout=120)
     assert done.returncode == 0, done.stderr
     calls = (fake_checkout / ".venv" / "bin" / "calls.log").read_text().splitlines()
     assert "-m pip uninstall --quiet --yes paddlepaddle" in calls, calls
-    assert calls[-1].endswith(f"-r {fake_checkout}/requirements-gpu.txt"), calls
+    assert calls[-2].endswith(f"-r {fake_checkout}/requirements-gpu.txt"), calls
+    # then the toolkit itself, without its dependencies: the GPU wheel stays
+    assert calls[-1].endswith(f"--no-deps -e {fake_checkout}"), calls
     assert (fake_checkout / ".venv" / ".installed-requirements-gpu.txt").exists()
 
 
+@pytest.mark.slow
 def test_setup_env_names_a_missing_requirements_file(fake_checkout):
     done = subprocess.run(["bash", str(fake_checkout / "scripts" / "setup_env.sh")], capture_output=True, text=True,
                           env=dict(os.environ, REQUIREMENTS="requirements-cuda.txt"), timeout=120)
     assert done.returncode == 2 and "requirements-cuda.txt not found" in done.stderr
 
 
+@pytest.mark.slow
 def test_the_readme_device_check_prints_the_device_the_scripts_use():
     line = re.search(r'^\.venv/bin/python -c "([^"]+)"', README, re.M)
     assert line, "README shows the one-line device check"

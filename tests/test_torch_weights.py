@@ -8,15 +8,15 @@ import zipfile
 
 import numpy as np
 import pytest
+from fixtures import seeded_resnet
 from safetensors.numpy import save_file
 
-import models
+from dml import models
 from dml.errors import UserError
-from dml.runtime.safe_load import UnsafeWeightsError
-from fixtures import seeded_resnet
-from models import torch_weights
-from models.backbones import BackboneSpec
-from models.vit import VisionTransformer
+from dml.models import torch_weights
+from dml.models.backbones import BackboneSpec
+from dml.models.vit import VisionTransformer
+from dml.weights.safe_load import UnsafeWeightsError
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 DINO, TIMM = os.path.join(FIXTURES, "vit_dino.pth"), os.path.join(FIXTURES, "vit_timm.safetensors")
@@ -25,7 +25,9 @@ REL_TOLERANCE = 1e-4
 
 def tiny_vit(pool="token"):
     """The fixtures' ViT config (patch 16, dim 32, 2 blocks, 2 heads, 32 px) as ViT_S16 is built."""
-    build = lambda: VisionTransformer(patch=16, dim=32, depth=2, heads=2, pool=pool, name="tiny", image_size=32)
+    def build():
+        return VisionTransformer(patch=16, dim=32, depth=2, heads=2, pool=pool, name="tiny", image_size=32)
+
     return models.EmbeddingNet(BackboneSpec("tiny", build, 32, weight_maps=models.spec("ViT_S16").weight_maps,
                                             size_multiple=16))
 

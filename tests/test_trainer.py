@@ -8,20 +8,19 @@ import sys
 import numpy as np
 import paddle
 import pytest
-
-from dml.train import checkpoint
-import losses
-import train_elem
-import train_pair
-from dml.train import loop
 from fixtures_legacy import build_legacy_dir
-from utility import UserError
+
+from dml import losses
+from dml.commands import train_elem, train_pair
+from dml.errors import UserError
+from dml.train import checkpoint, loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIME = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]"
 ELEM_LINE = re.compile(TIME + r" trainbatch \d+, lr \d+\.\d{6}, loss -?\d+\.\d{6}, acc1 \d\.\d{4}, acc5 \d\.\d{4}, "
                        r"time +\d+\.\d\d sec$")
-PAIR_LINE = re.compile(TIME + r" trainbatch \d+, lr \d+\.\d{6}, loss -?\d+\.\d{6}, recall \d\.\d{4}, time +\d+\.\d\d sec$")
+PAIR_LINE = re.compile(TIME + r" trainbatch \d+, lr \d+\.\d{6}, loss -?\d+\.\d{6}, recall \d\.\d{4}, "
+                              r"time +\d+\.\d\d sec$")
 TEST_LINE = re.compile(TIME + r" test_img_num (\d+), trainbatch (\d+), test_recall (\d\.\d{5})$")
 
 
@@ -43,6 +42,7 @@ def final_params(out, model="ResNet18"):
     return paddle.load(os.path.join(out, model, steps[-1], checkpoint.PARAMS)), steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss_name", losses.names())
 def test_every_loss_trains_end_to_end(tmp_path, demo_dir, capsys, loss_name):
     family = losses.spec(loss_name).family
@@ -63,6 +63,7 @@ def test_every_loss_trains_end_to_end(tmp_path, demo_dir, capsys, loss_name):
     assert all(np.isfinite(np.asarray(v)).all() for v in params.values())
 
 
+@pytest.mark.slow
 def test_script_prints_configuration_first_and_fails_cleanly(tmp_path, demo_dir):
     argv = [sys.executable, os.path.join(ROOT, "train_elem.py")] + flags(
         demo_dir, tmp_path, loss_name="arcmargin", total_iter_num=2, display_iter_step=1)
@@ -80,6 +81,7 @@ def test_script_prints_configuration_first_and_fails_cleanly(tmp_path, demo_dir)
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family, loss_name", [("elem", "arcmargin"), ("pair", "eml")])
 def test_resume_equals_uninterrupted_run(tmp_path, demo_dir, family, loss_name):
     common = dict(loss_name=loss_name, total_iter_num=6, lr_steps="4", save_iter_step=3, num_workers=2)
@@ -96,6 +98,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, demo_dir, family, loss_name):
     assert opt_whole["LR_Scheduler"] == opt_resumed["LR_Scheduler"]
 
 
+@pytest.mark.slow
 def test_enable_ce_repeats_bit_for_bit_and_prints_kpis(tmp_path, demo_dir, capsys):
     for name in ("a", "b"):
         run("elem", flags(demo_dir, tmp_path / name, loss_name="softmax", total_iter_num=3, test_iter_step=3,
@@ -110,6 +113,7 @@ def test_enable_ce_repeats_bit_for_bit_and_prints_kpis(tmp_path, demo_dir, capsy
         np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
 
 
+@pytest.mark.slow
 def test_elem_checkpoint_fine_tunes_in_pair_script(tmp_path, demo_dir, capsys):
     run("elem", flags(demo_dir, tmp_path / "elem", loss_name="arcmargin", total_iter_num=2))
     elem_params, _ = final_params(tmp_path / "elem")
@@ -122,6 +126,7 @@ def test_elem_checkpoint_fine_tunes_in_pair_script(tmp_path, demo_dir, capsys):
     np.testing.assert_allclose(np.asarray(pair_params[key]), np.asarray(elem_params[key]), rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_legacy_fluid_directory_fine_tunes(tmp_path, demo_dir, capsys):
     legacy = str(tmp_path / "legacy")
     build_legacy_dir(legacy, "ResNet18", embedding_size=0, seed=3)
@@ -162,6 +167,7 @@ def test_bad_flags_stop_before_training(tmp_path, demo_dir, family, extra, messa
     assert not os.path.exists(tmp_path / "ResNet18")
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_of_another_setup(tmp_path, demo_dir):
     run("pair", flags(demo_dir, tmp_path, loss_name="eml", total_iter_num=1))
     with pytest.raises(UserError, match="loss_name=eml"):
@@ -169,6 +175,7 @@ def test_resume_refuses_a_checkpoint_of_another_setup(tmp_path, demo_dir):
                           checkpoint=tmp_path / "ResNet18" / "1"))
 
 
+@pytest.mark.slow
 def test_log_dir_writes_the_logged_figures_as_visualdl_scalars(tmp_path, demo_dir, capsys):
     from visualdl import LogReader
 
@@ -188,6 +195,7 @@ def test_log_dir_writes_the_logged_figures_as_visualdl_scalars(tmp_path, demo_di
     assert test_point.id == 4 and test_point.value == pytest.approx(recall_printed, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_no_log_dir_writes_nothing_and_missing_visualdl_is_one_line(tmp_path, demo_dir, monkeypatch):
     run("pair", flags(demo_dir, tmp_path / "out", loss_name="eml", total_iter_num=1))
     assert sorted(os.listdir(tmp_path)) == ["out"]

@@ -40,6 +40,7 @@ def test_fmt_time_format():
     assert before <= time.mktime(parsed) <= after  # the time it was called, however long that took
 
 
+@pytest.mark.slow
 def test_cpu_fallback_announced_in_one_line():
     code = "import utility; from dml.runtime.device import choose_device; print(choose_device(True))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -8,8 +8,10 @@ import numpy as np
 import paddle
 import pytest
 
-import models
+from dml import models
 from dml.retrieval import predictor
+
+pytestmark = pytest.mark.slow  # every test here starts processes or runs commands end to end
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")

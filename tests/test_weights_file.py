@@ -1,4 +1,4 @@
-"""weights_file parses weights files instead of unpickling them.
+"""dml.weights parses weights files instead of unpickling them.
 
 Hostile files (tests/hostile_pickles.py) are refused with one line, within seconds and a
 small memory bound, each read in a child process under an address-space limit; files
@@ -12,15 +12,14 @@ import signal
 import struct
 import tempfile
 
+import hostile_pickles
 import numpy as np
 import paddle
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import hostile_pickles
-from dml.runtime import weights_file
-from dml.runtime.weights_file import CodeInWeightsError, WeightsFileError
+from dml.weights import CodeInWeightsError, WeightsFileError, nonfinite, parse_pickle, read_weights
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
@@ -83,6 +82,15 @@ EXPECTED = {
     "/dev/zero": r"not a regular file \(a character device\)",
     "/dev/urandom": r"not a regular file \(a character device\)",
     "directory": r"not a regular file \(a directory\)",
+    "colliding-int-keys-1e5": "more than 1024 dict keys that are not strings",
+    "torch-overlapping-storages": r"zip members archive/data/00000 and archive/data/00001 overlap \(a zip bomb\)",
+    "big-param-one-slice-8192": "entry for w lists a slice twice",
+    "shared-array-8192-refs": "arrays declare more bytes than the file can hold",
+    "zero-size-huge-dims": r"shape \(0, 1099511627776, 1099511627776\) of more than 2\^40 elements",
+    "torch-zero-size-huge-dims": r"shape \(0, 1099511627776, 1099511627776\) of more than 2\^40 elements",
+    "safetensors-zero-size-huge-dims": r"shape \(0, 1099511627776, 1099511627776\) of more than 2\^40 elements",
+    "safetensors-overlap": "safetensors entries w0 and w1 overlap",
+    "name-table-int-name": "name table maps w to 5",
 }
 CODE = {"os.system", "os.system-p2", "builtins.eval", "builtins.exec", "subprocess.Popen", "getattr(__import__)",
         "eval-namespace", "eval-DenseTensor-code", "NEWOBJ-Popen", "STACK_GLOBAL-system", "torch-zip-os.system"}
@@ -118,7 +126,7 @@ def test_code_payloads_raise_the_code_error(hostile):
     paths, marker = hostile
     for label in sorted(CODE):
         with pytest.raises(CodeInWeightsError):
-            weights_file.read_weights(paths[label])
+            read_weights(paths[label])
     assert not marker.exists()
 
 
@@ -182,19 +190,19 @@ def written_by_paddle(tmp_path_factory):
 
 def test_paddle_files_load_as_paddle_load_reads_them(written_by_paddle):
     for name, path in written_by_paddle.items():
-        same(weights_file.read_weights(path), paddle.load(path, return_numpy=True), name)
+        same(read_weights(path), paddle.load(path, return_numpy=True), name)
 
 
 def test_tensors_are_made_where_paddle_load_makes_them(written_by_paddle):
     def to_tensor(array, tensor_name):
         return ("tensor", array, tensor_name)
 
-    loaded = weights_file.read_weights(written_by_paddle["mixed-p4"], to_tensor=to_tensor)
+    loaded = read_weights(written_by_paddle["mixed-p4"], to_tensor=to_tensor)
     reference = paddle.load(written_by_paddle["mixed-p4"])
     assert isinstance(reference["t"], paddle.Tensor) and loaded["t"][0] == "tensor"
     assert loaded["t"][2] == reference["t"].name
     assert isinstance(reference["n"], paddle.Tensor) is (type(loaded["n"]) is tuple)
-    state = weights_file.read_weights(written_by_paddle["momentum-p4"], to_tensor=to_tensor)
+    state = read_weights(written_by_paddle["momentum-p4"], to_tensor=to_tensor)
     assert state["LR_Scheduler"] == paddle.load(written_by_paddle["momentum-p4"])["LR_Scheduler"]
     assert all(value[0] == "tensor" for key, value in state.items() if key != "LR_Scheduler")
 
@@ -211,7 +219,7 @@ def test_split_big_arrays_are_joined_as_paddle_load_joins_them(tmp_path):
     for protocol in (2, 3):
         path = tmp_path / f"split-p{protocol}.pdparams"
         path.write_bytes(pickle.dumps(saved, protocol=protocol))
-        loaded = weights_file.read_weights(path)
+        loaded = read_weights(path)
         same(loaded, paddle.load(str(path), return_numpy=True))
         np.testing.assert_array_equal(loaded["big"], whole)
 
@@ -227,7 +235,7 @@ def test_numpy_pickles_of_every_protocol_and_layout(tmp_path):
     for protocol in (2, 3, 4, 5):
         path = tmp_path / f"numpy-p{protocol}.pkl"
         path.write_bytes(pickle.dumps(values, protocol=protocol))
-        loaded = weights_file.read_weights(path)
+        loaded = read_weights(path)
         reference = pickle.loads(path.read_bytes())
         for key, value in reference.items():
             assert np.array_equal(loaded[key], value) and loaded[key].shape == value.shape, (protocol, key)
@@ -239,7 +247,7 @@ def test_pytorch_zip_matches_the_tensors_numpy():
     """tests/data/torch_state.pth, written by torch.save (tests/make_torch_fixtures.py):
     strided, offset and shared storage views, float16, bfloat16 (uint16 bits), int64, Parameter."""
     reference = np.load(os.path.join(DATA, "torch_state_ref.npz"))
-    loaded = weights_file.read_weights(os.path.join(DATA, "torch_state.pth"))
+    loaded = read_weights(os.path.join(DATA, "torch_state.pth"))
     assert list(loaded) == list(reference.files)
     for key in reference.files:
         same(loaded[key], reference[key], key)
@@ -252,7 +260,7 @@ def test_safetensors_written_by_the_package():
     from safetensors.numpy import save_file
 
     reference = np.load(os.path.join(DATA, "torch_state_ref.npz"))
-    loaded = weights_file.read_weights(os.path.join(DATA, "torch_state.safetensors"))
+    loaded = read_weights(os.path.join(DATA, "torch_state.safetensors"))
     assert sorted(loaded) == sorted(reference.files)
     for key in reference.files:
         same(loaded[key], reference[key].copy(order="C"), key)
@@ -260,7 +268,7 @@ def test_safetensors_written_by_the_package():
         path = os.path.join(directory, "w.safetensors")
         arrays = {"a": np.arange(6, dtype=np.int64).reshape(2, 3), "b": np.float32([[0.5]]), "c": np.bool_([1, 0])}
         save_file(arrays, path, metadata={"format": "np"})
-        for key, value in weights_file.read_weights(path).items():
+        for key, value in read_weights(path).items():
             same(value, arrays[key], key)
 
 
@@ -268,30 +276,30 @@ def test_nonfinite_names_every_float_holding_nan_or_inf():
     state = {"a": np.float32([1, np.nan]), "b": [np.float16(np.inf), 2.0], "c": {"d": float("-inf")},
              "bf16": np.uint16([0x3F80, 0xFF80]), "fine": np.float64([1e308]), "int": np.int64([2**62]),
              "t": ("name", np.float32([np.inf]))}
-    assert weights_file.nonfinite(state) == ["a", "b.0", "c.d", "bf16", "t"]
+    assert nonfinite(state) == ["a", "b.0", "c.d", "bf16", "t"]
 
 
 def test_nonfinite_weights_are_refused_unless_allowed(tmp_path):
     path = tmp_path / "nan.pdparams"
     paddle.save({"ok": paddle.ones([3]), "bad": paddle.to_tensor([1.0, float("nan")])}, str(path))
     with pytest.raises(WeightsFileError, match="NaN or Inf in bad$"):
-        weights_file.read_weights(path)
-    assert np.isnan(weights_file.read_weights(path, allow_nonfinite=True)["bad"][1])
+        read_weights(path)
+    assert np.isnan(read_weights(path, allow_nonfinite=True)["bad"][1])
     big = tmp_path / "big-nan.pdparams"
     values = np.zeros(1 << 20, np.float32)
     values[-1] = np.inf  # in the last piece of a large array, read on the worker thread
     paddle.save({"w": paddle.to_tensor(values)}, str(big))
     with pytest.raises(WeightsFileError, match="NaN or Inf in w$"):
-        weights_file.read_weights(big)
+        read_weights(big)
 
 
 def test_parse_pickle_in_memory_and_its_bounds():
     data = pickle.dumps({"w": np.arange(4, dtype=np.int32), "n": [1, 2.5, "x", None, b"y"]}, protocol=4)
-    same(weights_file.parse_pickle(data), pickle.loads(data))
+    same(parse_pickle(data), pickle.loads(data))
     with pytest.raises(WeightsFileError, match="nested deeper than 3"):
-        weights_file.parse_pickle(pickle.dumps({"a": [[[[1]]]]}), max_depth=3)
+        parse_pickle(pickle.dumps({"a": [[[[1]]]]}), max_depth=3)
     with pytest.raises(WeightsFileError, match="more than 10 pickle opcodes"):
-        weights_file.parse_pickle(pickle.dumps(list(range(20))), max_ops=10)
+        parse_pickle(pickle.dumps(list(range(20))), max_ops=10)
 
 
 # --- fuzzing: mutated valid files give a result or WeightsFileError, nothing else ---
@@ -331,7 +339,7 @@ def read_mutated(name, data):
     previous = signal.signal(signal.SIGALRM, alarm)
     signal.alarm(10)
     try:
-        result = weights_file.read_weights(path)
+        result = read_weights(path)
         assert isinstance(result, dict)
     except WeightsFileError as err:
         assert "\n" not in str(err) and path in str(err)
@@ -378,4 +386,4 @@ def test_intact_fuzz_seeds_load():
         path = os.path.join(FUZZ_DIR, "intact" + (".safetensors" if name.endswith(".safetensors") else ".pdparams"))
         with open(path, "wb") as handle:
             handle.write(data)
-        assert isinstance(weights_file.read_weights(path), collections.abc.Mapping)
+        assert isinstance(read_weights(path), collections.abc.Mapping)

@@ -11,14 +11,13 @@ import numpy as np
 import paddle
 import pytest
 
-import eval as eval_script
-import export_model
-import imgtool
-import infer
-import losses
-import models
+from dml import losses, models
+from dml.cli import run_cli
+from dml.commands import eval as eval_script
+from dml.commands import export_model, infer
+from dml.data import imgtool
+from dml.errors import UserError
 from dml.train import checkpoint
-from utility import UserError, run_cli
 
 SIZE = 32
 COMMON = ["--model=ResNet18", f"--image_shape=3,{SIZE},{SIZE}", "--use_gpu=False"]
@@ -78,6 +77,7 @@ def test_embedding_size_contradicting_the_checkpoint_is_one_line_exit_2(script, 
     assert not os.path.exists(tmp_path / "exported") and not os.path.exists(tmp_path / "f.npy")
 
 
+@pytest.mark.slow
 def test_eval_takes_the_embedding_size_from_state_json(with_embedding, demo_dir, tmp_path, capsys, monkeypatch):
     weights, _ = with_embedding
     argv = COMMON + DATA + [f"--pretrained_model={weights}", f"--data_dir={demo_dir}",
@@ -89,6 +89,7 @@ def test_eval_takes_the_embedding_size_from_state_json(with_embedding, demo_dir,
     assert json.load(open(tmp_path / "m.json"))["embedding_size"] == 16
 
 
+@pytest.mark.slow
 def test_infer_and_export_take_the_embedding_size_from_state_json(with_embedding, demo_dir, tmp_path, capsys,
                                                                    monkeypatch):
     weights, state = with_embedding

@@ -1,10 +1,12 @@
 """A persistent gallery index of embeddings and its search (index.py, search.py).
 
-    store.py     the directory: generations switched by an atomic pointer, verified reads
-    manifest.py  index.json: what the index holds and which network made it
-    flat.py      exact cosine top-k in blocks (the default backend)
-    faiss_backends.py, milvus_backend.py   approximate / external backends
-    backends.py  the registry of backends by name
-    embed.py     images -> unit vectors with the index's network
-    gallery.py   build / add / remove: one commit each
+    store.py       the directory: generations switched by an atomic pointer, the writer
+    generation.py  one generation's files, read and verified
+    untrusted.py   reading files of a directory from elsewhere (regular files, sizes first)
+    manifest.py    index.json: what the index holds and which network made it
+    spec.py, catalog.py   what each backend declares, and the one entry per backend
+    backends.py    the registry of backends by name, their options and per-command flags
+    flat_backend.py (flat.py), faiss_backends.py (faiss_file.py), milvus_backend.py
+    embed.py       images -> unit vectors with the index's network
+    gallery.py     build / add / remove: one commit each
 """

@@ -2,9 +2,8 @@
 them (reader.test_loader + features.extract_features), then normalised as the metrics do."""
 import numpy as np
 
-import imgtool
-import models
-import reader
+from dml import models
+from dml.data import imgtool, reader
 from dml.retrieval import features
 
 from . import flat

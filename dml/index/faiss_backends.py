@@ -6,65 +6,91 @@ ivfpq: inverted lists of product-quantised vectors (IndexIVFPQ), trained on the
 gallery at build time; additions are encoded with that training, removals and
 replacements retrain.
 """
-import logging
+import contextlib
 import os
 
 import numpy as np
 
-from dml.errors import UserError
+from dml.errors import UserError, first_line
+
+from . import faiss_file, untrusted
 
 _ADD_ROWS = 1 << 16
 
 
 def faiss():
-    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs each SIMD variant it tries
-    try:
-        import faiss as module
-    except ImportError:
-        raise UserError("this backend needs faiss: pip install -r requirements-index.txt "
-                        "(or use --backend flat)") from None
+    """The faiss module (its spec entry checked that it is installed)."""
+    import faiss as module
     return module
+
+
+@contextlib.contextmanager
+def faiss_errors(what):
+    """faiss' exceptions (RuntimeError with a C++ trace) as one UserError line."""
+    try:
+        yield
+    except RuntimeError as err:
+        raise UserError(f"{what}: faiss: {first_line(err)[:300]}") from None
+
+
+def read_checked(cls, snapshot):
+    """The backend's file of a generation (its layout was checked when the generation
+    was read: check_file), read by faiss from a descriptor that is still that file."""
+    path = os.path.join(snapshot.directory, cls.file)
+    fd, size = untrusted.open_regular(path)
+    try:
+        if size != snapshot.meta["files"][cls.file]:
+            raise UserError(f"{path!r} changed since the index was opened: try again")
+        with faiss_errors(f"cannot read {path!r}"):
+            return faiss().read_index(f"/proc/self/fd/{fd}" if os.path.isdir("/proc/self/fd") else path)
+    finally:
+        os.close(fd)
 
 
 class _FaissBackend:
     file = None
+    layout = None
 
     @classmethod
-    def write(cls, directory, snapshot, change, previous):
-        lib = faiss()
-        old = os.path.join(previous.directory, cls.file) if previous is not None else None
-        if change.appended_from is not None and old and os.path.isfile(old):
-            index = lib.read_index(old)
-            start = change.appended_from
-        else:
-            index = cls.empty(lib, snapshot.vectors, snapshot.meta["backend_options"])
-            start = 0
-        for first in range(start, len(snapshot.vectors), _ADD_ROWS):
-            index.add(np.ascontiguousarray(snapshot.vectors[first:first + _ADD_ROWS]))
-        lib.write_index(index, os.path.join(directory, cls.file))
+    def check_file(cls, fd, size, path, meta):
+        """The file's layout against index.json, before faiss reads it (faiss_file.py)."""
+        cls.layout(faiss_file.Cursor(fd, size, path), meta["dim"], meta["count"], meta["backend_options"])
+
+    @staticmethod
+    def options(values, args):
+        return dict(values)
 
     @classmethod
-    def searcher(cls, snapshot):
+    def write(cls, directory, snapshot, change, previous, session):
         lib = faiss()
-        index = lib.read_index(os.path.join(snapshot.directory, cls.file))
+        with faiss_errors(f"{cls.__name__} index in {directory!r}"):
+            if change.appended_from is not None and previous is not None:
+                index = read_checked(cls, previous)
+                start = change.appended_from
+            else:
+                index = cls.empty(lib, snapshot.vectors, snapshot.meta["backend_options"])
+                start = 0
+            for first in range(start, len(snapshot.vectors), _ADD_ROWS):
+                index.add(np.ascontiguousarray(snapshot.vectors[first:first + _ADD_ROWS]))
+            lib.write_index(index, os.path.join(directory, cls.file))
+
+    @classmethod
+    def searcher(cls, snapshot, session):
+        index = read_checked(cls, snapshot)
         cls.tune(index, snapshot.meta["backend_options"])
 
         def search(queries, k):
             k = min(k, len(snapshot.vectors))
             cls.tune(index, snapshot.meta["backend_options"], k)
-            scores, indices = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+            with faiss_errors(f"searching {os.path.join(snapshot.directory, cls.file)!r}"):
+                scores, indices = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
             return scores, indices.astype(np.int64)
         return search
 
 
 class HNSW(_FaissBackend):
-    name = "hnsw"
     file = "hnsw.faiss"
-
-    @staticmethod
-    def options(args):
-        faiss()
-        return {"hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction, "ef_search": args.ef_search}
+    layout = staticmethod(faiss_file.check_hnsw)
 
     @staticmethod
     def empty(lib, vectors, options):
@@ -78,13 +104,8 @@ class HNSW(_FaissBackend):
 
 
 class IVFPQ(_FaissBackend):
-    name = "ivfpq"
     file = "ivfpq.faiss"
-
-    @staticmethod
-    def options(args):
-        faiss()
-        return {"nlist": args.nlist, "pq_m": args.pq_m, "nprobe": args.nprobe}
+    layout = staticmethod(faiss_file.check_ivfpq)
 
     @staticmethod
     def empty(lib, vectors, options):

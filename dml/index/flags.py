@@ -2,13 +2,14 @@
 records them, while add and search only check them against the index's record."""
 import os
 
+from dml import models
 from dml.cli import add_arguments
 from dml.errors import UserError
 from dml.flag_types import choice, nonnegative_int, positive_int
-import models
 from dml.script_flags import add_engine_argument, image_shape
 
 from . import backends
+from .catalog import SPECS
 
 
 def add_index_dir(parser):
@@ -35,18 +36,17 @@ def add_image_inputs(parser, features_help):
     add_arguments("data_dir", str, ".", "Root directory that SOP list paths are relative to.", parser)
 
 
-def add_backend_arguments(parser):
-    add_arguments("backend", choice(*backends.NAMES, what="backends"), "flat",
-                  "flat (exact), hnsw or ivfpq (faiss), milvus (a Milvus database).", parser)
-    add_arguments("hnsw_m", positive_int, 32, "hnsw: graph neighbours per node.", parser)
-    add_arguments("ef_construction", positive_int, 80, "hnsw: candidate list size while building.", parser)
-    add_arguments("ef_search", positive_int, 64, "hnsw: candidate list size while searching.", parser)
-    add_arguments("nlist", positive_int, 1024, "ivfpq: inverted lists (fewer for small galleries).", parser)
-    add_arguments("pq_m", positive_int, 64, "ivfpq: sub-quantisers (must divide the dimension).", parser)
-    add_arguments("nprobe", positive_int, 32, "ivfpq: lists visited per query.", parser)
-    add_arguments("milvus_uri", str, None, "milvus: server URI or a Milvus Lite file (e.g. gallery.db).", parser)
-    add_arguments("milvus_collection", str, None, "milvus: collection name (default from the index directory).",
-                  parser)
+def add_backend_arguments(parser, building):
+    """index.py build: --backend and every backend's flags; the other commands that use
+    an index: the flags a backend needs on every command (e.g. --milvus_uri)."""
+    if building:
+        choices = "; ".join(f"{entry.name}: {entry.summary}" for entry in SPECS)
+        add_arguments("backend", choice(*backends.names(), what="backends"), "flat", f"Search backend ({choices}).",
+                      parser)
+    for entry in SPECS:
+        for flag in entry.flags if building else entry.per_command_flags():
+            env = f" Or the environment variable {flag.env}." if flag.env else ""
+            add_arguments(flag.name, flag.type, flag.default, f"{entry.name}: {flag.help}{env}", parser)
 
 
 def one_input(args, names):

@@ -10,12 +10,17 @@ import numpy as np
 
 from dml.errors import UserError
 
-from . import backends, manifest, store
+from . import backends, generation, manifest, store, untrusted
 
 UNKNOWN_LABEL = -1
 
 
 def check_unique(paths, what):
+    """Each path once, and one an index can hold (a line of paths.txt, no control character)."""
+    bad = next((p for p in paths if not p or untrusted.has_control(p)), None)
+    if bad is not None:
+        raise UserError(f"{what} lists a path an index cannot hold (empty, or with a control character such as a "
+                        f"tab or newline): {bad!r}")
     seen, repeated = set(), []
     for path in paths:
         if path in seen:
@@ -29,7 +34,7 @@ def labels_or_unknown(labels, count):
     return np.full(count, UNKNOWN_LABEL, np.int64) if labels is None else np.asarray(labels, np.int64).reshape(-1)
 
 
-def _commit(writer, previous, blocks, paths, labels, meta, change):
+def _commit(writer, previous, blocks, paths, labels, meta, change, session):
     """Write and switch to a generation holding these rows; return its Snapshot."""
     labelled = bool(labels is not None and (labels != UNKNOWN_LABEL).any())
     meta = manifest.updated_meta(meta, len(paths), labelled)
@@ -39,25 +44,26 @@ def _commit(writer, previous, blocks, paths, labels, meta, change):
         store.write_contents(directory, blocks, paths, labels if labelled else None, meta)
         if change.patches:
             patch(directory, change.patches)
-        written = store.Snapshot(directory, meta, np.load(os.path.join(directory, store.VECTORS), mmap_mode="r"),
-                                 paths, labels if labelled else None)
-        backend.write(directory, written, change, previous)
+        vectors = np.load(os.path.join(directory, generation.VECTORS), mmap_mode="r")
+        written = generation.Snapshot(directory, meta, vectors, paths, labels if labelled else None)
+        backend.write(directory, written, change, previous, session or {})
         store.finish_meta(directory, meta)
 
-    return store.read_generation(writer.commit(fill))
+    return generation.read_generation(writer.commit(fill))
 
 
 def patch(directory, patches):
     """Overwrite rows of the new generation's vectors (replaced images)."""
-    out = np.load(os.path.join(directory, store.VECTORS), mmap_mode="r+")
+    out = np.load(os.path.join(directory, generation.VECTORS), mmap_mode="r+")
     for row, vector in patches:
         out[row] = vector
     out.flush()
     del out
 
 
-def build(index_dir, vectors, paths, labels, record, backend, options):
-    """A new index from unit vectors; refuses a directory that already holds one."""
+def build(index_dir, vectors, paths, labels, record, backend, options, session=None):
+    """A new index from unit vectors; refuses a directory that already holds one.
+    `session`: the backend's per-command flag values (backends.session)."""
     check_unique(paths, "the gallery")
     with store.writer(index_dir) as writer:
         if writer.exists():
@@ -66,7 +72,7 @@ def build(index_dir, vectors, paths, labels, record, backend, options):
         labels = labels_or_unknown(labels, len(paths))
         meta = manifest.new_meta(record, backend, options, vectors.shape[1], len(paths), False)
         change = backends.Change(appended_from=0, upserted=list(range(len(paths))))
-        return _commit(writer, None, [vectors], list(paths), labels, meta, change)
+        return _commit(writer, None, [vectors], list(paths), labels, meta, change, session)
 
 
 def plan_add(snapshot, paths, replace):
@@ -81,7 +87,7 @@ def plan_add(snapshot, paths, replace):
     return row_of
 
 
-def add(writer, snapshot, vectors, paths, labels, replace=False):
+def add(writer, snapshot, vectors, paths, labels, replace=False, session=None):
     """Append new rows; with `replace`, rows of paths already present are overwritten."""
     row_of = plan_add(snapshot, paths, replace)
     if vectors.shape[1] != snapshot.meta["dim"]:
@@ -101,10 +107,10 @@ def add(writer, snapshot, vectors, paths, labels, replace=False):
     change.upserted += list(range(len(snapshot), len(snapshot) + len(new)))
     blocks = itertools.chain(store.blocks_of(snapshot.vectors), [vectors[new]])
     return _commit(writer, snapshot, blocks, snapshot.paths + [paths[i] for i in new], all_labels,
-                   snapshot.meta, change)
+                   snapshot.meta, change, session)
 
 
-def remove(writer, snapshot, paths):
+def remove(writer, snapshot, paths, session=None):
     """Drop the rows of `paths` (each must be present; the index may not become empty)."""
     row_of = {path: row for row, path in enumerate(snapshot.paths)}
     absent = [p for p in paths if p not in row_of]
@@ -118,4 +124,4 @@ def remove(writer, snapshot, paths):
     change = backends.Change(removed=list(dict.fromkeys(paths)))
     kept_paths = [p for p, k in zip(snapshot.paths, keep) if k]
     return _commit(writer, snapshot, store.blocks_of(snapshot.vectors, keep), kept_paths, labels,
-                   snapshot.meta, change)
+                   snapshot.meta, change, session)

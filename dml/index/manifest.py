@@ -7,33 +7,76 @@
 Query images and added images are embedded with the recorded network only: a query
 flag naming another network, image size, embedding size or weights is refused, and
 weights whose bytes changed since the build (another sha256) are refused too.
+
+index.json is data: check_meta checks every field before anything uses it, and nothing
+in it says where to connect (see backends.session).
 """
 import hashlib
 import os
+import re
+import stat
 import time
 
 from dml.errors import UserError
 
-from .store import FORMAT_VERSION
+from . import backends, untrusted
 
+FORMAT_VERSION = 1
 MODEL_KEYS = ("model", "embedding_size", "image_shape", "weights", "weights_sha256")
+MAX_COUNT = 1 << 40
+MAX_DIM = 1 << 16
+MAX_FILE_BYTES = 1 << 62
+MAX_TEXT = 4096
+MAX_WEIGHT_FILES = 10_000
+MAX_WEIGHT_BYTES = 16 << 30  # as the weights parser
+_SHA256 = re.compile("[0-9a-f]{64}")
+_IMAGE_SHAPE = re.compile("3,[1-9][0-9]{0,4},[1-9][0-9]{0,4}")
 
 
 def now():
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def sha256_of(path):
-    """sha256 of a weights file, or of a directory's files (names and bytes, sorted)."""
-    digest = hashlib.sha256()
-    files = [path] if os.path.isfile(path) else sorted(
-        os.path.join(d, n) for d, _, names in os.walk(path) for n in names)
-    for name in files:
-        if os.path.isdir(path):
+def weight_files(path, what):
+    """The files of a weights path: itself, or a directory's regular files (sorted)."""
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        raise UserError(f"{what} {path!r}: {err.strerror}") from None
+    if stat.S_ISREG(info.st_mode):
+        return [path]
+    if not stat.S_ISDIR(info.st_mode):
+        raise UserError(f"{what} {path!r} is {untrusted.kind(info.st_mode)}, not a weights file or directory "
+                        f"(refused)")
+    found = []
+    for directory, _, names in os.walk(path):
+        found += [os.path.join(directory, n) for n in names]
+        if len(found) > MAX_WEIGHT_FILES:
+            raise UserError(f"{what} {path!r} holds more than {MAX_WEIGHT_FILES} files: not a weights directory")
+    return sorted(found)
+
+
+def sha256_of(path, what="--pretrained_model"):
+    """sha256 of a weights file, or of a directory's files (names and bytes, sorted);
+    only regular files are read, at most MAX_WEIGHT_BYTES in all."""
+    digest, total = hashlib.sha256(), 0
+    for name in weight_files(path, what):
+        if name != path:
             digest.update(os.path.relpath(name, path).encode() + b"\0")
-        with open(name, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        try:
+            fd, size = untrusted.open_regular(name, follow=True)
+        except FileNotFoundError:
+            raise UserError(f"{what} {name!r} does not exist") from None
+        except UserError as err:
+            raise UserError(f"{what}: {err}") from None
+        try:
+            total += size
+            if total > MAX_WEIGHT_BYTES:
+                raise UserError(f"{what} {path!r} has more than {MAX_WEIGHT_BYTES} bytes: not a weights file")
+            for offset in range(0, size, 1 << 20):
+                digest.update(untrusted.read_exactly(fd, min(1 << 20, size - offset), offset, name))
+        finally:
+            os.close(fd)
     return digest.hexdigest()
 
 
@@ -46,7 +89,7 @@ def model_record(args):
     return {"model": args.model or "ResNet50", "embedding_size": args.embedding_size or 0,
             "image_shape": args.image_shape or "3,224,224",
             "weights": os.path.abspath(args.pretrained_model),
-            "weights_sha256": sha256_of(args.pretrained_model)}
+            "weights_sha256": sha256_of(args.pretrained_model, "--pretrained_model")}
 
 
 def new_meta(record, backend, options, dim, count, labelled):
@@ -74,7 +117,7 @@ def check_same_network(meta, args, index_dir):
     if weights is not None:
         if meta.get("weights_sha256") is None:
             raise UserError(f"--pretrained_model: the index {index_dir} records no network (built from features)")
-        if not os.path.exists(weights) or sha256_of(weights) != meta["weights_sha256"]:
+        if not os.path.exists(weights) or sha256_of(weights, "--pretrained_model") != meta["weights_sha256"]:
             raise UserError(f"--pretrained_model {weights} is not the weights the index was built with "
                             f"({meta['weights']}, sha256 {meta['weights_sha256'][:12]}...)")
 
@@ -88,7 +131,69 @@ def network_of(meta, index_dir):
     weights = meta["weights"]
     if not os.path.exists(weights):
         raise UserError(f"the index's weights {weights} are gone: cannot embed images for index {index_dir!r}")
-    if sha256_of(weights) != meta["weights_sha256"]:
+    if sha256_of(weights, "the index's weights") != meta["weights_sha256"]:
         raise UserError(f"the index's weights {weights} changed since the index was built (sha256 differs): "
                         f"rebuild the index with them")
     return meta
+
+
+def _fail(where, text):
+    raise UserError(f"{where}: {text}: the index is damaged (or not one index.py wrote)")
+
+
+def _integer(meta, key, low, high, where, optional=False):
+    value = meta.get(key)
+    if optional and value is None:
+        return
+    if type(value) is not int or not low <= value <= high:
+        _fail(where, f"{key} must be an integer from {low} to {high}, not {str(value)[:40]!r}")
+
+
+def _text(meta, key, where, pattern=None):
+    """An optional string field: no control characters, bounded, in `pattern` if given."""
+    value = meta.get(key)
+    if value is None:
+        return
+    if not isinstance(value, str) or len(value) > MAX_TEXT or untrusted.has_control(value) or (
+            pattern is not None and not pattern.fullmatch(value)):
+        _fail(where, f"{key} is not a valid value ({str(value)[:40]!r})")
+
+
+def check_files(meta, where, required, optional):
+    """files: {name: size} of the generation's other files, only names it may hold."""
+    files = meta.get("files")
+    backend_file = backends.spec(meta["backend"]).file
+    allowed = set(required) | set(optional) | ({backend_file} if backend_file else set())
+    if not isinstance(files, dict):
+        _fail(where, "files must be an object of file name -> size")
+    for name, size in files.items():
+        if name not in allowed:
+            _fail(where, f"files names {name[:40]!r}, not a file of a {meta['backend']} index")
+        if type(size) is not int or not 0 <= size <= MAX_FILE_BYTES:
+            _fail(where, f"files records size {str(size)[:40]!r} for {name}")
+    missing = [name for name in list(required) + ([backend_file] if backend_file else []) if name not in files]
+    if missing:
+        _fail(where, f"files lacks {', '.join(missing)}")
+
+
+def check_meta(meta, path, required_files, optional_files):
+    """Every field of an index.json that anything reads, checked (types, ranges, names)."""
+    where = repr(path)
+    if not isinstance(meta, dict) or type(meta.get("format_version")) is not int \
+            or meta["format_version"] != FORMAT_VERSION:
+        raise UserError(f"{where}: not an index of format version {FORMAT_VERSION}")
+    _integer(meta, "count", 1, MAX_COUNT, where)
+    _integer(meta, "dim", 1, MAX_DIM, where)
+    if meta.get("backend") not in backends.names():
+        _fail(where, f"backend {str(meta.get('backend'))[:40]!r} is not one of {', '.join(backends.names())}")
+    backends.check_recorded(meta["backend"], meta.get("backend_options"), where)
+    check_files(meta, where, required_files, optional_files)
+    if type(meta.get("labelled", False)) is not bool:
+        _fail(where, "labelled must be true or false")
+    _integer(meta, "embedding_size", 0, MAX_DIM, where, optional=True)
+    for key in ("model", "weights", "created", "updated"):
+        _text(meta, key, where)
+    _text(meta, "image_shape", where, _IMAGE_SHAPE)
+    _text(meta, "weights_sha256", where, _SHA256)
+    if (meta.get("weights") is None) != (meta.get("weights_sha256") is None):
+        _fail(where, "weights and weights_sha256 must be given together")

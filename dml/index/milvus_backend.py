@@ -8,7 +8,12 @@ for every backend, and the collection (primary key = the image path) follows it.
 Additions are upserted before the local commit and removals deleted after it, so a
 kill leaves at worst rows the directory does not list; searches drop them (results
 are fetched with some slack) and the next change of those paths overwrites them.
+
+Where to connect comes from the user on every command (--milvus_uri or
+DML_MILVUS_URI), never from index.json: an index records the URI it was built on only
+to refuse another one (check_session) before anything connects.
 """
+import argparse
 import contextlib
 import logging
 import os
@@ -17,21 +22,38 @@ import numpy as np
 
 from dml.errors import UserError, first_line
 
+from . import untrusted
+
 _BATCH = 1000
 _SLACK = 32
 PATH_LENGTH = 4096
+NAME_LENGTH = 255
 
 
 _QUIET = ("pymilvus", "milvus_lite", "grpc", "faiss")
 
 
+def milvus_uri(text):
+    """--milvus_uri: a server URI (scheme://...) or a Milvus Lite file path."""
+    if not text or len(text) > PATH_LENGTH or untrusted.has_control(text):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a Milvus URI (http://host:19530) or a Milvus Lite "
+                                         f"file (gallery.db)")
+    return text
+
+
+def collection_name(text):
+    """--milvus_collection: letters, digits and _ (anything else becomes _)."""
+    name = "".join(c if c.isascii() and c.isalnum() else "_" for c in text)
+    if not name or len(name) > NAME_LENGTH:
+        raise argparse.ArgumentTypeError(f"a collection name has 1 to {NAME_LENGTH} characters")
+    return name
+
+
 def client(uri):
     for name in _QUIET:  # Milvus Lite's server logs every start, and a harmless unimplemented call
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    try:
-        from pymilvus import MilvusClient
-    except ImportError:
-        raise UserError("--backend milvus needs pymilvus: pip install -r requirements-index.txt") from None
+    from pymilvus import MilvusClient
+
     with milvus_errors(f"cannot connect to Milvus at {uri!r}"):
         return MilvusClient(uri)
 
@@ -47,29 +69,62 @@ def milvus_errors(what):
         raise UserError(f"{what}: {first_line(err)}") from None
 
 
-def local_uri(uri):
-    """A Milvus Lite file path is made absolute (the index may be used from elsewhere)."""
-    return uri if "://" in uri else os.path.abspath(uri)
+def is_server(uri):
+    return "://" in uri
+
+
+def recorded_uri(uri, index_dir):
+    """What index.json records of the URI a build was given (to refuse another one
+    later): a server URI as given; a Milvus Lite file inside the index directory
+    relative to it (the directory may move), elsewhere its real absolute path."""
+    if is_server(uri):
+        return uri
+    path, root = os.path.realpath(uri), os.path.realpath(index_dir)
+    return os.path.relpath(path, root) if path.startswith(root + os.sep) else path
+
+
+def same_uri(given, recorded, index_dir):
+    if is_server(given) or is_server(recorded):
+        return given.rstrip("/") == recorded.rstrip("/")
+    return os.path.realpath(given) == os.path.realpath(os.path.join(os.path.realpath(index_dir), recorded))
 
 
 class Milvus:
-    name = "milvus"
+    extra_options = ("milvus_uri", "index_type")  # recorded besides the flags' values
 
     @staticmethod
-    def options(args):
-        if not args.milvus_uri:
-            raise UserError("--backend milvus needs --milvus_uri (a Milvus server, or a Milvus Lite file such as "
-                            "gallery.db)")
-        collection = args.milvus_collection or "gallery_" + os.path.basename(os.path.abspath(args.index_dir))
-        collection = "".join(c if c.isalnum() else "_" for c in collection)
-        return {"milvus_uri": local_uri(args.milvus_uri), "collection": collection, "index_type": "FLAT"}
+    def options(values, args):
+        collection = values["collection"] or collection_name("gallery_" + os.path.basename(os.path.abspath(
+            args.index_dir)))[:NAME_LENGTH]
+        return {"milvus_uri": recorded_uri(values["milvus_uri"], args.index_dir), "collection": collection,
+                "index_type": "FLAT"}
 
     @staticmethod
-    def write(directory, snapshot, change, previous):
-        options = snapshot.meta["backend_options"]
-        db = client(options["milvus_uri"])
+    def check_recorded(options, where):
+        """The keys index.json records besides the flags'."""
+        uri = options.get("milvus_uri")
+        if not isinstance(uri, str) or not uri or untrusted.has_control(uri) or len(uri) > PATH_LENGTH:
+            raise UserError(f"{where}: backend option milvus_uri is not a URI: the index is damaged")
+        if options.get("index_type") != "FLAT":
+            raise UserError(f"{where}: backend option index_type must be FLAT: the index is damaged")
+
+    @staticmethod
+    def check_session(session, options, index_dir):
+        """The URI comes from the user; an index that recorded another one is refused
+        (before anything connects)."""
+        uri = session["milvus_uri"]
+        if not same_uri(uri, options["milvus_uri"], index_dir):
+            raise UserError(f"--milvus_uri {uri!r} is not the Milvus the index {index_dir!r} was built on "
+                            f"(its index.json names {options['milvus_uri']!r}): refusing to connect; give that "
+                            f"URI if you trust it, or rebuild the index")
+        session["milvus_uri"] = uri if is_server(uri) else os.path.abspath(uri)
+
+    @staticmethod
+    def write(directory, snapshot, change, previous, session):
+        uri = session["milvus_uri"]
+        db = client(uri)
         try:
-            with milvus_errors(f"Milvus at {options['milvus_uri']!r}"):
+            with milvus_errors(f"Milvus at {uri!r}"):
                 Milvus.sync(db, snapshot, change, previous)
         finally:
             db.close()
@@ -89,10 +144,10 @@ class Milvus:
         db.flush(name)
 
     @staticmethod
-    def searcher(snapshot):
+    def searcher(snapshot, session):
         options = snapshot.meta["backend_options"]
-        db = client(options["milvus_uri"])
-        with milvus_errors(f"Milvus collection {options['collection']!r} at {options['milvus_uri']!r}"):
+        db = client(session["milvus_uri"])
+        with milvus_errors(f"Milvus collection {options['collection']!r} at {session['milvus_uri']!r}"):
             db.load_collection(options["collection"])
         row_of = {path: row for row, path in enumerate(snapshot.paths)}
 

@@ -1,6 +1,7 @@
 """search.py's work: queries (features or images embedded by the index's network),
 the backend's top k, the printed hits, the JSON and the retrieval grids."""
 import os
+import stat
 
 import numpy as np
 
@@ -42,11 +43,15 @@ def query_images(args):
     return image_inputs.selected_images(args.image_dir, args.image_list, args.data_dir)
 
 
-def run(snapshot, queries, k, threshold):
-    """[(scores, rows)] per query: the top k of the index, at least `threshold` similar."""
+def run(snapshot, queries, k, threshold, session=None):
+    """[(scores, rows)] per query: the top k of the index, at least `threshold` similar
+    (`session`: the backend's per-command flag values, see backends.session)."""
     if queries.shape[1] != snapshot.meta["dim"]:
         raise UserError(f"query vectors have dimension {queries.shape[1]}, the index {snapshot.meta['dim']}")
-    scores, rows = backends.get(snapshot.meta["backend"]).searcher(snapshot)(queries, k)
+    scores, rows = backends.get(snapshot.meta["backend"]).searcher(snapshot, session or {})(queries, k)
+    if (rows >= len(snapshot)).any():
+        raise UserError(f"the {snapshot.meta['backend']} backend of {snapshot.directory!r} answered a row beyond "
+                        f"the index's {len(snapshot)}: the index is damaged")
     keep = (rows >= 0) & (scores >= threshold if threshold is not None else True)
     return [(s[m], r[m]) for s, r, m in zip(scores, rows, keep)]
 
@@ -81,10 +86,20 @@ def save_json(path, content):
     print(f"search results written to {path}")
 
 
+def drawable(path):
+    """A gallery image path as the grids may open it: the index's paths are data, and
+    a FIFO or a device there would hang the decoder; such a path is drawn as unreadable."""
+    try:
+        return path if stat.S_ISREG(os.stat(path).st_mode) else ""
+    except (OSError, ValueError):
+        return ""
+
+
 def save_grids(directory, snapshot, names, query_labels, results):
     """eval.py's grids: each query then its hits (green same label, red another)."""
     gallery_labels = snapshot.labels if snapshot.labels is not None else np.full(len(snapshot), UNKNOWN)
-    paths = list(snapshot.paths) + list(names)
+    shown = {int(row) for _, rows in results for row in rows}
+    paths = [drawable(p) if row in shown else p for row, p in enumerate(snapshot.paths)] + list(names)
     labels = np.concatenate([gallery_labels, np.asarray(query_labels, np.int64)])
     queries = np.arange(len(snapshot), len(snapshot) + len(names))
     neighbours = [rows for _, rows in results]

@@ -1,7 +1,8 @@
 """The index directory and its crash-safe updates.
 
-    DIR/CURRENT               the name of the live generation (one line)
+    DIR/CURRENT               the name of the live generation (one line: NNNNNN)
     DIR/generations/000007/   vectors.npy, paths.txt, [labels.npy], index.json, backend file
+                              (generation.py reads and verifies them)
     DIR/.lock                 held by the one writer at a time
 
 A change is written whole into a new generation directory (a temporary name, fsynced,
@@ -10,44 +11,35 @@ at any moment therefore leaves CURRENT naming the old generation or the new comp
 one. Readers read CURRENT once and then only that generation's files, which are never
 modified; the previous generation is kept, so a reader that started before a commit
 finishes on the old one (and retries from CURRENT if it was pruned meanwhile).
+
+The directory may come from elsewhere: nothing is followed out of it (CURRENT names
+generations/NNNNNN, generations/ and the generation are real directories of it, the
+lock is never opened through a link).
 """
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import re
 import shutil
-from dataclasses import dataclass
+import stat
 
 import numpy as np
 
-from dml.errors import UserError, first_line
-from dml.outputs import write_atomic
+from dml.errors import UserError
+
+from . import generation, untrusted
+from .generation import META
 
 CURRENT = "CURRENT"
 GENERATIONS = "generations"
 LOCK = ".lock"
-META = "index.json"
-VECTORS = "vectors.npy"
-PATHS = "paths.txt"
-LABELS = "labels.npy"
 TMP_MARK = ".tmp-"
-FORMAT_VERSION = 1
-REQUIRED = ("files", "count", "dim", "backend", "backend_options")
+POINTER_BYTES = 64
+_NAME = re.compile("[0-9]{6,18}")  # a generation: generations/NNNNNN
+_ENTRY = re.compile(r"([0-9]{6,18})(\.tmp-[0-9]+)?")  # a generation, or a killed writer's leftover
 _COPY_ROWS = 1 << 15
-
-
-@dataclass
-class Snapshot:
-    """One generation, read: vectors memory-mapped (float32 [N, D] unit rows)."""
-
-    directory: str
-    meta: dict
-    vectors: np.ndarray
-    paths: list
-    labels: object  # np.ndarray of int64 (-1: unknown) or None
-
-    def __len__(self):
-        return len(self.paths)
 
 
 def fsync_path(path):
@@ -62,69 +54,48 @@ def generations_dir(index_dir):
     return os.path.join(index_dir, GENERATIONS)
 
 
-def current_generation(index_dir):
-    """The live generation's directory; UserError when DIR holds no index."""
+def generation_name(index_dir):
+    """The name CURRENT holds: NNNNNN (ASCII digits), naming generations/NNNNNN."""
     if not os.path.isdir(index_dir):
         raise UserError(f"--index_dir {index_dir!r} does not exist: build an index with `index.py build`")
     pointer = os.path.join(index_dir, CURRENT)
-    if not os.path.isfile(pointer):
+    try:
+        data = untrusted.read_small_file(pointer, POINTER_BYTES)
+    except FileNotFoundError:
         raise UserError(f"--index_dir {index_dir!r} holds no index ({CURRENT} is missing): "
-                        f"build one with `index.py build`, or copy the whole directory")
-    with open(pointer, encoding="utf-8") as handle:
-        name = handle.read().strip()
-    return os.path.join(generations_dir(index_dir), name)
+                        f"build one with `index.py build`, or copy the whole directory") from None
+    name = data[:-1] if data.endswith(b"\n") else data
+    if not _NAME.fullmatch(name.decode("ascii", "replace")):
+        raise UserError(f"{pointer!r} must name a generation of the index (6 or more digits, "
+                        f"generations/NNNNNN), not {data[:40]!r} (refused)")
+    return name.decode("ascii")
+
+
+def current_generation(index_dir):
+    """The live generation's directory, a real directory under DIR/generations (a
+    FileNotFoundError when it is gone); UserError when DIR holds no index or CURRENT
+    or generations/ lead out of it."""
+    name = generation_name(index_dir)
+    gens = generations_dir(index_dir)
+    try:
+        untrusted.real_directory(gens, index_dir)
+    except FileNotFoundError:
+        raise UserError(f"index {index_dir!r} is incomplete: {gens!r} is missing (a half-copied directory?)") from None
+    directory = os.path.join(gens, name)
+    untrusted.real_directory(directory, gens)
+    return directory
 
 
 def open_index(index_dir, attempts=3):
-    """The live generation, verified (see read_generation)."""
+    """The live generation, verified (see generation.read_generation). A reader that
+    read CURRENT just before a commit pruned that generation tries CURRENT again."""
     for attempt in range(attempts):
-        directory = current_generation(index_dir)
         try:
-            return read_generation(directory)
-        except FileNotFoundError:
-            if attempt == attempts - 1 or current_generation(index_dir) == directory:
-                raise UserError(f"index {index_dir!r} is incomplete: generation {directory!r} is missing "
+            return generation.read_generation(current_generation(index_dir))
+        except FileNotFoundError as err:
+            if attempt == attempts - 1:
+                raise UserError(f"index {index_dir!r} is incomplete: {err.filename!r} is missing "
                                 f"(a half-copied directory?)") from None
-
-
-def read_meta(directory):
-    path = os.path.join(directory, META)
-    with open(path, encoding="utf-8") as handle:
-        try:
-            meta = json.load(handle)
-        except ValueError as err:
-            raise UserError(f"{path!r} is not valid JSON ({first_line(err)}): the index is damaged") from None
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path!r}: not an index of format version {FORMAT_VERSION}")
-    missing = [key for key in REQUIRED if key not in meta]
-    if missing:
-        raise UserError(f"{path!r} lacks {', '.join(missing)}: the index is damaged")
-    return meta
-
-
-def read_generation(directory):
-    """Read one generation and check every file against index.json: sizes recorded at
-    commit, row counts equal. A half-copied or edited directory is a UserError."""
-    meta = read_meta(directory)
-    for name, size in meta["files"].items():
-        actual = os.path.getsize(os.path.join(directory, name))
-        if actual != size:
-            raise UserError(f"index file {os.path.join(directory, name)!r} has {actual} bytes, "
-                            f"index.json recorded {size}: the index is damaged or half-copied")
-    try:
-        vectors = np.load(os.path.join(directory, VECTORS), mmap_mode="r", allow_pickle=False)
-    except ValueError as err:
-        raise UserError(f"{directory}/{VECTORS}: {first_line(err)}") from None
-    with open(os.path.join(directory, PATHS), encoding="utf-8") as handle:
-        paths = handle.read().split("\n")[:-1]
-    labels = None
-    if LABELS in meta["files"]:
-        labels = np.load(os.path.join(directory, LABELS), allow_pickle=False)
-    count = meta["count"]
-    if vectors.shape != (count, meta["dim"]) or len(paths) != count or (labels is not None and len(labels) != count):
-        raise UserError(f"index generation {directory!r} is inconsistent: {vectors.shape} vectors, "
-                        f"{len(paths)} paths for count {count}")
-    return Snapshot(directory, meta, vectors, paths, labels)
 
 
 def blocks_of(array, keep=None):
@@ -149,11 +120,11 @@ def write_vectors(path, blocks, total, dim):
 
 def write_contents(directory, blocks, paths, labels, meta):
     """The files of a generation but index.json (finish_meta writes it, last)."""
-    write_vectors(os.path.join(directory, VECTORS), blocks, len(paths), meta["dim"])
-    with open(os.path.join(directory, PATHS), "w", encoding="utf-8") as handle:
+    write_vectors(os.path.join(directory, generation.VECTORS), blocks, len(paths), meta["dim"])
+    with open(os.path.join(directory, generation.PATHS), "w", encoding="utf-8") as handle:
         handle.write("".join(p + "\n" for p in paths))
     if labels is not None:
-        with open(os.path.join(directory, LABELS), "wb") as handle:
+        with open(os.path.join(directory, generation.LABELS), "wb") as handle:
             np.save(handle, np.asarray(labels, dtype=np.int64))
 
 
@@ -170,69 +141,119 @@ def finish_meta(directory, meta):
     return meta
 
 
+def open_lock(path):
+    """DIR/.lock, created if missing; never through a symbolic link, only a regular file."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise UserError(f"{path!r} is a symbolic link: an index's lock file must be a regular file inside it "
+                            f"(refused)") from None
+        raise UserError(f"cannot open the index's lock file {path!r}: {err.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise UserError(f"{path!r} is {untrusted.kind(info.st_mode)}, not a regular file: refused as the index's "
+                        f"lock file")
+    return fd
+
+
 class Writer:
     """The one writer of an index directory (holds DIR/.lock): reads the live
-    generation, and commits a new one."""
+    generation, and commits a new one. Nothing it writes or removes is outside the
+    index directory: generations/ and each generation it prunes are real directories
+    of it, and only entries named NNNNNN (or a killed writer's NNNNNN.tmp-PID) are
+    removed."""
 
     def __init__(self, index_dir):
         self.index_dir = index_dir
+        self._lock = None
+        self._previous = None
 
     def current(self):
         return open_index(self.index_dir)
 
     def exists(self):
-        return os.path.isfile(os.path.join(self.index_dir, CURRENT))
+        return os.path.lexists(os.path.join(self.index_dir, CURRENT))
 
     def commit(self, fill):
         """fill(directory) writes the new generation's files (index.json last, via
         finish_meta); the generation then goes live atomically. Returns its directory."""
-        gens = generations_dir(self.index_dir)
-        os.makedirs(gens, exist_ok=True)
-        name = "%06d" % (self._last_number() + 1)
+        gens = self._generations()
+        name = "%06d" % (max(self._numbers(gens), default=0) + 1)
+        if not _NAME.fullmatch(name):
+            raise UserError(f"{gens!r} holds a generation numbered {int(name) - 1}: no number is left for the next")
         tmp = os.path.join(gens, f"{name}{TMP_MARK}{os.getpid()}")
         os.mkdir(tmp)
-        fill(tmp)
+        try:
+            fill(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         final = os.path.join(gens, name)
         os.rename(tmp, final)
         fsync_path(gens)
-        write_atomic(os.path.join(self.index_dir, CURRENT), lambda handle: self._pointer(handle, name))
+        self._point_to(name)
         fsync_path(self.index_dir)
-        self._prune(keep={name, self._previous})
+        self._prune(gens, keep={name, self._previous})
         return final
 
+    def _generations(self):
+        """DIR/generations, made if missing; a real directory of DIR."""
+        gens = generations_dir(self.index_dir)
+        if not os.path.lexists(gens):
+            os.mkdir(gens)
+        untrusted.real_directory(gens, self.index_dir)
+        return gens
+
+    def _point_to(self, name):
+        """Replace CURRENT by a file naming `name`: written beside it (never through a
+        link), fsynced, renamed over it."""
+        pointer = os.path.join(self.index_dir, CURRENT)
+        tmp = f"{pointer}{TMP_MARK}{os.getpid()}"
+        if os.path.lexists(tmp) and not os.path.isdir(tmp):
+            os.unlink(tmp)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            raise UserError(f"cannot write {tmp!r}: {err.strerror}") from None
+        try:
+            os.write(fd, (name + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, pointer)
+
     @staticmethod
-    def _pointer(handle, name):
-        handle.write((name + "\n").encode())
-        handle.flush()
-        os.fsync(handle.fileno())
+    def _numbers(gens):
+        return [int(match.group(1)) for match in map(_ENTRY.fullmatch, os.listdir(gens)) if match]
 
-    def _numbers(self):
-        gens = generations_dir(self.index_dir)
-        names = os.listdir(gens) if os.path.isdir(gens) else []
-        return [int(n.split(TMP_MARK)[0]) for n in names if n.split(TMP_MARK)[0].isdigit()]
-
-    def _last_number(self):
-        return max(self._numbers(), default=0)
-
-    def _prune(self, keep):
-        """Remove generations other than `keep` and leftovers of killed writers."""
-        gens = generations_dir(self.index_dir)
+    @staticmethod
+    def _prune(gens, keep):
+        """Remove generations other than `keep` and leftovers of killed writers: only
+        directories (not links) named like them."""
         for entry in os.listdir(gens):
-            if entry not in keep:
-                shutil.rmtree(os.path.join(gens, entry), ignore_errors=True)
+            path = os.path.join(gens, entry)
+            if entry not in keep and _ENTRY.fullmatch(entry) and stat.S_ISDIR(os.lstat(path).st_mode):
+                shutil.rmtree(path, ignore_errors=True)
 
     def __enter__(self):
+        if os.path.lexists(self.index_dir) and not os.path.isdir(self.index_dir):
+            raise UserError(f"--index_dir {self.index_dir!r} is not a directory")
         os.makedirs(self.index_dir, exist_ok=True)
-        self._lock = open(os.path.join(self.index_dir, LOCK), "a")
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
-        self._previous = None
-        if self.exists():
-            self._previous = os.path.basename(current_generation(self.index_dir))
+        self._lock = open_lock(os.path.join(self.index_dir, LOCK))
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+            if self.exists():
+                self._previous = generation_name(self.index_dir)
+        except BaseException:
+            os.close(self._lock)
+            raise
         return self
 
     def __exit__(self, *exc):
         fcntl.flock(self._lock, fcntl.LOCK_UN)
-        self._lock.close()
+        os.close(self._lock)
 
 
 @contextlib.contextmanager

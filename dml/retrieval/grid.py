@@ -12,7 +12,7 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-import imgtool
+from dml.data import imgtool
 from dml.outputs import write_set
 
 THUMB = 96          # side of each image thumbnail, px

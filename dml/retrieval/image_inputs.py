@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-import reader
+from dml.data import reader
 from dml.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")

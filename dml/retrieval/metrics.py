@@ -4,24 +4,19 @@ Every item is a query against all the others (itself excluded); items are ranked
 cosine similarity (the same order as squared Euclidean distance between L2-normalised
 features), ties broken by the lower gallery index. Nothing is approximate.
 
-How it stays fast and small: queries are taken in blocks; one float32 matrix multiply
-(numpy's BLAS) gives the block's similarities to every item, and no row is ever sorted.
-- Recall@1 alone: the row's argmax (the lowest index among equal maxima).
-- Otherwise the top R items of each row (R = the block's largest number of positives,
-  at most 11 on SOP) are found without a partition of the row: the R-th largest of
-  group maxima is a lower bound of the R-th largest value, so a single comparison pass
-  leaves a handful of candidates, sorted exactly by (similarity, index). MAP@R and the
-  rank of the first positive come from these; a query whose first positive is further
-  down gets its rank by counting the items ordered before it.
+The ranking is dml.retrieval.exact_search's (the engine of the flat index backend;
+when every item is a query, each product of two blocks of items serves both):
+- the rank of a query's first positive is the number of items ordered before its
+  best positive (found first, among its own class), counted in one pass;
+- MAP@R takes each query's top R items (R = its number of positives).
+No similarity row is ever held whole, let alone sorted.
 """
 import numpy as np
 
-#: Similarities held at once per block (block rows x items); ~128 MB as float32.
-_BLOCK_ELEMENTS = 1 << 25
+from . import exact_search
+
 #: Rank of the nearest positive of a query that has none: beyond every K.
 _NEVER = np.iinfo(np.int64).max
-#: Most items per group when bounding the top-R threshold by group maxima.
-_GROUP_SIZE = 32
 
 
 def recall_topk(fea, lab, k=1):
@@ -47,8 +42,7 @@ def retrieval_metrics(fea, lab, ks=(1, 10, 100, 1000), map_at_r=True, block_size
     of other items of the query's class, AP@R = (1/R) sum_{i<=R} P(i) rel(i) over the
     top R; MAP@R is its mean over the queries with R > 0 (queries without any positive
     are left out of it; nan when no query has one).
-    block_size: queries per block; by default about 2**25 / N, so the block's float32
-    similarities take ~128 MB (plus a boolean mask a quarter that size).
+    block_size: queries per block (exact_search.QUERY_BLOCK by default).
     """
     fea = normalised_features(fea)
     return _metrics(fea, _class_ids(lab, len(fea)), len(fea), ks, map_at_r, block_size)
@@ -82,43 +76,46 @@ def _metrics(fea, classes, num_gallery, ks, map_at_r, block_size):
     ks = _check_ks(ks)
     members = _ClassMembers(classes, num_gallery)
     query_rows = np.arange(len(fea)) if num_gallery == len(fea) else np.arange(num_gallery, len(fea))
-    num = len(query_rows)
-    rows = block_size or max(64, min(4096, _BLOCK_ELEMENTS // max(num_gallery, 1)))
-    first_hit = np.empty(num, dtype=np.int64)
-    average_precision = np.empty(num)
-    for start in range(0, num, rows):
-        block = np.arange(start, min(start + rows, num))
-        first_hit[block], average_precision[block] = _score_block(
-            fea, classes, members, query_rows[block], max(ks), map_at_r
-        )
+    queries, gallery = fea[query_rows[0]:], fea[:num_gallery]
+    num_pos = members.num_positives(query_rows)
+    exclude = np.where(query_rows < num_gallery, query_rows, -1)
+    depth = num_pos if map_at_r else 0
+    found = exact_search.search(queries, gallery, depth, exclude=exclude, block_size=block_size,
+                                pivots=_best_positives(queries, gallery, members, query_rows), count_limit=max(ks),
+                                symmetric=num_gallery == len(fea))
+    first_hit = np.where(num_pos > 0, found.before, _NEVER)
     result = {"recall@%d" % k: float(np.mean(first_hit < k)) for k in ks}
     if map_at_r:
-        has_positive = ~np.isnan(average_precision)
+        hits = classes[found.indices] == classes[query_rows][:, None]
+        average_precision = _average_precision_at_r(hits, num_pos)
+        has_positive = num_pos > 0
         result["map@r"] = (
             float(np.mean(average_precision[has_positive])) if has_positive.any() else float("nan")
         )
-    result["num_queries"] = num
+    result["num_queries"] = len(query_rows)
     return result
 
 
-def _score_block(fea, classes, members, queries, max_k, map_at_r):
-    """Rank of the first positive (for Recall@K) and AP@R (nan: none) of each query."""
-    sims = _similarities(fea, queries, members.num_gallery)
-    num_pos = members.num_positives(queries)
-    no_precision = np.full(len(queries), np.nan)
-    if not num_pos.any():
-        return np.full(len(queries), _NEVER), no_precision
-    if max_k == 1 and not map_at_r:
-        return _nearest_ranks(sims, classes, queries, num_pos), no_precision
-    top = top_items(sims, depth=min(sims.shape[1] - 1, int(num_pos.max())))
-    hits = classes[top] == classes[queries][:, None]
-    ranks = _first_hit_ranks(hits, num_pos)
-    beyond = np.flatnonzero(ranks == top.shape[1])
-    if max_k > top.shape[1] and len(beyond):
-        ranks[beyond] = _rank_of_best_positive(sims[beyond], members.positives(queries[beyond]))
-    if not map_at_r:
-        return ranks, no_precision
-    return ranks, _average_precision_at_r(hits, num_pos)
+def _best_positives(queries, gallery, members, query_rows):
+    """(score, gallery row) of each query's most similar positive (the lower row among
+    equals), as exact_search.exact_scores gives them; row -1 where it has none."""
+    scores = np.full(len(query_rows), np.nan, np.float32)
+    rows = np.full(len(query_rows), -1, np.int64)
+    step = max(1, (1 << 20) // max(int(members.sizes.max()), 1))
+    for start in range(0, len(query_rows), step):
+        block = np.arange(start, min(start + step, len(query_rows)))
+        positives = members.positives(query_rows[block])
+        own = np.where(query_rows[block] < members.num_gallery, query_rows[block], members.num_gallery)
+        real = positives != own[:, None]
+        pair_rows, pair_cols = np.nonzero(real)
+        sims = np.full(positives.shape, -np.inf, np.float32)
+        sims[pair_rows, pair_cols] = exact_search.exact_scores(queries, gallery, block[pair_rows],
+                                                               positives[pair_rows, pair_cols])
+        best = sims.argmax(axis=1)
+        found = real.any(axis=1)
+        scores[block[found]] = sims[found, best[found]]
+        rows[block[found]] = positives[found, best[found]]
+    return scores, rows
 
 
 def normalised_features(fea):
@@ -181,97 +178,6 @@ class _ClassMembers:
         index = self.order[np.where(valid, self.starts[cls][:, None] + slots, 0)]
         own = np.where(queries < self.num_gallery, queries, self.num_gallery)[:, None]
         return np.where(valid & (index != own), index, own)
-
-
-def _similarities(fea, queries, num_gallery):
-    """[B, G] cosine similarities of the queries to every gallery item, self set to
-    -inf; queries outside the gallery get one more column, -inf (the padding column)."""
-    block = fea[queries[0]:queries[-1] + 1]
-    if queries[0] < num_gallery:
-        sims = block @ fea[:num_gallery].T
-        sims[np.arange(len(queries)), queries] = -np.inf
-        return sims
-    sims = np.empty((len(queries), num_gallery + 1), dtype=fea.dtype)
-    sims[:, :num_gallery] = block @ fea[:num_gallery].T
-    sims[:, num_gallery] = -np.inf
-    return sims
-
-
-def _nearest_ranks(sims, classes, queries, num_pos):
-    """Recall@1 only: rank 0 where the row's argmax is a positive, else 1 (or _NEVER)."""
-    ranks = np.where(classes[sims.argmax(axis=1)] == classes[queries], 0, 1)
-    ranks[num_pos == 0] = _NEVER
-    return ranks
-
-
-def top_items(sims, depth):
-    """[B, depth] indices of each row's `depth` most similar items, best first.
-
-    Order: similarity descending, then index ascending. Candidates are the items at
-    least as similar as `_lower_bounds` (never fewer than `depth`); only they are sorted.
-    """
-    mask = np.greater_equal(sims, _lower_bounds(sims, depth)[:, None])
-    candidates = [np.flatnonzero(row) for row in mask]
-    counts = np.array([len(c) for c in candidates])
-    rows = np.repeat(np.arange(len(sims)), counts)
-    cols = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    index = np.zeros((len(sims), counts.max()), dtype=np.int64)
-    values = np.full(index.shape, -np.inf, dtype=sims.dtype)
-    index[rows, cols] = np.concatenate(candidates)
-    values[rows, cols] = sims[rows, index[rows, cols]]
-    order = np.lexsort((index, -values), axis=1)[:, :depth]
-    return np.take_along_axis(index, order, axis=1)
-
-
-def _lower_bounds(sims, depth):
-    """Per row, a value that at least `depth` items reach, at most the depth-th largest.
-
-    Split a row into groups (item j goes to group j mod n): the depth-th largest of the
-    group maxima is reached by `depth` distinct items, and cannot exceed the depth-th
-    largest value. Groups of up to _GROUP_SIZE items leave >= 4 * depth groups, so the
-    bound is tight in practice and needs only one cheap pass over the block.
-    """
-    num = sims.shape[1]
-    size = max(1, min(_GROUP_SIZE, num // (4 * depth)))
-    width = num // size
-    maxima = sims[:, :width * size].reshape(len(sims), size, width).max(axis=1)
-    if width * size < num:
-        maxima = np.concatenate([maxima, sims[:, width * size:]], axis=1)
-    kth = maxima.shape[1] - depth
-    return np.partition(maxima, kth, axis=1)[:, kth]
-
-
-def _first_hit_ranks(hits, num_pos):
-    """Rank of the first positive within the top (depth = hits.shape[1] if none there)."""
-    ranks = np.where(hits.any(axis=1), hits.argmax(axis=1), hits.shape[1])
-    ranks[num_pos == 0] = _NEVER
-    return ranks
-
-
-def _rank_of_best_positive(sims, positives):
-    """Rank of each row's most similar positive, from the whole row.
-
-    Items more similar are counted in one pass, items at least as similar in another;
-    only a row where a negative has exactly the positive's similarity is looked at by
-    index (equal items at a lower index come first).
-    """
-    rows = np.arange(len(sims))
-    pos_sims = np.take_along_axis(sims, positives, axis=1)
-    best = pos_sims.argmax(axis=1)
-    best_sim = pos_sims[rows, best][:, None]
-    best_index = positives[rows, best]
-    mask = np.empty(sims.shape, dtype=bool)
-    ranks = _count_per_row(np.greater(sims, best_sim, out=mask))
-    at_least = _count_per_row(np.greater_equal(sims, best_sim, out=mask))
-    tied_negatives = at_least - ranks - np.count_nonzero(pos_sims == best_sim, axis=1)
-    for row in np.flatnonzero(tied_negatives > 0):
-        ranks[row] += np.count_nonzero(sims[row, :best_index[row]] == best_sim[row])
-    return ranks
-
-
-def _count_per_row(mask):
-    """True values per row; a loop of flat counts beats count_nonzero(axis=1) ~5x."""
-    return np.fromiter((np.count_nonzero(row) for row in mask), dtype=np.int64, count=len(mask))
 
 
 def _average_precision_at_r(hits, num_pos):

@@ -8,8 +8,8 @@ An exported directory holds:
       what was exported: model name, embedding size, image shape, source weights.
 """
 import contextlib
-import json
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -19,11 +19,18 @@ from dml.cli import fmt_time
 from dml.errors import UserError, first_line
 from dml.outputs import write_json_atomic
 from dml.runtime.device import cuda_available, gpu_id
+from dml.weights.fluid_tensor import check_tensor_sequence
+from dml.weights.json_file import read_json
+from dml.weights.regular_file import regular_size
 
 PREFIX = "inference"
 PARAMS_FILE = PREFIX + ".pdiparams"
 GRAPH_FILES = (PREFIX + ".json", PREFIX + ".pdmodel")
 INFO_FILE = "export_info.json"
+MAX_INFO_BYTES = 1 << 20
+MAX_GRAPH_BYTES = 64 << 20  # a ResNet18's graph has 65 KB
+MAX_IMAGE_SIZE = 4096  # the largest side an export_info.json may record for the input images
+_IMAGE_SHAPE = re.compile(r"3,([1-9][0-9]{0,5}),\1")
 
 
 def export(model, image_size, directory, info):
@@ -52,24 +59,51 @@ def temporary_export(model, image_size):
 
 
 def read_info(directory):
-    """The export_info.json of an exported model ({} when absent or unreadable)."""
+    """The export_info.json of an exported model ({} when absent); UserError (one line)
+    when it is not a small regular file holding a JSON object."""
+    path = os.path.join(directory, INFO_FILE)
     try:
-        with open(os.path.join(directory, INFO_FILE)) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
+        info = read_json(path, MAX_INFO_BYTES)
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as err:
+        raise UserError(f"--inference_model {directory!r}: cannot read {INFO_FILE}: {first_line(err)}") from None
+    if not isinstance(info, dict):
+        raise UserError(f"--inference_model {directory!r}: {INFO_FILE} holds a {type(info).__name__}, not an object")
+    shape = info.get("image_shape")
+    if shape is not None and not (isinstance(shape, str) and _IMAGE_SHAPE.fullmatch(shape)
+                                  and int(shape.split(",")[1]) <= MAX_IMAGE_SIZE):
+        raise UserError(f"--inference_model {directory!r}: {INFO_FILE} records image_shape {str(shape)[:40]!r}, "
+                        f"not '3,S,S' with S from 1 to {MAX_IMAGE_SIZE}")
+    return info
 
 
 def model_files(directory):
-    """(graph file, params file) of an exported model directory; UserError when it is not one."""
+    """(graph file, params file) of an exported model directory; UserError when it is not one.
+    The files a model from elsewhere brings are checked before Paddle reads them: regular
+    files (a FIFO would hang it), the graph of bounded size, the parameters a sequence of
+    tensors that fills the file exactly (checked header by header)."""
     if not os.path.isdir(directory):
         raise UserError(f"--inference_model {directory!r} is not a directory: write one with export_model.py")
-    graphs = [os.path.join(directory, name) for name in GRAPH_FILES if os.path.isfile(os.path.join(directory, name))]
+    graphs = [os.path.join(directory, name) for name in GRAPH_FILES if os.path.lexists(os.path.join(directory, name))]
     params = os.path.join(directory, PARAMS_FILE)
-    if not graphs or not os.path.isfile(params):
+    if not graphs or not os.path.lexists(params):
         raise UserError(f"--inference_model {directory!r} holds no {PREFIX}.json/.pdmodel + {PARAMS_FILE}: "
                         f"write one with export_model.py")
+    try:
+        regular_size(graphs[0], MAX_GRAPH_BYTES)
+        check_tensor_sequence(params)
+    except (OSError, ValueError) as err:
+        raise UserError(f"--inference_model {directory!r}: {os.path.basename(graphs[0])} + {PARAMS_FILE} are not "
+                        f"an exported model: {first_line(err)}") from None
     return graphs[0], params
+
+
+def paddle_error(err):
+    """The line of a Paddle exception that says what is wrong (its first is often 'In user code:')."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    telling = [line for line in lines if "Error" in line or "Expected" in line]
+    return (telling or lines or [type(err).__name__])[0][:300]
 
 
 class Predictor:
@@ -83,6 +117,7 @@ class Predictor:
         faster than Paddle's own CPU kernels, same features to ~1e-6); `bf16` adds
         bfloat16 oneDNN kernels, faster again on CPUs with avx512_bf16/AMX but ~1e-2
         off in relative terms."""
+        self.directory = directory
         graph, params = model_files(directory)
         config = paddle.inference.Config(graph, params)
         if use_gpu and cuda_available():
@@ -99,7 +134,7 @@ class Predictor:
         try:
             self.predictor = paddle.inference.create_predictor(config)
         except Exception as err:  # Paddle raises several types for a damaged model
-            raise UserError(f"--inference_model {directory!r} cannot be loaded: {first_line(err)}") from None
+            raise UserError(f"--inference_model {directory!r} cannot be loaded: {paddle_error(err)}") from None
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
 
@@ -108,7 +143,10 @@ class Predictor:
         images = np.ascontiguousarray(images, dtype=np.float32)
         self.input.reshape(list(images.shape))
         self.input.copy_from_cpu(images)
-        self.predictor.run()
+        try:
+            self.predictor.run()
+        except Exception as err:  # a damaged model (e.g. a convolution of 0 groups) fails only when run
+            raise UserError(f"--inference_model {self.directory!r} cannot run: {paddle_error(err)}") from None
         return self.output.copy_to_cpu()
 
     def numpy_features(self, images):

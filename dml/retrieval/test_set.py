@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-import reader
+from dml.data import reader
 from dml.errors import UserError
 
 from . import features, metrics

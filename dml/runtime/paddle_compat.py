@@ -15,8 +15,16 @@ Paddle version: requirements.txt.
 | stopping DataLoader workers now   | the loader iterator's _try_shutdown_all           |
 | optimizer accumulator names       | state-dict keys `<parameter name>_<accumulator>`  |
 | whether GradScaler skipped a step | GradScaler._enable, GradScaler._cache_found_inf   |
+| the oneDNN library of the wheel   | paddle/libs/libdnnl.so.3 (its public C API)        |
+
+Paddle is imported on first use, not with this module: finding the oneDNN library must
+not cost a search Paddle's import.
 """
-import paddle
+import importlib.util
+import os
+
+#: The oneDNN shared library inside the Paddle wheel, relative to the paddle package.
+ONEDNN_LIBRARY = os.path.join("libs", "libdnnl.so.3")
 
 
 class PaddleInternalMissing(RuntimeError):
@@ -27,16 +35,22 @@ def _require(owner, name, what):
     try:
         return getattr(owner, name)
     except AttributeError:
+        import paddle
+
         raise PaddleInternalMissing(f"Paddle {paddle.__version__} has no {what} ({name}); "
                                     f"the toolkit is tested with the version in requirements.txt") from None
 
 
 def set_cpu_threads(count):
     """Threads of Paddle's own CPU kernels (Paddle uses one unless told)."""
+    import paddle
+
     _require(paddle.base.core, "set_num_threads", "paddle.base.core.set_num_threads")(count)
 
 
 def compiled_with_onednn():
+    import paddle
+
     return bool(_require(paddle.base.core, "is_compiled_with_onednn", "oneDNN build check")())
 
 
@@ -97,3 +111,12 @@ def scaler_found_inf(scaler):
         return False
     found = _require(scaler, "_cache_found_inf", "GradScaler's skipped-step flag")
     return bool(found) if found is not None else False
+
+
+def onednn_library_path():
+    """Where the Paddle wheel's oneDNN library would be (found without importing Paddle),
+    or None when Paddle is not installed."""
+    spec = importlib.util.find_spec("paddle")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return os.path.join(list(spec.submodule_search_locations)[0], ONEDNN_LIBRARY)

@@ -1,5 +1,12 @@
-"""Training checkpoints (layout: dml.checkpoint_layout), written whole or not at all,
-found again (`--checkpoint latest`), and restored."""
+"""Training checkpoints, written whole or not at all, found again (`--checkpoint latest`),
+and restored.
+
+A checkpoint directory `<model_save_dir>/<model>/<iteration>/` holds `model.pdparams`,
+one flat state dict of the network's own keys (`backbone.*`, `embedding.*`) and the loss
+layer's under `loss.`, so `--pretrained_model` can load the network part of any
+checkpoint and `--checkpoint` can restore everything; `model.pdopt`, the optimizer;
+`state.json`, the run's record; and `memory.npz` when the run keeps a cross-batch memory.
+"""
 import json
 import os
 import platform
@@ -7,19 +14,26 @@ import re
 import shutil
 import time
 
+import numpy as np
 import paddle
 
-import numpy as np
-
-from dml.checkpoint_layout import LOSS_PREFIX, MEMORY, OPTIMIZER, PARAMS, STATE
 from dml.errors import UserError, first_line
-from dml.runtime import paddle_compat, safe_load
+from dml.runtime import paddle_compat
+from dml.weights import safe_load
+from dml.weights.json_file import read_json
 
+PARAMS = "model.pdparams"
+OPTIMIZER = "model.pdopt"
+STATE = "state.json"
+MEMORY = "memory.npz"
+LOSS_PREFIX = "loss."
 TMP_MARK = ".tmp-"
 #: A numbered checkpoint directory: ASCII digits only.
 _ITERATION = re.compile(r"[0-9]{1,19}")
 #: state.json is a few kilobytes; anything far larger is not one.
-_MAX_STATE_BYTES = 1 << 20
+MAX_STATE_BYTES = 1 << 20
+#: The largest embedding a state.json may record (a larger one would ask for gigabytes).
+MAX_EMBEDDING_SIZE = 1 << 16
 
 
 class CheckpointWriteError(UserError):
@@ -222,11 +236,8 @@ def read_run_state(directory):
         )
     path = os.path.join(directory, STATE)
     try:
-        if os.path.getsize(path) > _MAX_STATE_BYTES:
-            raise ValueError(f"larger than {_MAX_STATE_BYTES} bytes")
-        with open(path, encoding="utf-8") as handle:
-            state = json.load(handle)
-    except (OSError, ValueError, RecursionError) as err:
+        state = read_json(path, MAX_STATE_BYTES)
+    except (OSError, ValueError) as err:
         raise UserError(f"--checkpoint {directory!r}: cannot read {STATE}: {first_line(err)}") from None
     problem = state_problem(state)
     if problem:
@@ -251,8 +262,9 @@ def state_problem(state):
     for key in ("model", "loss_name"):
         if key in state and not isinstance(state[key], str):
             return f"{key} must be a string"
-    if "embedding_size" in state and type(state["embedding_size"]) is not int:
-        return "embedding_size must be an integer"
+    size = state.get("embedding_size", 0)
+    if type(size) is not int or not 0 <= size <= MAX_EMBEDDING_SIZE:
+        return f"embedding_size must be an integer from 0 to {MAX_EMBEDDING_SIZE}"
     meter = state.get("meter", {})
     if not isinstance(meter, dict) or not all(
             isinstance(seq, list) and all(type(v) in (int, float) for v in seq) for seq in meter.values()):
@@ -263,17 +275,17 @@ def state_problem(state):
 
 def restore_memory(directory, memory, rank, nranks):
     """Load this rank's cross-batch memory from a checkpoint into `memory`."""
-    from .memory import rank_state
+    from .memory import read_saved
 
     path = os.path.join(directory, MEMORY)
     try:
-        with np.load(path, allow_pickle=False) as saved:
-            memory.load(rank_state(dict(saved), rank, nranks))
+        memory.load(read_saved(path, memory.size, memory.dim, rank, nranks))
     except FileNotFoundError:
         raise UserError(f"--checkpoint {directory!r} holds no cross-batch memory ({MEMORY}): it was not written "
                         f"with --xbm_size; resume without it, or use --pretrained_model") from None
     except (OSError, ValueError, KeyError) as err:
-        raise UserError(f"--checkpoint {directory!r}: cannot restore the cross-batch memory: {err}") from None
+        raise UserError(f"--checkpoint {directory!r}: cannot restore the cross-batch memory ({MEMORY}): "
+                        f"{err}") from None
 
 
 def restore(directory, model, loss, same_run):

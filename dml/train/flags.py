@@ -3,13 +3,19 @@ the loss flags come from the loss specs. `check` holds the rules that tie severa
 flags together; every single-flag rule is in the flag's type."""
 import argparse
 
-import imgtool
-import losses
-import models
+from dml import losses, models
 from dml.cli import add_arguments
+from dml.data import imgtool
 from dml.errors import UserError
-from dml.flag_types import choice, increasing_ints, nonnegative_float, nonnegative_int, parse_increasing_ints, \
-    positive_float, positive_int
+from dml.flag_types import (
+    choice,
+    increasing_ints,
+    nonnegative_float,
+    nonnegative_int,
+    parse_increasing_ints,
+    positive_float,
+    positive_int,
+)
 from dml.script_flags import add_data_arguments, add_engine_argument, add_model_arguments
 
 LR_STRATEGIES = ("piecewise_decay", "cosine_decay")
@@ -56,7 +62,8 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
                   "Checkpoints go to <model_save_dir>/<model>/<iteration>/.", parser)
     family_losses = losses.names(family)
     add_arguments("loss_name", loss_name_of(family), loss_name,
-                  "Loss: " + "; ".join(f"{n}: {losses.spec(n).summary.rstrip('.')}" for n in family_losses) + ".",
+                  f"Loss: one of {', '.join(family_losses)}. "
+                  + "; ".join(f"{n}: {losses.spec(n).summary.rstrip('.')}" for n in family_losses) + ".",
                   parser)
     add_loss_arguments(parser, family)
     add_arguments("loss_lr_mult", positive_float, 1.0,

@@ -10,10 +10,9 @@ import numpy as np
 import paddle
 from paddle import nn
 
-import losses
-import models
-import reader
+from dml import losses, models
 from dml.cli import print_arguments
+from dml.data import reader
 from dml.retrieval.test_set import read_test_set
 from dml.runtime import acceleration, data_workers, paddle_compat
 from dml.runtime.device import choose_device
@@ -138,8 +137,9 @@ def train(args, family):
     amp.restore_scaler(scaler, resumed.get("grad_scaler"))
     train_step = TrainStep(model, loss, acceleration.training_features(model, args.engine, device), memory,
                            autocast=amp.network_autocast(scaler))
-    optimizer, schedule = make_optimizer(parameter_groups(model, loss, args.loss_lr_mult, args.loss_weight_decay), args.lr,
-                                         args.lr_strategy, train_flags.lr_steps(args), args.total_iter_num)
+    groups = parameter_groups(model, loss, args.loss_lr_mult, args.loss_weight_decay)
+    optimizer, schedule = make_optimizer(groups, args.lr, args.lr_strategy, train_flags.lr_steps(args),
+                                         args.total_iter_num)
     if resume_from:
         checkpoint.restore_optimizer(optimizer, model, loss, resume_from)
     step = paddle.DataParallel(train_step) if nranks > 1 else train_step

@@ -9,7 +9,8 @@ resumed run continues with exactly the memory it had.
 import numpy as np
 import paddle
 
-from losses.normalize import l2_normalize
+from dml.losses.normalize import l2_normalize
+from dml.weights.npz_file import NpzFile
 
 
 class CrossBatchMemory:
@@ -73,8 +74,35 @@ def gathered_state(memory, nranks):
 
 def rank_state(stacked, rank, nranks):
     """This rank's share of a gathered state; ValueError when the rank counts differ."""
-    saved_ranks = stacked["embeddings"].shape[0]
+    _check_ranks(stacked["embeddings"].shape[0], nranks)
+    return {key: value[rank] for key, value in stacked.items()}
+
+
+def _check_ranks(saved_ranks, nranks):
     if saved_ranks != nranks:
         raise ValueError(f"the checkpoint's cross-batch memory was saved by {saved_ranks} ranks, "
                          f"not {nranks}")
-    return {key: value[rank] for key, value in stacked.items()}
+
+
+def read_saved(path, size, dim, rank, nranks):
+    """This rank's state from a checkpoint's memory.npz (what gathered_state saved), read
+    by the bounded parser, never np.load: the members' dtypes and shapes are checked
+    against --xbm_size, the embedding width and the rank count before any array is read.
+    ValueError saying what does not fit; WeightsFileError for a damaged file."""
+    expected = {"embeddings": (np.float32, (nranks, size, dim)), "labels": (np.int64, (nranks, size)),
+                "position": (np.int64, (nranks, 2))}
+    with NpzFile(path) as saved:
+        if sorted(saved.members) != sorted(expected):
+            raise ValueError(f"it holds {sorted(saved.members)[:5]}, not {sorted(expected)}")
+        for name, (dtype, shape) in expected.items():
+            got_dtype, got_shape = saved.members[name]
+            if len(got_shape) == len(shape) and got_shape[1:] == shape[1:]:
+                _check_ranks(got_shape[0], nranks)
+            if got_dtype != dtype or got_shape != shape:
+                raise ValueError(f"{name} is {got_dtype} {got_shape}, not {np.dtype(dtype)} {shape} "
+                                 f"(--xbm_size={size} x {dim} per rank)")
+        state = rank_state({name: saved.read(name) for name in expected}, rank, nranks)
+    head, filled = (int(v) for v in state["position"])
+    if not (0 <= head < size and 0 <= filled <= size) or not np.isfinite(state["embeddings"]).all():
+        raise ValueError(f"its position {[head, filled]} or embeddings are not a memory of {size} rows")
+    return state

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import paddle
 
-import reader
 from dml.cli import fmt_time
+from dml.data import reader
 from dml.errors import UserError
 from dml.retrieval.test_set import TestSet, score_network
 

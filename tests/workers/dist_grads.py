@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import paddle
 
-import losses
-import reader
+from dml import losses
+from dml.data import reader
 from dml.train import loop
 
 out_dir, loss_name = sys.argv[1], sys.argv[2]

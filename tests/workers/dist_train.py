@@ -7,7 +7,7 @@ import sys
 
 import paddle
 
-import train_pair
+from dml.commands import train_pair
 from dml.train import loop
 
 out_dir = sys.argv[1]

@@ -10,11 +10,9 @@ import os
 import signal
 import sys
 
-from dml.train import checkpoint
-import train_elem
-import train_pair
-from dml.train import loop
-from utility import run_cli
+from dml.cli import run_cli
+from dml.commands import train_elem, train_pair
+from dml.train import checkpoint, loop
 
 family, kill_at = sys.argv[1], sys.argv[2]
 real_replace_dir = checkpoint._replace_dir

@@ -12,9 +12,9 @@ import sys
 
 import paddle
 
-import train_pair
+from dml.cli import run_cli
+from dml.commands import train_pair
 from dml.train import loop, monitor
-from utility import run_cli
 
 out_dir = sys.argv[1]
 argv = sys.argv[2:]

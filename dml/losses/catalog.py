@@ -51,7 +51,8 @@ SPECS = (
                      "(Deng et al., Sub-center ArcFace, ECCV 2020)."),
     LossSpec("proxyanchor", ProxyAnchorLoss, "elem", "elem", classes=True,
              params=(Param("alpha", "proxy_alpha", positive_float, 32.0, "Scale alpha of the proxy similarities."),
-                     Param("margin", "proxy_margin", nonnegative_float, 0.1, "Margin delta of the proxy similarities.")),
+                     Param("margin", "proxy_margin", nonnegative_float, 0.1,
+                           "Margin delta of the proxy similarities.")),
              summary="Proxy-Anchor: each class proxy pulls its samples and pushes the rest; train its proxies "
                      "faster with --loss_lr_mult (Kim et al., Proxy Anchor Loss, CVPR 2020)."),
     LossSpec("triplet", TripletLoss, "pair", "triplet", params=(MARGIN,), batch_rule=triples,

@@ -17,12 +17,13 @@ import numpy as np
 import paddle
 import paddle.utils.download as paddle_download
 
-from dml.checkpoint_layout import LOSS_PREFIX, PARAMS as CHECKPOINT_FILE
 from dml.errors import UserError, first_line
-from dml.runtime import safe_load
+from dml.train.checkpoint import LOSS_PREFIX
+from dml.train.checkpoint import PARAMS as CHECKPOINT_FILE
+from dml.weights import safe_load
+from dml.weights.fluid_tensor import FluidTensorError, read_tensor_file
 
 from . import torch_weights
-from .fluid_tensor import FluidTensorError, read_tensor_file
 
 CHECKPOINT_DIR = "toolkit checkpoint directory"
 CHECKPOINT = "toolkit checkpoint file"

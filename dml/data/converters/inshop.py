@@ -53,7 +53,8 @@ def _rows(path):
     rows = []
     for line_no, (name, item, status) in textfile.rows(path, 3, skip=2):
         if status not in STATUSES:
-            raise ArchiveError(f"{path}, line {line_no}: evaluation_status must be train, query or gallery, got {status!r}")
+            raise ArchiveError(f"{path}, line {line_no}: evaluation_status must be train, query or gallery, "
+                               f"got {status!r}")
         rows.append((name, _item_number(item, path, line_no), status))
     if len(rows) != declared:
         raise ArchiveError(f"{path} declares {declared} images on line 1 but lists {len(rows)}: the file is incomplete")

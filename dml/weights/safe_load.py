@@ -2,15 +2,15 @@
 
 `paddle.load` unpickles, and a pickle can call any importable function while it is read
 (`os.system`, ...), even through numpy's own rebuild functions. Here the file is never
-unpickled: `weights_file` parses the pickle opcodes itself into plain containers and numpy
+unpickled: `dml.weights` parses the pickle opcodes itself into plain containers and numpy
 arrays, and `load` returns what `paddle.load(path, return_numpy=...)` returns for the files
 `paddle.save` writes (Tensors made with `paddle.to_tensor`, as paddle.load makes them).
 Weights holding NaN or Inf are refused, naming them.
 """
 import paddle
 
-from dml.runtime import weights_file
 from dml.errors import UserError
+from dml.weights import CodeInWeightsError, WeightsFileError, read_weights
 
 
 class UnsafeWeightsError(UserError):
@@ -29,8 +29,8 @@ def load(path, return_numpy=False):
     `path`) for a file that is damaged, is not a dict of weights, holds NaN/Inf weights or
     would run code (UnsafeWeightsError)."""
     try:
-        return weights_file.read_weights(str(path), to_tensor=None if return_numpy else _to_tensor)
-    except weights_file.CodeInWeightsError as err:
+        return read_weights(str(path), to_tensor=None if return_numpy else _to_tensor)
+    except CodeInWeightsError as err:
         raise UnsafeWeightsError(str(err)) from None
-    except weights_file.WeightsFileError as err:
+    except WeightsFileError as err:
         raise UserError(str(err)) from None

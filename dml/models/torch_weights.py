@@ -1,4 +1,4 @@
-"""PyTorch state dicts (read by `weights_file` from `.pth`/`.pt` zip or `.safetensors`
+"""PyTorch state dicts (read by `dml.weights` from `.pth`/`.pt` zip or `.safetensors`
 files, never unpickled) and how their names and arrays map onto our networks.
 
 Formats, recognised by their names:

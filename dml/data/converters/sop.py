@@ -20,7 +20,8 @@ def _read_list(src, name):
     entries = []
     for line_no, fields in textfile.rows(path, 4, skip=1):
         image_id, class_id, super_id = (
-            textfile.to_int(v, path, line_no, what) for v, what in zip(fields[:3], ("image_id", "class_id", "super_class_id"))
+            textfile.to_int(v, path, line_no, what)
+            for v, what in zip(fields[:3], ("image_id", "class_id", "super_class_id"))
         )
         if class_id < 1 or super_id < 1:
             raise ArchiveError(f"{path}, line {line_no}: class_id and super_class_id must be >= 1")

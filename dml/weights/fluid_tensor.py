@@ -1,4 +1,5 @@
-"""Reader for legacy Fluid one-file-per-variable tensor files (no static mode needed).
+"""Reader for legacy Fluid one-file-per-variable tensor files (no static mode needed), and the
+check of an exported model's parameters file, which holds such tensors one after another.
 
 What `fluid.io.save_vars` / `save_persistables` wrote for each LoDTensor:
 
@@ -8,10 +9,18 @@ What `fluid.io.save_vars` / `save_persistables` wrote for each LoDTensor:
     int32   byte length of a TensorDesc protobuf
     bytes   TensorDesc {1: data type (varint), 2: dims (int64, packed or not)}
     bytes   raw little-endian data, C order
+
+A file is checked against its header before its data is read: the dims (exact integers)
+times the item size must end the tensor exactly where the file ends.
 """
+import math
 import struct
 
 import numpy as np
+
+from .errors import Refused
+from .limits import MAX_DIM, MAX_FILE_BYTES
+from .regular_file import opened, pread, pread_into
 
 # Paddle's VarType codes of the dense data types a weight file can hold.
 _DTYPES = {
@@ -27,6 +36,8 @@ _DTYPES = {
 }
 _BF16 = 22
 _MAX_DESC_BYTES = 1 << 16
+_MAX_LOD_LEVELS = 16
+_MAX_TENSORS = 1 << 16  # in one parameters file (a ResNet50 has 320)
 
 
 class FluidTensorError(ValueError):
@@ -91,21 +102,26 @@ def parse_tensor_desc(buf):
         raise FluidTensorError("malformed tensor description")
     if any(d < 0 for d in dims):
         raise FluidTensorError(f"negative dimension in shape {dims}")
+    if math.prod(d or 1 for d in dims) > MAX_DIM:
+        raise FluidTensorError(f"a shape {dims[:8]} of more than 2^40 elements")
     return data_type, dims
 
 
 class _Cursor:
-    """Sequential reads from a byte string that fail cleanly when it runs out."""
+    """Sequential reads from `read(offset, size)` over `size` bytes that fail cleanly
+    when they run out."""
 
-    def __init__(self, data):
-        self.data, self.pos = data, 0
+    def __init__(self, read, size):
+        self.read, self.size, self.pos = read, size, 0
+
+    def skip(self, size, what):
+        if size < 0 or self.pos + size > self.size:
+            raise FluidTensorError(f"file ends inside the {what} (truncated?)")
+        self.pos += size
+        return self.pos - size
 
     def take(self, size, what):
-        if size < 0 or self.pos + size > len(self.data):
-            raise FluidTensorError(f"file ends inside the {what} (truncated?)")
-        chunk = self.data[self.pos:self.pos + size]
-        self.pos += size
-        return chunk
+        return self.read(self.skip(size, what), size)
 
     def unpack(self, fmt, what):
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))[0]
@@ -126,27 +142,69 @@ def _item_size(data_type):
     return _DTYPES[data_type].itemsize
 
 
-def decode_tensor(data):
-    """Decode the bytes of one legacy tensor file into a numpy array."""
-    cur = _Cursor(data)
+def _header(cur):
+    """(data type, dims, data bytes) of the tensor at the cursor, which is left at its data."""
     if cur.unpack("<I", "header") != 0:
         raise FluidTensorError("not a Fluid tensor file (unknown version)")
-    for _ in range(cur.unpack("<Q", "LoD header")):
-        cur.take(cur.unpack("<Q", "LoD header"), "LoD data")
+    levels = cur.unpack("<Q", "LoD header")
+    if levels > _MAX_LOD_LEVELS:
+        raise FluidTensorError(f"not a Fluid tensor file ({levels} LoD levels)")
+    for _ in range(levels):
+        cur.skip(cur.unpack("<Q", "LoD header"), "LoD data")
     if cur.unpack("<I", "tensor header") != 0:
         raise FluidTensorError("not a Fluid tensor file (unknown tensor version)")
     desc_size = cur.unpack("<i", "tensor header")
     if not 0 < desc_size <= _MAX_DESC_BYTES:
         raise FluidTensorError("not a Fluid tensor file (bad description size)")
     data_type, dims = parse_tensor_desc(cur.take(desc_size, "tensor description"))
-    count = int(np.prod(dims, dtype=np.int64))
-    raw = cur.take(count * _item_size(data_type), "tensor data")
+    return data_type, dims, math.prod(dims) * _item_size(data_type)
+
+
+def decode_tensor(data):
+    """Decode the bytes of one legacy tensor file into a numpy array."""
+    cur = _Cursor(lambda offset, size: data[offset:offset + size], len(data))
+    data_type, dims, nbytes = _header(cur)
+    raw = cur.take(nbytes, "tensor data")
     if cur.pos != len(data):
         raise FluidTensorError("unexpected bytes after the tensor data")
     return _to_numpy(raw, data_type, dims)
 
 
-def read_tensor_file(path):
-    """Read one legacy tensor file; raises FluidTensorError or OSError."""
-    with open(path, "rb") as handle:
-        return decode_tensor(handle.read())
+def read_tensor_file(path, max_bytes=MAX_FILE_BYTES):
+    """Read one legacy tensor file (a regular file, its size checked against its header
+    before the data is read); raises FluidTensorError or OSError."""
+    try:
+        with opened(path, max_bytes) as (fd, size):
+            cur = _Cursor(lambda offset, n: pread(fd, offset, n), size)
+            data_type, dims, nbytes = _header(cur)
+            if cur.pos + nbytes != size:
+                raise FluidTensorError(f"its header declares {nbytes} bytes of {_name(data_type)} data for shape "
+                                       f"{dims[:8]}, the file holds {size - cur.pos}")
+            array = np.empty(math.prod(dims), "<u2" if data_type == _BF16 else _DTYPES[data_type])
+            pread_into(fd, cur.pos, memoryview(array).cast("B"))
+    except Refused as err:
+        raise FluidTensorError(str(err)) from None
+    if data_type == _BF16:
+        return (array.astype(np.uint32) << 16).view(np.float32).reshape(dims)
+    return array.reshape(dims)
+
+
+def check_tensor_sequence(path, max_bytes=MAX_FILE_BYTES):
+    """The number of tensors in `path`, a regular file holding Fluid tensors one after
+    another and nothing else (an exported model's parameters file), read header by header;
+    FluidTensorError or OSError otherwise."""
+    try:
+        with opened(path, max_bytes) as (fd, size):
+            cur, tensors = _Cursor(lambda offset, n: pread(fd, offset, n), size), 0
+            while cur.pos < size:
+                if tensors == _MAX_TENSORS:
+                    raise FluidTensorError(f"more than {_MAX_TENSORS} tensors")
+                cur.skip(_header(cur)[2], "tensor data")
+                tensors += 1
+    except Refused as err:
+        raise FluidTensorError(str(err)) from None
+    return tensors
+
+
+def _name(data_type):
+    return "bfloat16" if data_type == _BF16 else _DTYPES[data_type].name

@@ -1,0 +1,133 @@
+"""Score a trained embedding network by Recall@K and MAP@R on the test list.
+
+Prints the original line `[<time>] End test <n>, test_recall <Recall@1>`, then a table
+of every metric. Unreadable images are reported and left out, as in training's
+periodic test, so both print the same Recall@1 for the same weights.
+"""
+import argparse
+import os
+
+import numpy as np
+
+from dml import models
+
+# utility first, before anything imports paddle: it quiets Paddle's import-time notices
+from dml.cli import ArgumentParser, add_arguments, fmt_time, print_arguments, run_cli
+from dml.data import reader
+from dml.flag_types import positive_int
+from dml.outputs import write_json_atomic
+from dml.recorded_flags import settle_embedding_size
+from dml.retrieval import grid
+from dml.retrieval.test_set import read_test_set, score_network
+from dml.runtime.device import choose_device
+from dml.script_flags import add_data_arguments, add_inference_arguments, check_inference_flags
+
+
+def build_parser():
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_inference_arguments(parser, 10, "Weights to evaluate (required): a checkpoint directory or .pdparams "
+                            "of this toolkit, a paddle.vision state dict, a legacy Fluid directory, or a PyTorch "
+                            ".pth/.safetensors state dict (timm/DINO ViT, torchvision ResNet).")
+    add_data_arguments(parser, train=False, seed_help="Random seed of the queries --save_retrievals shows.",
+                       test_list_help="List of the images to evaluate (SOP format), relative to data_dir: every "
+                                      "image is a query against all the others.")
+    add_arguments("recall_k", recall_ks, "1,10,100,1000", "Comma-separated K of the Recall@K to report "
+                  "(positive integers; Recall@1 is always computed for the End test line).", parser)
+    add_arguments("save_json", str, None, "Also write the metrics and what was evaluated to this JSON file.",
+                  parser)
+    add_arguments("save_retrievals", str, None,
+                  "Directory for PNG grids of retrieval results, retrievals_000.png, ... (10 queries each: "
+                  "the query, then its --topk results framed green for the same class, red otherwise); "
+                  "grids of an earlier run there are replaced, other files kept.", parser)
+    add_arguments("num_queries", positive_int, 10, "Queries shown by --save_retrievals (drawn with --seed).",
+                  parser)
+    add_arguments("topk", positive_int, 5, "Results shown per query by --save_retrievals.", parser)
+    return parser
+
+
+def parse_recall_k(text):
+    """'1,10,100' -> [1, 10, 100] (sorted, unique, each >= 1)."""
+    try:
+        ks = sorted({int(v) for v in str(text).split(",") if v.strip()})
+    except ValueError:
+        ks = []
+    if not ks or ks[0] < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive integers separated by commas, "
+                                         f"e.g. 1,10,100,1000")
+    return ks
+
+
+def recall_ks(text):
+    """argparse type of --recall_k: checked by parse_recall_k, kept as written."""
+    parse_recall_k(text)
+    return text
+
+
+def metrics_table(result, ks):
+    """The metrics as a small aligned text table."""
+    rows = [("Recall@%d" % k, result["recall@%d" % k]) for k in ks] + [("MAP@R", result["map@r"])]
+    width = max(len(name) for name, _ in rows)
+    lines = ["%-*s  %s" % (width, "metric", "value")]
+    lines += ["%-*s  %.5f" % (width, name, value) for name, value in rows]
+    return "\n".join(lines)
+
+
+def evaluate(args):
+    """Run the whole evaluation described by the parsed flags; return the JSON summary."""
+    size, ks = check_inference_flags(args), parse_recall_k(args.recall_k)
+    device = choose_device(args.use_gpu)
+    test_set = read_test_set(args.data_dir, args.test_list, args.query_list, args.gallery_list)
+    model = models.create(args.model, settle_embedding_size(args))
+    report = models.load_pretrained(model, args.pretrained_model, strict=True)
+
+    scored = score_network(model, test_set, size, args.batch_size, args.num_workers, args.engine, ks, map_at_r=True)
+    for image_list, skipped in zip(test_set.lists, scored.skipped):
+        reader.SkipReport(image_list).note(np.flatnonzero(skipped).tolist())
+    result = scored.result
+    print("[%s] End test %d, test_recall %.5f" % (fmt_time(), scored.num_queries, result["recall@1"]), flush=True)
+    print(metrics_table(result, ks), flush=True)
+
+    lists = {"test_list": test_set.queries} if test_set.gallery is None else \
+        {"query_list": test_set.queries, "gallery_list": test_set.gallery}
+    summary = {
+        "metrics": {key: result[key] for key in ["recall@%d" % k for k in ks] + ["map@r"]},
+        "model": args.model, "embedding_size": args.embedding_size, "image_shape": args.image_shape,
+        "pretrained_model": os.path.abspath(args.pretrained_model), "weights_format": report.format,
+        "data_dir": os.path.abspath(args.data_dir),
+        **{flag: os.path.abspath(image_list.list_path) for flag, image_list in lists.items()},
+        "num_images": int(sum(len(f) for f in scored.fea)), "num_queries": scored.num_queries,
+        "num_skipped": int(sum(s.sum() for s in scored.skipped)), "device": device, "evaluated_at": fmt_time(),
+    }
+    if args.save_json:
+        write_json_atomic(args.save_json, summary)
+        print(f"metrics written to {args.save_json}")
+    if args.save_retrievals:
+        save_retrievals(args, test_set, scored)
+    return summary
+
+
+def save_retrievals(args, test_set, scored):
+    """Grids of queries and their nearest gallery items (with --gallery_list: items of
+    the gallery, which follow the queries in the rows given to the grid)."""
+    paths = [[image_list.paths[i] for i in kept] for image_list, kept in zip(test_set.lists, scored.kept)]
+    queries = grid.pick_queries(scored.num_queries, args.num_queries, args.seed)
+    if test_set.gallery is None:
+        fea, lab, rows = scored.fea[0], scored.labels[0], paths[0]
+        neighbours = grid.nearest(fea, queries, args.topk)
+    else:
+        fea, lab, rows = np.concatenate(scored.fea), np.concatenate(scored.labels), paths[0] + paths[1]
+        gallery = np.arange(scored.num_queries, len(fea))
+        neighbours = gallery[grid.nearest_in(fea[queries], fea[gallery], args.topk)]
+    for path in grid.save_grids(args.save_retrievals, rows, lab, queries, neighbours):
+        print(f"retrieval grid written to {path}")
+
+
+def main():
+    args = build_parser().parse_args()
+    check_inference_flags(args)  # a flag mistake is the one line printed, before the configuration
+    print_arguments(args)
+    evaluate(args)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,279 @@
+"""dml/retrieval/exact_search.py against an independent brute force (float64 products,
+one stable sort per query), on both screens: bfloat16 (bounded error, then an exact
+re-score) and float32. Data made to fool a wrong screening bound: rows whose bfloat16
+scores rank decoys first while their exact scores do not, and near-ties far below the
+bfloat16 resolution."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dml.retrieval import bfloat16, exact_search, onednn
+
+SCREENS = ["float32", "bfloat16"]
+
+
+@pytest.fixture(params=SCREENS)
+def screen(request):
+    if request.param == "bfloat16" and not onednn.available():
+        pytest.skip("no oneDNN in this Paddle build: the bfloat16 screen is not used")
+    return request.param
+
+
+def truth(queries, gallery, exclude=None):
+    sims = queries.astype(np.float64) @ gallery.astype(np.float64).T
+    if exclude is not None:
+        rows = np.flatnonzero(exclude >= 0)
+        sims[rows, exclude[rows]] = -np.inf
+    return sims
+
+
+def tolerance(queries, gallery):
+    """Per query, a bound of float32 rounding in a score (far below the gaps the data has)."""
+    dim = queries.shape[1]
+    return 4 * (dim + 2) * 2.0 ** -24 * np.linalg.norm(queries, axis=1) * np.linalg.norm(gallery, axis=1).max()
+
+
+def assert_exact_top(found, queries, gallery, depth, exclude=None):
+    """Same rows as the float64 brute force, best first, ties to the lower row; rows may
+    trade places only where their exact scores differ by float32 rounding."""
+    sims = truth(queries, gallery, exclude)
+    order = np.lexsort((np.broadcast_to(np.arange(sims.shape[1]), sims.shape), -sims), axis=1)
+    tol = tolerance(queries, gallery)
+    depth = np.broadcast_to(depth, (len(queries),))
+    for q in range(len(queries)):
+        d = depth[q]
+        rows, scores, expected = found.indices[q, :d], found.scores[q, :d], order[q, :d]
+        np.testing.assert_allclose(scores, sims[q, rows], rtol=0, atol=tol[q])
+        assert (np.diff(scores) <= 0).all()
+        tied = np.diff(scores) == 0
+        assert (np.diff(rows)[tied] > 0).all(), "equal scores must come in row order"
+        if not np.array_equal(rows, expected):
+            assert np.all(np.abs(sims[q, rows] - sims[q, expected]) <= 2 * tol[q]), (q, rows, expected)
+        assert (found.indices[q, d:] == -1).all()
+
+
+def unit_rows(rng, num, dim):
+    x = rng.standard_normal((num, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("num,queries,dim,depth,budget", [
+    (1000, 7, 13, 5, 4 * 7 * 3),        # chunks of 3 rows: fewer than depth per chunk
+    (5000, 300, 64, 10, 1 << 20),
+    (20000, 40, 512, 20, 256 << 20),
+    (3000, 2100, 32, 3, 1 << 22),       # several query blocks: the gallery rounded once
+    (3000, 2100, 32, 3, 1 << 16),       # ... or chunk by chunk, when a copy would not fit
+    (50, 9, 1, 4, 1 << 20),             # one dimension: every score a product of two numbers
+])
+def test_random_rows_match_brute_force(screen, num, queries, dim, depth, budget):
+    rng = np.random.default_rng(num + dim)
+    gallery = unit_rows(rng, num, dim)
+    gallery[num // 2:num // 2 + 40] = gallery[7]  # exact duplicates: ties to the lower row
+    q = rng.standard_normal((queries, dim)).astype(np.float32)
+    found = exact_search.search(q, gallery, depth, budget=budget, screen=screen)
+    assert_exact_top(found, q, gallery, depth)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 80), st.integers(1, 9), st.integers(1, 6), st.integers(0, 2**31 - 1),
+       st.sampled_from(SCREENS))
+def test_ties_exclusions_and_per_query_depth(num, queries, dim, seed, screen):
+    rng = np.random.default_rng(seed)
+    pool = rng.standard_normal((3, dim)).astype(np.float32)
+    gallery = pool[rng.integers(0, 3, size=num)]  # few distinct rows: ties at every rank
+    q = pool[rng.integers(0, 3, size=queries)] + rng.integers(-1, 2, size=(queries, dim)).astype(np.float32)
+    exclude = rng.integers(-1, num, size=queries)
+    depth = np.minimum(rng.integers(0, 12, size=queries), num - (exclude >= 0))
+    found = exact_search.search(q, gallery, depth, exclude=exclude, budget=4 * queries * 5,
+                                screen=screen if onednn.available() else "float32")
+    assert found.indices.shape == (queries, depth.max(initial=0))
+    assert_exact_top(found, q, gallery, depth, exclude)
+    assert not ((found.indices == exclude[:, None]) & (exclude[:, None] >= 0)).any()
+
+
+@pytest.mark.parametrize("block_size,budget", [(None, 1 << 20), (7, 1 << 20), (100, 1 << 20), (100, 1 << 10)])
+def test_symmetric_search_matches_brute_force(screen, block_size, budget):
+    """Queries that are the gallery, itself excluded: each block product serves both
+    blocks; pivots counted on the way."""
+    rng = np.random.default_rng(11)
+    rows = unit_rows(rng, 700, 20)
+    rows[500:560] = rows[3]  # duplicates across blocks
+    exclude = np.arange(700)
+    depth = rng.integers(0, 9, size=700)
+    sims = truth(rows, rows, exclude)
+    order = np.lexsort((np.broadcast_to(np.arange(700), sims.shape), -sims), axis=1)
+    pivot_rank = rng.integers(0, 699, size=700)
+    pivots = order[np.arange(700), pivot_rank]
+    scores = exact_search.exact_scores(rows, rows, np.arange(700), pivots)
+    found = exact_search.search(rows, rows, depth, exclude=exclude, pivots=(scores, pivots), block_size=block_size,
+                                budget=budget, screen=screen, symmetric=True)
+    assert_exact_top(found, rows, rows, depth, exclude)
+    np.testing.assert_array_equal(found.before, pivot_rank)
+    with pytest.raises(ValueError, match="symmetric"):
+        exact_search.search(rows[:5], rows, 3, symmetric=True)
+
+
+def decoy_gallery(num_best=3, num_decoys=60, dim=64):
+    """Rows whose bfloat16 scores against q = (1, ..., 1) put every decoy above the best.
+
+    A best row has every element just below a rounding boundary (1 + 2^-8 - 2^-20,
+    rounded down to 1: its screened score is 0.25 below its exact one); a decoy has
+    dim-1 elements just above one (1 + 2^-8 + 2^-20, rounded up to 1 + 2^-7) and one
+    element 0.875: exact score ~64.12 < 64.25 - 0.01 t, screened 64.37 > 64. The
+    bounds of the two rows must together cover 0.37 of the 0.50 the rounding moved
+    them: a screen that trusted bfloat16 scores, or a bound 30% too small, loses the
+    best rows.
+    """
+    below, above = np.float32(1 + 2**-8 - 2**-20), np.float32(1 + 2**-8 + 2**-20)
+    best = np.full((num_best, dim), below, np.float32)
+    best[:, 0] -= np.float32(2**-6) * np.arange(num_best, dtype=np.float32)  # 64.25 - 0.016 t: distinct
+    decoys = np.full((num_decoys, dim), above, np.float32)
+    decoys[:, 0] = 0.875
+    gallery = np.concatenate([decoys[:num_decoys // 2], best, decoys[num_decoys // 2:]])
+    return gallery, np.ones((1, dim), np.float32), np.arange(num_best) + num_decoys // 2
+
+
+def test_decoys_that_fool_bfloat16_never_win(screen):
+    gallery, query, best_rows = decoy_gallery()
+    rounded = gallery.view(np.uint32) + np.uint32(0x8000) & np.uint32(0xFFFF0000)
+    screened = query @ rounded.view(np.float32).T
+    assert screened[0, best_rows].max() < np.delete(screened[0], best_rows).min(), "the data must fool bfloat16"
+    for budget in (1 << 20, 4 * 5):  # one chunk; chunks of 5 rows
+        found = exact_search.search(query, gallery, 3, budget=budget, screen=screen)
+        np.testing.assert_array_equal(found.indices[0], best_rows)
+        assert_exact_top(found, query, gallery, 3)
+
+
+def test_decoys_do_not_count_before_a_pivot(screen):
+    """The rank of the best row is 0 and of the last best row 2, whatever bfloat16 says."""
+    gallery, query, best_rows = decoy_gallery()
+    queries = np.repeat(query, 3, axis=0)
+    scores = exact_search.exact_scores(queries, gallery, np.arange(3), best_rows)
+    found = exact_search.search(queries, gallery, 0, pivots=(scores, best_rows), screen=screen)
+    np.testing.assert_array_equal(found.before, [0, 1, 2])
+
+
+def bfloat16_values(bits):
+    return (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+
+
+def test_round_rows_picks_a_nearest_bfloat16_and_measures_the_error():
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((50, 33)) * 10.0 ** rng.integers(-15, 15, size=(50, 1))).astype(np.float32)
+    x[0, :4] = [0.0, -0.0, 1 + 2**-8, -(1 + 2**-8)]  # halfway cases: away from zero
+    rounded = bfloat16.round_rows(x)
+    value = bfloat16_values(rounded.bits)
+    step = np.abs(value) * 2.0**-7  # a bfloat16 ulp is at least 2^-8 of the value, at most 2^-7
+    assert (np.abs(value - x) <= np.maximum(step, 1e-45) / 2 + 1e-300).all()
+    truncated = x.view(np.uint32) & np.uint32(0xFFFF0000)
+    neighbours = [truncated.view(np.float32).astype(np.float64),
+                  (truncated + np.uint32(0x10000)).view(np.float32).astype(np.float64)]
+    nearest = np.minimum(np.abs(x - neighbours[0]), np.abs(x - neighbours[1]))
+    np.testing.assert_array_equal(np.abs(value - x), nearest)
+    assert list(value[0, 2:4]) == [1 + 2**-7, -(1 + 2**-7)]
+    exact_norm = np.linalg.norm(x.astype(np.float64), axis=1)
+    exact_error = np.linalg.norm(x.astype(np.float64) - value, axis=1)
+    floor = np.sqrt(33 * 2.0**-126)  # what squares lost to underflow could add
+    assert (rounded.norm >= exact_norm).all() and (rounded.norm <= exact_norm * (1 + 1e-4) + floor).all()
+    assert (rounded.error >= exact_error).all() and (rounded.error <= exact_error * (1 + 1e-4) + floor).all()
+
+
+def test_screening_margin_covers_the_worst_rounding():
+    """Rounding errors aligned with the query (the Cauchy-Schwarz worst case): the
+    screened score is off by nearly the whole bound, never more."""
+    gallery, query, _ = decoy_gallery()
+    rows, q = bfloat16.round_rows(gallery), bfloat16.round_rows(query)
+    screened = bfloat16_values(q.bits) @ bfloat16_values(rows.bits).T
+    exact = truth(query, gallery)[0]
+    margin = np.array([bfloat16.screening_margin(q.norm, q.error, rows.norm[i], rows.error[i], gallery.shape[1])[0]
+                       for i in range(len(gallery))])
+    error = np.abs(screened[0] - exact)
+    assert (error <= margin).all()
+    assert (error >= 0.99 * margin).any(), "aligned errors: the bound is nearly reached"
+
+
+def near_tie_rows(rng, num, dim, gap=1e-5):
+    """Unit rows whose scores against a query are 0.9 + gap * j (j = 0..num-1) in a
+    random order: gaps far above float32 rounding, far below bfloat16's (~1e-3)."""
+    query = unit_rows(rng, 1, dim)[0].astype(np.float64)
+    cosines = 0.9 + gap * rng.permutation(num)
+    other = rng.standard_normal((num, dim))
+    other -= np.outer(other @ query, query)
+    other /= np.linalg.norm(other, axis=1, keepdims=True)
+    rows = cosines[:, None] * query + np.sqrt(1 - cosines**2)[:, None] * other
+    return rows.astype(np.float32), query.astype(np.float32)[None]
+
+
+@pytest.mark.parametrize("dim", [16, 512])
+def test_near_ties_below_bfloat16_resolution_match_brute_force(screen, dim):
+    rng = np.random.default_rng(dim)
+    rows, query = near_tie_rows(rng, 3000, dim)
+    gallery = np.concatenate([unit_rows(rng, 5000, dim) * 0.5, rows])
+    for depth in (1, 10, 200):
+        found = exact_search.search(query, gallery, depth, budget=4 * 1000, screen=screen)
+        expected = np.argsort(-truth(query, gallery)[0], kind="stable")[:depth]
+        np.testing.assert_array_equal(found.indices[0], expected)
+    pivots = expected[[0, 57, 199]]
+    queries = np.repeat(query, 3, axis=0)
+    scores = exact_search.exact_scores(queries, gallery, np.arange(3), pivots)
+    counted = exact_search.search(queries, gallery, 0, pivots=(scores, pivots), screen=screen)
+    np.testing.assert_array_equal(counted.before, [0, 57, 199])
+
+
+def test_count_limit_stops_exactness_only_past_it(screen):
+    rng = np.random.default_rng(3)
+    rows, query = near_tie_rows(rng, 2000, 64)
+    order = np.argsort(-truth(query, rows)[0], kind="stable")
+    pivots = order[[3, 40, 1500]]
+    queries = np.repeat(query, 3, axis=0)
+    scores = exact_search.exact_scores(queries, rows, np.arange(3), pivots)
+    found = exact_search.search(queries, rows, 0, pivots=(scores, pivots), count_limit=41, screen=screen)
+    assert list(found.before[:2]) == [3, 40] and found.before[2] >= 41
+
+
+def test_many_exact_duplicates_stay_bounded_and_exact(screen):
+    """100,000 copies of the best row: candidates are settled on the way (memory
+    bounded by the depth), the lower rows win the ties."""
+    rng = np.random.default_rng(4)
+    gallery = unit_rows(rng, 120000, 16)
+    gallery[5000:105000] = gallery[123]
+    queries = gallery[[123, 7]] + np.float32(0.01)
+    found = exact_search.search(queries, gallery, 5, screen=screen)
+    assert_exact_top(found, queries, gallery, 5)
+    np.testing.assert_array_equal(found.indices[0], [123, 5000, 5001, 5002, 5003])
+
+
+def test_exact_scores_are_the_same_bits_in_any_batch():
+    rng = np.random.default_rng(5)
+    queries, gallery = rng.standard_normal((30, 300)).astype(np.float32), rng.standard_normal((500, 300)).astype(
+        np.float32)
+    rows, cols = rng.integers(0, 30, 4000), rng.integers(0, 500, 4000)
+    whole = exact_search.exact_scores(queries, gallery, rows, cols)
+    for part in (slice(0, 1), slice(3, 1000), slice(999, 4000)):
+        np.testing.assert_array_equal(exact_search.exact_scores(queries, gallery, rows[part], cols[part]), whole[part])
+    np.testing.assert_allclose(whole, np.einsum("ij,ij->i", queries[rows].astype(np.float64),
+                                                gallery[cols].astype(np.float64)), rtol=1e-5, atol=1e-4)
+
+
+def test_without_onednn_numpy_multiplies(monkeypatch):
+    monkeypatch.setattr(onednn, "available", lambda: False)
+    assert exact_search.default_screen() == "float32" and exact_search.worker_count() == 1
+    rng = np.random.default_rng(8)
+    gallery, q = unit_rows(rng, 4000, 40), unit_rows(rng, 30, 40)
+    assert_exact_top(exact_search.search(q, gallery, 6, budget=4 * 30 * 100), q, gallery, 6)
+
+
+def test_memory_mapped_gallery_and_empty_inputs(tmp_path, screen):
+    rng = np.random.default_rng(6)
+    gallery = unit_rows(rng, 3000, 24)
+    np.save(tmp_path / "g.npy", gallery)
+    mapped = np.load(tmp_path / "g.npy", mmap_mode="r")
+    q = unit_rows(rng, 5, 24)
+    assert_exact_top(exact_search.search(q, mapped, 7, screen=screen), q, gallery, 7)
+    empty = exact_search.search(q[:0], mapped, 7, screen=screen)
+    assert empty.indices.shape == (0, 7)
+    with pytest.raises(ValueError, match="screen"):
+        exact_search.search(q, gallery, 3, screen="float16")
+    with pytest.raises(ValueError, match=r"\[Q, D\] and \[N, D\]"):
+        exact_search.search(q[:, :5], gallery, 3)
