@@ -170,12 +170,18 @@ def finish_meta(directory, meta):
     return meta
 
 
+class IndexBusy(UserError):
+    """Another writer holds the index's lock (raised only when not waiting for it)."""
+
+
 class Writer:
     """The one writer of an index directory (holds DIR/.lock): reads the live
-    generation, and commits a new one."""
+    generation, and commits a new one. wait=False: raise IndexBusy at once when another
+    writer (another process, or another thread's Writer) holds the lock."""
 
-    def __init__(self, index_dir):
+    def __init__(self, index_dir, wait=True):
         self.index_dir = index_dir
+        self.wait = wait
 
     def current(self):
         return open_index(self.index_dir)
@@ -224,7 +230,12 @@ class Writer:
     def __enter__(self):
         os.makedirs(self.index_dir, exist_ok=True)
         self._lock = open(os.path.join(self.index_dir, LOCK), "a")
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise IndexBusy(f"index {self.index_dir!r} is being changed by another writer ({LOCK} is held): "
+                            f"try again when that change is done") from None
         self._previous = None
         if self.exists():
             self._previous = os.path.basename(current_generation(self.index_dir))
@@ -236,6 +247,6 @@ class Writer:
 
 
 @contextlib.contextmanager
-def writer(index_dir):
-    with Writer(index_dir) as w:
+def writer(index_dir, wait=True):
+    with Writer(index_dir, wait) as w:
         yield w
