@@ -17,6 +17,7 @@ the service takes no changes. Reads are open unless --read_key_file is given. A 
 committed by index.py in another process is served from the next request on.
 """
 import argparse
+import signal
 import socket
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
@@ -69,11 +70,20 @@ def listening_socket(host, port):
     return sock
 
 
+def stop_on_sigterm():
+    """SIGTERM ends the service with exit code 0: uvicorn shuts down gracefully, then
+    raises the signal again, which this handler turns into a normal exit."""
+    def stop(signum, frame):
+        raise SystemExit(0)
+    signal.signal(signal.SIGTERM, stop)
+
+
 def serve(args):
     import uvicorn
 
     from dml.serve import app, config
 
+    stop_on_sigterm()
     settings = config.from_args(args)
     sock = listening_socket(args.host, args.port)
     service = app.Service(settings)

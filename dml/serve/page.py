@@ -19,7 +19,7 @@ class Page:
     def __init__(self, path=PAGE):
         with open(path, encoding="utf-8") as handle:
             self.html = handle.read()
-        policy = (f"default-src 'none'; connect-src 'self'; img-src 'self' blob:; "
+        policy = (f"default-src 'none'; connect-src 'self'; img-src 'self' blob: data:; "
                   f"script-src {_hashes(self.html, 'script')}; style-src {_hashes(self.html, 'style')}; "
                   f"base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
         self.headers = {"Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff",
