@@ -47,9 +47,9 @@ def build_parser():
                   parser)
     add_arguments("max_batch", positive_int, 32, "Most images (or query vectors) of concurrent requests run "
                   "through the network (or the index) together.", parser)
-    add_arguments("max_wait_ms", nonnegative_float, 5.0, "Longest wait for more requests' images to fill a batch "
+    add_arguments("max_wait_ms", nonnegative_float, 10.0, "Longest wait for more requests' images to fill a batch "
                   "(only while more are on their way).", parser)
-    add_arguments("use_gpu", bool, True, "Run the network on the GPU when Paddle sees one.", parser)
+    add_arguments("use_gpu", bool, True, "Run on the GPU when Paddle sees one.", parser)
     add_engine_argument(parser, training=False)
     add_arguments("access_log", bool, False, "Log every request (uvicorn's access log).", parser)
     return parser
@@ -78,11 +78,20 @@ def stop_on_sigterm():
     signal.signal(signal.SIGTERM, stop)
 
 
+def service_modules():
+    """uvicorn and dml.serve's app and config; one line when the optional packages are missing."""
+    try:
+        import uvicorn
+
+        from dml.serve import app, config
+    except ImportError as err:
+        raise UserError(f"the search service needs {err.name or 'FastAPI and uvicorn'}: "
+                        f"pip install -r requirements-serve.txt (or pip install paddle-dml[serve])") from None
+    return uvicorn, app, config
+
+
 def serve(args):
-    import uvicorn
-
-    from dml.serve import app, config
-
+    uvicorn, app, config = service_modules()
     stop_on_sigterm()
     settings = config.from_args(args)
     sock = listening_socket(args.host, args.port)

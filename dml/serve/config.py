@@ -19,7 +19,7 @@ class Config:
     max_images: int = 64
     request_timeout: float = 30.0
     max_batch: int = 32
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 10.0
     engine: str = "static"
     use_gpu: bool = True
     access_log: bool = False
