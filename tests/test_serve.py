@@ -450,6 +450,9 @@ def test_metrics_count_requests_errors_and_the_index(client, index_dir):
     assert value("dml_serve_request_seconds", "dml_serve_request_seconds_count", route="/search") == timed + 4
     client.get("/no/such/place")
     assert value("dml_serve_requests", "dml_serve_requests_total", route="other", status="404") >= 1
+    too_big = value("dml_serve_errors", "dml_serve_errors_total", route="/search", status="413")
+    client.post("/search", content=b"{" * (2 << 20), headers={"content-type": "application/json"})
+    assert value("dml_serve_errors", "dml_serve_errors_total", route="/search", status="413") == too_big + 1
     assert value("dml_serve_index_vectors", "dml_serve_index_vectors") == len(live_paths(index_dir))
 
 

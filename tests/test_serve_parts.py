@@ -101,9 +101,13 @@ def test_key_files(tmp_path):
 
 
 def test_annotations(tmp_path):
-    (tmp_path / "classes.txt").write_text("id name\n3 red shoe\n4,blue bag\n5\tgreen hat\nnot a line\n")
-    assert annotations.class_names(str(tmp_path)) == {3: "red shoe", 4: "blue bag", 5: "green hat"}
-    assert annotations.class_names(str(tmp_path / "none")) is None
+    text = "id name\n3 red shoe\n4,blue bag\n5\tgreen hat\nnot a line\n"
+    (tmp_path / "classes.txt").write_text(text)
+    listed = {"files": {"classes.txt": len(text)}}
+    assert annotations.class_names(str(tmp_path), listed) == {3: "red shoe", 4: "blue bag", 5: "green hat"}
+    assert annotations.class_names(str(tmp_path), {"files": {}}) is None  # not in index.json: not read
+    assert annotations.class_names(str(tmp_path), {"files": {"classes.txt": len(text) + 1}}) is None
+    assert annotations.class_names(str(tmp_path / "none"), listed) is None
     assert annotations.stored_threshold({"threshold": 0.62}) == 0.62
     assert annotations.stored_threshold({"threshold": {"threshold": 0.5, "precision": 0.95}}) == 0.5
     for bad in (None, "0.5", True, float("nan"), 7.0):

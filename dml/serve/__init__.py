@@ -3,7 +3,7 @@
     config.py      the service's settings, from serve.py's flags
     app.py         the application: middleware, error replies, the endpoints' wiring
     routes.py      the endpoints (/search, /add, /remove, /info, /thumb, ...)
-    requests.py    a request's body read into images or vectors, topk and threshold
+    inputs.py      a request's body read into images or vectors, topk, threshold, paths, labels
     errors.py      ApiError: a status and one line; every refusal is one
     auth.py        bearer keys, compared in constant time
     limits.py      body size and request time (ASGI middleware)
@@ -16,4 +16,5 @@
     writes.py      add / remove: one writer at a time (409 while another writes)
     metrics.py     Prometheus text: requests, errors, latency, index size
     page.html      the web page (GET /): one file, its script and style inline
+    page.py        serves it with a Content-Security-Policy allowing only that script and style
 """

@@ -5,9 +5,9 @@
     threshold     index.json's "threshold" (a number, or an object with "threshold"):
                   the "no match" score, used when a request names no threshold
 
-Both come from a directory that may come from elsewhere: classes.txt is read only as a
-regular file of bounded size, and anything malformed is left out (said once in the log)
-rather than served.
+Both come from a directory that may come from elsewhere: classes.txt is read only when
+index.json lists it, as a regular file of the size recorded there and of bounded size;
+anything malformed is left out (said in the log) rather than served.
 """
 import logging
 import math
@@ -22,17 +22,22 @@ _LINE = re.compile(r"\s*(-?\d+)\s*[,\t ]\s*(.*?)\s*")
 log = logging.getLogger("dml.serve")
 
 
-def class_names(directory):
+def class_names(directory, meta):
     """{label: name} from the generation's classes.txt, or None."""
+    recorded = meta.get("files", {}).get(CLASSES)
+    if recorded is None:
+        return None
     path = os.path.join(directory, CLASSES)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+    except OSError as err:
+        log.warning("%s: %s: class names left out", path, err.strerror)
         return None
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size > CLASSES_BYTES:
-            log.warning("%s is not a regular file of at most %d bytes: class names left out", path, CLASSES_BYTES)
+        if not stat.S_ISREG(info.st_mode) or info.st_size != recorded or info.st_size > CLASSES_BYTES:
+            log.warning("%s is not a regular file of the %s bytes index.json records (at most %d): class names "
+                        "left out", path, recorded, CLASSES_BYTES)
             return None
         text = handle.read(CLASSES_BYTES).decode("utf-8", "replace")
     names = {}

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from dml.errors import UserError
 from dml.index import store
 
-from . import routes
+from . import images, routes
 from .auth import Keys
 from .config import WRITE_ROUTES
 from .embedder import Embedder
@@ -72,15 +72,16 @@ class Service:
         """Unit vectors of a query's images: decoded in a pool thread, embedded in a batch."""
         embedder = self._network_for(meta)
         with embedder.batcher.expect(len(uploads)) as ticket:
-            batch = await run_in_threadpool(routes.decode_uploads, uploads, embedder.size, self.config.max_pixels)
+            batch = await run_in_threadpool(images.model_inputs, uploads, embedder.size, self.config.max_pixels)
             return await asyncio.wrap_future(ticket.submit(batch))
 
     def embed_for_add(self, meta, uploads):
         """Unit vectors of images to add, a batch at a time (queries run in between)."""
         embedder = self._network_for(meta)
         step = self.config.max_batch
-        vectors = [embedder.batcher.run(routes.decode_uploads(uploads[i:i + step], embedder.size,
-                                                              self.config.max_pixels), len(uploads[i:i + step]))
+        vectors = [embedder.batcher.run(images.model_inputs(uploads[i:i + step], embedder.size,
+                                                            self.config.max_pixels, first=i + 1),
+                                        len(uploads[i:i + step]))
                    for i in range(0, len(uploads), step)]
         return np.concatenate(vectors)
 

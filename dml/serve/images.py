@@ -9,6 +9,7 @@ import io
 import os
 import stat
 
+import numpy as np
 from PIL import Image
 
 from dml.data import imgtool
@@ -51,6 +52,12 @@ def decode(data, name, max_pixels):
 def model_input(data, name, size, max_pixels):
     """float32 [3, size, size]: search.py's test transform of the image."""
     return imgtool.normalize(imgtool.eval_image(decode(data, name, max_pixels), size))
+
+
+def model_inputs(uploads, size, max_pixels, first=1):
+    """float32 [N, 3, size, size] of uploaded images (errors name them "image N (file name)")."""
+    return np.stack([model_input(u.data, f"image {first + i} ({u.name[:100]})", size, max_pixels)
+                     for i, u in enumerate(uploads)])
 
 
 def read_gallery_file(path, max_bytes):

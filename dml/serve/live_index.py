@@ -34,7 +34,8 @@ class Served:
 
 
 def served(snapshot):
-    return Served(snapshot, os.path.basename(snapshot.directory), annotations.class_names(snapshot.directory),
+    return Served(snapshot, os.path.basename(snapshot.directory),
+                  annotations.class_names(snapshot.directory, snapshot.meta),
                   annotations.stored_threshold(snapshot.meta))
 
 

@@ -74,7 +74,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, tracked)
         finally:
-            route = getattr(scope.get("route"), "path", None)
+            route = getattr(scope.get("route"), "path", scope["path"])  # no route: refused before routing
             route = route if route in self.routes else OTHER_ROUTE
             method = scope["method"] if scope["method"] in METHODS else OTHER_ROUTE
             self.metrics.observe(route, method, status, time.perf_counter() - start)

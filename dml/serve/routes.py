@@ -4,7 +4,6 @@ import asyncio
 import re
 import time
 
-import numpy as np
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -167,9 +166,3 @@ async def prometheus(request: Request):
 
 def route_paths():
     return [route.path for route in router.routes]
-
-
-def decode_uploads(uploads, size, max_pixels):
-    """float32 [N, 3, size, size] of the uploads (names in errors: the upload's name)."""
-    return np.stack([images.model_input(u.data, f"image {i + 1} ({u.name[:100]})", size, max_pixels)
-                     for i, u in enumerate(uploads)])
