@@ -112,3 +112,21 @@ def test_annotations(tmp_path):
     assert annotations.stored_threshold({"threshold": {"threshold": 0.5, "precision": 0.95}}) == 0.5
     for bad in (None, "0.5", True, float("nan"), 7.0):
         assert annotations.stored_threshold({"threshold": bad}) is None
+
+
+def test_the_load_benchmark_catches_a_reply_mixing_generations():
+    from bench.serve_load import Checker
+
+    def reply(generation, count, *hits):
+        return {"generation": generation, "index": {"count": count},
+                "results": [{"hits": [{"row": row, "path": path} for row, path in hits]}]}
+
+    checker = Checker(["/a", "/b"])
+    checker.check(reply("000002", 3, (2, "/c")))  # seen before its /add reply arrives
+    checker.check(reply("000001", 2, (1, "/b"), (0, "/a")))
+    checker.committed("000002", 3, ["/c"])
+    assert checker.problems() == []
+    checker.check(reply("000001", 2, (2, "/c")))  # a row of the next generation
+    checker.check(reply("000002", 2, (0, "/a")))  # another generation's count
+    checker.check(reply("000002", 3, (1, "/c")))  # a path not at its row
+    assert len(checker.problems()) == 3
