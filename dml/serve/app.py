@@ -7,6 +7,8 @@ missing index 503); a bug answers 500 with no detail (the traceback goes to the 
 """
 import asyncio
 import logging
+import os
+import threading
 
 import numpy as np
 from fastapi import FastAPI
@@ -48,6 +50,7 @@ class Service:
                                      wait, self.metrics.batch_observer("embed"))
         self.searcher = Searcher(config.max_batch, wait, self.metrics.batch_observer("search"))
         self.page = Page()
+        self._decode_slots = threading.BoundedSemaphore(len(os.sched_getaffinity(0)))
 
     def _live_count(self):
         try:
@@ -61,6 +64,15 @@ class Service:
         except (ApiError, ValueError):
             return float("nan")
 
+    async def decoding(self, function, *args):
+        """function(*args) in a pool thread, at most one per core at a time: decoding is
+        CPU work, and this bounds the memory of large images decoded at once."""
+        return await run_in_threadpool(self._in_slot, function, *args)
+
+    def _in_slot(self, function, *args):
+        with self._decode_slots:
+            return function(*args)
+
     def _network_for(self, meta):
         if self.embedder is None:
             raise ApiError(400, "this index records no network (it was built from features): search it with "
@@ -72,7 +84,7 @@ class Service:
         """Unit vectors of a query's images: decoded in a pool thread, embedded in a batch."""
         embedder = self._network_for(meta)
         with embedder.batcher.expect(len(uploads)) as ticket:
-            batch = await run_in_threadpool(images.model_inputs, uploads, embedder.size, self.config.max_pixels)
+            batch = await self.decoding(images.model_inputs, uploads, embedder.size, self.config.max_pixels)
             return await asyncio.wrap_future(ticket.submit(batch))
 
     def embed_for_add(self, meta, uploads):

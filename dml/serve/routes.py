@@ -149,8 +149,8 @@ async def thumb(request: Request, row: str):
     if not _ROW.fullmatch(row) or int(row) >= len(paths):
         raise ApiError(404, f"row {row[:20]!r} is not in the index: rows are 0 to {len(paths) - 1}")
     try:
-        jpeg = await run_in_threadpool(images.thumbnail, paths[int(row)], svc.config.max_upload_bytes,
-                                       svc.config.max_pixels)
+        jpeg = await svc.decoding(images.thumbnail, paths[int(row)], svc.config.max_upload_bytes,
+                                  svc.config.max_pixels)
     except ApiError as err:
         raise ApiError(404, f"the gallery image of row {row} cannot be shown: {err.message}") from None
     cache = "private, max-age=3600" if generation is not None else "no-cache"
