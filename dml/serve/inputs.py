@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -18,6 +19,7 @@ from .errors import ApiError, one_line
 
 PATH_BYTES = 4096
 FORM_FIELD_BYTES = 64 << 10
+INLINE_JSON_BYTES = 256 << 10  # larger JSON bodies are parsed in a pool thread
 LABEL_MAX = 2**63 - 1
 REPEATED = {"path": "paths", "label": "labels"}  # form fields given once per image -> their JSON list
 _INTEGER = re.compile(r"\s*-?[0-9]{1,19}\s*")
@@ -43,7 +45,10 @@ async def read_body(request, max_images, allowed):
     a form are the file field "image")."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json":
-        return _json_body(await request.body(), allowed)
+        raw = await request.body()
+        if len(raw) <= INLINE_JSON_BYTES:
+            return _json_body(raw, allowed)
+        return await run_in_threadpool(_json_body, raw, allowed)  # the event loop keeps serving meanwhile
     if kind == "multipart/form-data":
         return await _form_body(request, max_images, allowed)
     raise ApiError(415, "send JSON (Content-Type: application/json) or a form with images "
