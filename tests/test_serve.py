@@ -7,6 +7,7 @@ import base64
 import concurrent.futures
 import hashlib
 import io
+import json
 import os
 import re
 import struct
@@ -477,3 +478,14 @@ def test_the_page_is_one_file_with_its_own_script_and_style(client):
         digest = base64.b64encode(hashlib.sha256(block.encode()).digest()).decode()
         assert f"{tag}-src 'sha256-{digest}'" in policy
     assert "default-src 'none'" in policy and "connect-src 'self'" in policy
+
+
+def test_a_large_json_body_of_many_vectors(client, reference):
+    """Over 256 KiB of JSON (parsed off the event loop): every query's own hits."""
+    queries = np.random.default_rng(7).standard_normal((2500, 8))
+    content = json.dumps({"vectors": queries.tolist(), "topk": 3}).encode()
+    assert 256 << 10 < len(content) < 1 << 20
+    body = client.post("/search", content=content, headers={"content-type": "application/json"}).json()
+    rows, _ = ranking(reference[:32], queries, 3)
+    live = [[h["row"] for h in result["hits"]] for result in body["results"]]
+    assert len(live) == 2500 and live[::250] == rows[::250].tolist()
