@@ -130,3 +130,13 @@ def test_the_load_benchmark_catches_a_reply_mixing_generations():
     checker.check(reply("000002", 2, (0, "/a")))  # another generation's count
     checker.check(reply("000002", 3, (1, "/c")))  # a path not at its row
     assert len(checker.problems()) == 3
+
+
+def test_without_the_serve_extra_the_command_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from dml.commands import serve
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    with pytest.raises(UserError, match="pip install -r requirements-serve.txt"):
+        serve.service_modules()
