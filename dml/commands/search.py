@@ -4,10 +4,10 @@
                      [--topk 10] [--threshold 0.5] [--save_json R.json] [--save_retrievals GRIDS]
 
 Query images are embedded by the network recorded in the index (network flags, when
-given, must equal it). Prints one tab-separated line per hit: query, rank, score
-(cosine similarity), path, and the label when the index has labels. --save_retrievals
-draws eval.py's grids: each query, then its hits (green: same label, red: another,
-grey: label unknown).
+given, must equal it); query features made by another network are refused. Prints one
+tab-separated line per hit: query, rank, score (cosine similarity), path, and the label
+when the index has labels. --save_retrievals draws eval.py's grids: each query, then its
+hits (green: same label, red: another, grey: label unknown).
 """
 import argparse
 
@@ -42,6 +42,8 @@ def search(args):
     if not args.features:
         choose_device(args.use_gpu)
     vectors, names, labels = query.query_features(args, snapshot)
+    if args.features:
+        manifest.check_same_vectors(snapshot.meta, args.features, len(vectors), args.index_dir)
     results = query.run(snapshot, vectors, args.topk, args.threshold)
     query.print_hits(snapshot, names, results)
     if args.save_json:

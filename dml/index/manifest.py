@@ -1,52 +1,59 @@
 """index.json: what an index holds and which network made its vectors.
 
     format_version, metric ("cosine"), backend, backend_options, dim, count, labelled,
-    model, embedding_size, image_shape, weights, weights_sha256 (null when the index
-    was built from features without naming the network), created, updated, files.
+    created, updated, files, and the network's record (dml.run_record: model,
+    embedding_size, image_shape, preprocessing, weights, weights_sha256; null when the
+    index was built from features that name no network).
 
 Query images and added images are embedded with the recorded network only: a query
 flag naming another network, image size, embedding size or weights is refused, and
 weights whose bytes changed since the build (another sha256) are refused too.
 """
-import hashlib
 import os
 import time
 
+from dml import recorded_flags, run_record
 from dml.errors import UserError
+from dml.retrieval import feature_files
+from dml.run_record import weights_sha256 as sha256_of
 
 from .store import FORMAT_VERSION
 
-MODEL_KEYS = ("model", "embedding_size", "image_shape", "weights", "weights_sha256")
+MODEL_KEYS = run_record.FIELDS
 
 
 def now():
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def sha256_of(path):
-    """sha256 of a weights file, or of a directory's files (names and bytes, sorted)."""
-    digest = hashlib.sha256()
-    files = [path] if os.path.isfile(path) else sorted(
-        os.path.join(d, n) for d, _, names in os.walk(path) for n in names)
-    for name in files:
-        if os.path.isdir(path):
-            digest.update(os.path.relpath(name, path).encode() + b"\0")
-        with open(name, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def model_record(args):
-    """The network flags of a build as index.json stores them (all None without weights)."""
+def model_record(args, features=None):
+    """The network of a build as index.json stores it: the weights' (flags left out
+    from their record, then from the features' record), which must be the network
+    that made the features; else the features' record; else all None."""
+    features_record = feature_files.read_record(features) if features else None
+    if getattr(args, "pretrained_model", None):
+        if not os.path.exists(args.pretrained_model):
+            raise UserError(f"--pretrained_model {args.pretrained_model!r} does not exist")
+        recorded_flags.settle_from_weights(args)
+    recorded_flags.settle_network(args, features_record)
     if not getattr(args, "pretrained_model", None):
-        return dict.fromkeys(MODEL_KEYS)
-    if not os.path.exists(args.pretrained_model):
-        raise UserError(f"--pretrained_model {args.pretrained_model!r} does not exist")
-    return {"model": args.model or "ResNet50", "embedding_size": args.embedding_size or 0,
-            "image_shape": args.image_shape or "3,224,224",
-            "weights": os.path.abspath(args.pretrained_model),
-            "weights_sha256": sha256_of(args.pretrained_model)}
+        return features_record.as_dict() if features_record else dict.fromkeys(MODEL_KEYS)
+    record = run_record.describe(args.model or "ResNet50", args.embedding_size or 0,
+                                 args.image_shape or "3,224,224", args.pretrained_model)
+    if features_record:
+        run_record.check_same_network(record, features_record, f"--features {features}")
+    return record.as_dict()
+
+
+def check_same_vectors(meta, features, rows, index_dir):
+    """Refuse features whose record names another network than the index's."""
+    record = feature_files.read_record(features, rows)
+    if record is None:
+        print(f"note: {features} does not record the network that made it (written before infer.py "
+              f"recorded it): not checked against the index's")
+    elif any(meta.get(key) is not None for key in MODEL_KEYS):
+        run_record.check_same_network(run_record.from_mapping(meta, "the index", index_dir), record,
+                                      f"--features {features}")
 
 
 def new_meta(record, backend, options, dim, count, labelled):
@@ -74,7 +81,8 @@ def check_same_network(meta, args, index_dir):
     if weights is not None:
         if meta.get("weights_sha256") is None:
             raise UserError(f"--pretrained_model: the index {index_dir} records no network (built from features)")
-        if not os.path.exists(weights) or sha256_of(weights) != meta["weights_sha256"]:
+        if not os.path.exists(weights) or meta["weights_sha256"] not in {
+                sha256_of(weights), sha256_of(run_record.canonical_weights(weights))}:
             raise UserError(f"--pretrained_model {weights} is not the weights the index was built with "
                             f"({meta['weights']}, sha256 {meta['weights_sha256'][:12]}...)")
 
