@@ -7,11 +7,9 @@ refused in one line naming both, unless the command lets it change (a fine-tune 
 train at another image size). Weights without a record keep the flags' defaults.
 """
 from dml import run_record
-from dml.cli import GivenFlag, given, note, set_from, sources
+from dml.cli import given, note, set_from, sources
 from dml.data import imgtool
 from dml.errors import UserError
-
-__all__ = ["GivenFlag", "NETWORK_FLAGS", "given", "settle_network", "settle_from_weights", "settle_embedding_size"]
 
 #: The flags a record fixes, in the order they are checked.
 NETWORK_FLAGS = ("model", "embedding_size", "image_shape")
@@ -49,9 +47,3 @@ def settle_from_weights(args, changeable=()):
     record = run_record.of_weights(args.pretrained_model)
     settle_network(args, record, changeable)
     return record
-
-
-def settle_embedding_size(args):
-    """The embedding size of args.pretrained_model's network (settle_from_weights)."""
-    settle_from_weights(args)
-    return args.embedding_size

@@ -4,7 +4,7 @@ import argparse
 import os
 
 from dml import models, recorded_flags
-from dml.cli import add_arguments
+from dml.cli import add_arguments, given
 from dml.data import imgtool
 from dml.errors import UserError
 from dml.flag_types import choice, nonnegative_int, positive_int
@@ -103,7 +103,7 @@ def check_inference_flags(args, alternative=None):
 def check_test_lists(args):
     """--test_list is not read when --query_list/--gallery_list are: refuse it beside them."""
     pair = [f"--{flag}" for flag in ("query_list", "gallery_list") if getattr(args, flag, None) is not None]
-    if pair and recorded_flags.given(args, "test_list"):
+    if pair and given(args, "test_list"):
         raise UserError(f"--test_list is not used with {' and '.join(pair)} (queries search the gallery list): "
                         f"leave it out, or leave out {' and '.join(pair)} to test the list all against all")
 

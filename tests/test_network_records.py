@@ -102,6 +102,16 @@ def test_a_checkpoint_written_before_the_record_still_names_its_image_size(runs,
     assert code == 0 and f"image_shape: 3,{SIZE},{SIZE} (from the checkpoint)" in out, err
 
 
+def test_a_state_json_that_is_not_a_regular_file_is_one_line(runs, demo_dir, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "ck"
+    shutil.copytree(runs["a"], copy)
+    os.remove(copy / checkpoint.STATE)
+    os.mkfifo(copy / checkpoint.STATE)  # opening it to read would wait for a writer forever
+    code, _, err = command(eval_script.main, [f"--pretrained_model={copy}", f"--data_dir={demo_dir}", *RUN],
+                           monkeypatch, capsys)
+    one_line_error(code, err, "not a regular file")
+
+
 @pytest.mark.parametrize("flag, value", [("image_shape", "3,224,224"), ("embedding_size", "8"),
                                          ("model", "ResNet34")])
 def test_eval_refuses_a_flag_that_contradicts_the_checkpoint(flag, value, runs, demo_dir, monkeypatch, capsys):

@@ -35,7 +35,8 @@ def build_parser():
     add = commands.add_parser("add", help="Add features or images (only new ones are embedded).")
     for sub in (build, add):
         flags.add_index_dir(sub)
-        flags.add_image_inputs(sub, "infer.py's features (.npy, with its .paths.txt and optional .labels.npy).")
+        flags.add_image_inputs(sub, "infer.py's features (.npy, with its .paths.txt, .meta.json and optional "
+                                    ".labels.npy).")
         flags.add_network_arguments(sub, building=sub is build)
     flags.add_backend_arguments(build)
     add.add_argument("--replace", action="store_true", help="Embed again the images already in the index.")

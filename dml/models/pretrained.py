@@ -78,13 +78,16 @@ def load_pretrained(model, path, verbose=True, strict=False, drop_embedding=Fals
     return a LoadReport. Loading nothing at all is a UserError, and so are weights
     whose record (a checkpoint's state.json) names another network.
 
-    A trained layer of the file that does not fit the model (an embedding layer of
+    A trained embedding layer of a toolkit checkpoint that does not fit the model (of
     another size, or one the model lacks) is a UserError: it would be dropped and the
     model's layer left random. drop_embedding=True allows that for a fine-tune that
-    trains a new embedding layer. strict=True (evaluating, extracting, exporting): the
-    network must come out of the file whole, so a network tensor the file lacks (it
-    would keep random values) is a UserError too; fine-tuning leaves it off, so a new
-    embedding layer starts from its initial values there."""
+    trains a new embedding layer. (A legacy Fluid `fc_0` may as well be the ImageNet
+    classifier of the original's ResNet50_pretrained: skipped and listed.)
+
+    strict=True (evaluating, extracting, exporting): the network must come out of the
+    file whole, so a network tensor the file lacks (it would keep random values) is a
+    UserError too; fine-tuning leaves it off, so a new embedding layer starts from its
+    initial values there."""
     path = str(path)
     if path == "imagenet":
         path = _fetch_imagenet(model.spec)
@@ -105,7 +108,7 @@ def load_pretrained(model, path, verbose=True, strict=False, drop_embedding=Fals
     width = _embedding_width(state, targets)
     if strict:
         _check_whole_network(model, path, report, width)
-    elif report.unfit and not drop_embedding:
+    elif report.unfit and not drop_embedding and fmt in (CHECKPOINT, CHECKPOINT_DIR):
         _refuse_dropped_layer(model, path, report, width)
     _copy(model, copies)
     if verbose:

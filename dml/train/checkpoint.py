@@ -243,6 +243,8 @@ def read_state_file(path, what=None):
     UserError naming `what` (default: the file) and the problem otherwise."""
     what = what or path
     try:
+        if not os.path.isfile(path):
+            raise ValueError("not a regular file")
         if os.path.getsize(path) > _MAX_STATE_BYTES:
             raise ValueError(f"larger than {_MAX_STATE_BYTES} bytes")
         with open(path, encoding="utf-8") as handle:
