@@ -87,6 +87,7 @@ def test_eval_takes_the_network_from_the_checkpoint(runs, demo_dir, monkeypatch,
     assert code == 0, err
     assert f"image_shape: 3,{SIZE},{SIZE} (from the checkpoint)" in out
     assert "model: ResNet18 (from the checkpoint)" in out and "embedding_size: 16 (from the checkpoint)" in out
+    assert "_given" not in out and "_sources" not in out
 
 
 def test_a_checkpoint_written_before_the_record_still_names_its_image_size(runs, demo_dir, tmp_path, monkeypatch,

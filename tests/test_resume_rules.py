@@ -108,6 +108,13 @@ def test_a_resume_without_xbm_size_keeps_the_memory(tmp_path, demo_dir):
         np.testing.assert_array_equal(np.asarray(whole[key]), np.asarray(parts[key]), err_msg=key)
 
 
+def test_a_resume_without_the_saved_memory_is_refused(tmp_path, demo_dir):
+    run("pair", flags(demo_dir, tmp_path, loss_name="multisimilarity", xbm_size=24, total_iter_num=1))
+    os.remove(tmp_path / "ResNet18" / "1" / checkpoint.MEMORY)
+    with pytest.raises(UserError, match="holds no cross-batch memory"):
+        run("pair", bare(demo_dir, tmp_path, total_iter_num=2, checkpoint=tmp_path / "ResNet18" / "1"))
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda state: {k: v for k, v in state.items() if k != "meter"}, "holds no log meters"),
     (lambda state: dict(state, grad_scaler={"scale": [1024.0], "incr_count": 3, "decr_count": 0}),

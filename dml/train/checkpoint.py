@@ -299,8 +299,9 @@ def restore_memory(directory, memory, rank, nranks):
         with np.load(path, allow_pickle=False) as saved:
             memory.load(rank_state(dict(saved), rank, nranks))
     except FileNotFoundError:
-        raise UserError(f"--checkpoint {directory!r} holds no cross-batch memory ({MEMORY}): it was not written "
-                        f"with --xbm_size; resume without it, or use --pretrained_model") from None
+        raise UserError(f"--checkpoint {directory!r} holds no cross-batch memory ({MEMORY}) for its --xbm_size, "
+                        f"so the resumed run would not be the same; start a new run from its weights with "
+                        f"--pretrained_model") from None
     except (OSError, ValueError, KeyError) as err:
         raise UserError(f"--checkpoint {directory!r}: cannot restore the cross-batch memory: {err}") from None
 
