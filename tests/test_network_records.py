@@ -117,17 +117,19 @@ def test_a_state_json_that_is_not_a_regular_file_is_one_line(runs, demo_dir, tmp
                                          ("model", "ResNet34")])
 def test_eval_refuses_a_flag_that_contradicts_the_checkpoint(flag, value, runs, demo_dir, monkeypatch, capsys):
     recorded = {"image_shape": f"3,{SIZE},{SIZE}", "embedding_size": "16", "model": "ResNet18"}[flag]
+    network = dict(dict(model="ResNet18"), **{flag: value})
     code, out, err = command(eval_script.main, [f"--pretrained_model={runs['a']}", f"--data_dir={demo_dir}",
-                                                f"--{flag}={value}", *RUN], monkeypatch, capsys)
+                                                *(f"--{k}={v}" for k, v in network.items()), *RUN],
+                             monkeypatch, capsys)
     one_line_error(code, err, f"--{flag}={value}", recorded)
     assert "Configuration" not in out
 
 
 def test_infer_embeds_at_the_recorded_size_and_records_the_network(runs, demo_dir, tmp_path, monkeypatch, capsys):
     out_file = tmp_path / "f.npy"
-    code, out, err = command(infer.main, [f"--pretrained_model={runs['a']}", f"--data_dir={demo_dir}",
-                                          "--batch_size=7", "--engine=dygraph", f"--save_features={out_file}", *RUN],
-                             monkeypatch, capsys)
+    code, out, err = command(infer.main, ["--model=ResNet18", f"--pretrained_model={runs['a']}",
+                                          f"--data_dir={demo_dir}", "--batch_size=7", "--engine=dygraph",
+                                          f"--save_features={out_file}", *RUN], monkeypatch, capsys)
     assert code == 0, err
     paths = (tmp_path / "f.paths.txt").read_text().splitlines()
     np.testing.assert_allclose(np.load(out_file), reference_features(runs["a"], paths), rtol=1e-4, atol=1e-4)
@@ -143,7 +145,8 @@ def features(runs, demo_dir, tmp_path_factory):
     found = {}
     for name, weights in runs.items():
         path = str(tmp_path_factory.mktemp("feat") / f"{name}.npy")
-        args = infer.build_parser().parse_args([f"--pretrained_model={weights}", f"--data_dir={demo_dir}",
+        args = infer.build_parser().parse_args(["--model=ResNet18", f"--pretrained_model={weights}",
+                                                f"--data_dir={demo_dir}",
                                                 "--batch_size=20", f"--save_features={path}", *RUN])
         infer.infer(args)
         found[name] = path
@@ -283,7 +286,7 @@ def test_a_backbone_variant_other_than_the_checkpoint_s_is_refused(vit_checkpoin
 def test_export_refuses_a_used_directory_and_records_the_network(runs, tmp_path, monkeypatch, capsys):
     out = tmp_path / "exp"
     code, _, err = command(export_model.main, [f"--pretrained_model={runs['a']}", f"--model_save_dir={out}",
-                                               "--use_gpu=False"], monkeypatch, capsys)
+                                               "--model=ResNet18", "--use_gpu=False"], monkeypatch, capsys)
     assert code == 0, err
     info = json.loads((out / "export_info.json").read_text())
     assert (info["model"], info["embedding_size"], info["image_shape"]) == ("ResNet18", 16, f"3,{SIZE},{SIZE}")
@@ -293,7 +296,7 @@ def test_export_refuses_a_used_directory_and_records_the_network(runs, tmp_path,
     assert info["weights"] == runs["a"] and info["weights_sha256"] == directory_sha256(runs["a"])
     before = files_of(out)
     code, _, err = command(export_model.main, [f"--pretrained_model={runs['b']}", f"--model_save_dir={out}",
-                                               "--use_gpu=False"], monkeypatch, capsys)
+                                               "--model=ResNet18", "--use_gpu=False"], monkeypatch, capsys)
     one_line_error(code, err, "is not empty", "--overwrite")
     assert files_of(out) == before
     (out / "notes.txt").write_text("mine")
@@ -308,7 +311,7 @@ def test_export_refuses_a_used_directory_and_records_the_network(runs, tmp_path,
 def test_infer_with_an_exported_model_takes_its_record(runs, demo_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "exp"
     code, _, err = command(export_model.main, [f"--pretrained_model={runs['a']}", f"--model_save_dir={out}",
-                                               "--use_gpu=False"], monkeypatch, capsys)
+                                               "--model=ResNet18", "--use_gpu=False"], monkeypatch, capsys)
     assert code == 0, err
     for extra, needles in [(["--model=ResNet50"], ["--model=ResNet50", "ResNet18"]),
                            (["--image_shape=3,224,224"], ["3,224,224", f"3,{SIZE},{SIZE}"]),
@@ -336,6 +339,7 @@ def test_test_list_beside_a_query_and_gallery_list_is_refused(runs, demo_dir, tm
                 handle.write(f"{i + 1} {rows.labels[i]} 1 {os.path.relpath(rows.paths[i], demo_dir)}\n")
     lists = [f"--query_list={tmp_path / 'q.txt'}", f"--gallery_list={tmp_path / 'g.txt'}"]
     code, _, err = command(eval_script.main, [f"--pretrained_model={runs['a']}", f"--data_dir={demo_dir}", *lists,
+                                              "--model=ResNet18", f"--image_shape=3,{SIZE},{SIZE}",
                                               "--test_list=Ebay_train.txt", *RUN], monkeypatch, capsys)
     one_line_error(code, err, "--test_list is not used with --query_list and --gallery_list")
     code, out, err = command(eval_script.main, [f"--pretrained_model={runs['a']}", f"--data_dir={demo_dir}", *lists,

@@ -22,8 +22,10 @@ RUN_FLAGS = dict(image_shape="3,32,32", train_batch_size=12, lr=0.05, lr_steps="
 
 
 def bare(demo_dir, out, **extra):
-    """Only what a resume needs: the data, where to write, and --checkpoint."""
-    base = dict(model="ResNet18", data_dir=demo_dir, num_workers=0, use_gpu=False, model_save_dir=str(out))
+    """A resume's flags: the data, where to write, --checkpoint, and the network, loss
+    and class count a resume always had to repeat; every other flag left out."""
+    base = dict(model="ResNet18", loss_name="softmax", class_dim=12, data_dir=demo_dir, num_workers=0,
+                use_gpu=False, model_save_dir=str(out))
     base.update(extra)
     return [f"--{k}={v}" for k, v in base.items()]
 
@@ -88,9 +90,11 @@ def test_loss_parameters_and_the_schedule_length_count_where_they_shape_the_run(
     ckpt = tmp_path / "ResNet18" / "2"
     for extra in (dict(arc_margin=0.2), dict(total_iter_num=4)):
         with pytest.raises(UserError, match="differs from"):
-            run("elem", bare(demo_dir, tmp_path, checkpoint=ckpt, **dict(dict(total_iter_num=2), **extra)))
+            run("elem", bare(demo_dir, tmp_path, checkpoint=ckpt, loss_name="arcmargin",
+                             **dict(dict(total_iter_num=2), **extra)))
     # the loss does not read --cos_margin, and cosine_decay does not read --lr_steps
-    run("elem", bare(demo_dir, tmp_path, checkpoint=ckpt, total_iter_num=2, cos_margin=0.2, lr_steps="9"))
+    run("elem", bare(demo_dir, tmp_path, checkpoint=ckpt, loss_name="arcmargin", total_iter_num=2, cos_margin=0.2,
+                     lr_steps="9"))
 
 
 def test_a_resume_without_xbm_size_keeps_the_memory(tmp_path, demo_dir):
@@ -98,6 +102,7 @@ def test_a_resume_without_xbm_size_keeps_the_memory(tmp_path, demo_dir):
     run("pair", flags(demo_dir, tmp_path / "whole", total_iter_num=4, **common))
     run("pair", flags(demo_dir, tmp_path / "parts", total_iter_num=2, save_iter_step=2, **common))
     args = train_pair.build_parser().parse_args(bare(demo_dir, tmp_path / "parts", total_iter_num=4,
+                                                     loss_name="multisimilarity",
                                                      checkpoint=tmp_path / "parts" / "ResNet18" / "2"))
     loop.train(args, "pair")
     assert args.xbm_size == 24
@@ -112,7 +117,8 @@ def test_a_resume_without_the_saved_memory_is_refused(tmp_path, demo_dir):
     run("pair", flags(demo_dir, tmp_path, loss_name="multisimilarity", xbm_size=24, total_iter_num=1))
     os.remove(tmp_path / "ResNet18" / "1" / checkpoint.MEMORY)
     with pytest.raises(UserError, match="holds no cross-batch memory"):
-        run("pair", bare(demo_dir, tmp_path, total_iter_num=2, checkpoint=tmp_path / "ResNet18" / "1"))
+        run("pair", bare(demo_dir, tmp_path, total_iter_num=2, loss_name="multisimilarity",
+                         checkpoint=tmp_path / "ResNet18" / "1"))
 
 
 @pytest.mark.parametrize("change, message", [
