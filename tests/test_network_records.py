@@ -348,3 +348,15 @@ def test_test_list_beside_a_query_and_gallery_list_is_refused(runs, demo_dir, tm
     with pytest.raises(UserError, match="--test_list is not used"):
         run("elem", flags(demo_dir, tmp_path, loss_name="softmax", total_iter_num=1, test_list="Ebay_train.txt",
                           query_list=tmp_path / "q.txt", gallery_list=tmp_path / "g.txt"))
+
+
+def test_features_written_before_the_record_are_taken_with_a_note(runs, features, tmp_path, monkeypatch, capsys):
+    idx, old = tmp_path / "idx", tmp_path / "old.npy"
+    for suffix in (".npy", ".paths.txt"):
+        shutil.copy(features["a"][:-4] + suffix, str(old)[:-4] + suffix)
+    code, _, err = command(index.main, ["build", f"--index_dir={idx}", f"--features={features['a']}"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    code, out, err = command(index.main, ["add", f"--index_dir={idx}", f"--features={old}", "--replace"],
+                             monkeypatch, capsys)
+    assert code == 0 and "does not record the network that made it" in err and "40 replaced" in out, err

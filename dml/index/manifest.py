@@ -10,6 +10,7 @@ flag naming another network, image size, embedding size or weights is refused, a
 weights whose bytes changed since the build (another sha256) are refused too.
 """
 import os
+import sys
 import time
 
 from dml import recorded_flags, run_record
@@ -50,7 +51,7 @@ def check_same_vectors(meta, features, rows, index_dir):
     record = feature_files.read_record(features, rows)
     if record is None:
         print(f"note: {features} does not record the network that made it (written before infer.py "
-              f"recorded it): not checked against the index's")
+              f"recorded it): not checked against the index's", file=sys.stderr)
     elif any(meta.get(key) is not None for key in MODEL_KEYS):
         run_record.check_same_network(run_record.from_mapping(meta, "the index", index_dir), record,
                                       f"--features {features}")
