@@ -237,6 +237,14 @@ def test_a_fine_tune_to_another_embedding_size_needs_drop_embedding(runs, demo_d
         == [512, 8]
 
 
+def test_a_fine_tune_may_add_an_embedding_layer_to_a_checkpoint_without_one(runs, demo_dir, tmp_path):
+    plain = tmp_path / "plain"
+    run("elem", flags(demo_dir, plain, loss_name="softmax", total_iter_num=1))
+    run("pair", flags(demo_dir, tmp_path / "tuned", loss_name="eml", total_iter_num=1, embedding_size=8,
+                      pretrained_model=plain / "ResNet18" / "1"))
+    assert checkpoint.read_run_state(str(tmp_path / "tuned" / "ResNet18" / "1"))["embedding_size"] == 8
+
+
 def test_a_fine_tune_may_change_the_image_size_and_says_so(runs, demo_dir, tmp_path, monkeypatch, capsys):
     from dml.commands import train_pair
 

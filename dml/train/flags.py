@@ -140,20 +140,20 @@ def run_identity(args):
 def settle_fine_tune(args):
     """A fine-tune of a checkpoint of this toolkit builds the network its record
     describes: the network flags left out come from it; another --image_shape is
-    allowed (the configuration block shows both); another --embedding_size would drop
-    the trained embedding layer, so it needs --drop_embedding."""
+    allowed, and so is an embedding layer on a checkpoint without one (the
+    configuration block shows both); another --embedding_size would drop the trained
+    embedding layer, so it needs --drop_embedding."""
     if args.pretrained_model == "imagenet":
         return
     record = run_record.of_weights(args.pretrained_model)
     if record is None:
         return
     recorded = record.embedding_size
-    if given(args, "embedding_size") and recorded is not None and args.embedding_size != recorded \
-            and not args.drop_embedding:
+    if given(args, "embedding_size") and recorded and args.embedding_size != recorded and not args.drop_embedding:
         raise UserError(f"--embedding_size={args.embedding_size} differs from {recorded} recorded in "
                         f"{record.where()}: its trained embedding layer would be dropped; leave the flag out to "
                         f"fine-tune it, or pass --drop_embedding to train a new one")
-    changeable = ("image_shape", "embedding_size") if args.drop_embedding else ("image_shape",)
+    changeable = ("image_shape", "embedding_size") if args.drop_embedding or recorded == 0 else ("image_shape",)
     recorded_flags.settle_network(args, record, changeable)
 
 
