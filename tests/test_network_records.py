@@ -157,10 +157,9 @@ def features(runs, demo_dir, tmp_path_factory):
 def test_index_records_the_image_size_and_search_finds_a_gallery_image_itself(
         sidecar, runs, features, tmp_path, monkeypatch, capsys):
     feats = tmp_path / "g.npy"
-    for suffix in (".npy", ".paths.txt", ".labels.npy", ".meta.json"):
-        shutil.copy(features["a"][:-4] + suffix, str(feats)[:-4] + suffix)
-    if not sidecar:  # written by an older infer.py: the checkpoint's record still names the size
-        os.remove(str(feats)[:-4] + ".meta.json")
+    for suffix in (".npy", ".paths.txt", ".labels.npy") + ((".meta.json",) if sidecar else ()):
+        shutil.copy(features["a"][:-4] + suffix, str(feats)[:-4] + suffix)  # without .meta.json: an older
+        # infer.py's files, whose network the checkpoint's record still names
     idx = tmp_path / "idx"
     code, out, err = command(index.main, ["build", f"--index_dir={idx}", f"--features={feats}", "--model=ResNet18",
                                           f"--pretrained_model={runs['a']}"], monkeypatch, capsys)
