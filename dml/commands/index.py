@@ -17,6 +17,7 @@ old or the new one.
 """
 import argparse
 import os
+import sys
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
 from dml.cli import ArgumentParser, run_cli
@@ -94,6 +95,7 @@ def cmd_build(args):
 
 
 def cmd_add(args):
+    note = None
     with store.writer(args.index_dir) as writer:
         snapshot = writer.current()
         manifest.check_same_network(snapshot.meta, args, args.index_dir)
@@ -101,7 +103,7 @@ def cmd_add(args):
         if args.features:
             vectors, paths, labels = source
             check_features_dim(vectors, snapshot.meta)
-            manifest.check_same_vectors(snapshot.meta, args.features, len(vectors), args.index_dir)
+            note = manifest.check_same_vectors(snapshot.meta, args.features, len(vectors), args.index_dir)
         else:
             images, labelled = source
             gallery.plan_add(snapshot, images.paths, args.replace)
@@ -110,6 +112,8 @@ def cmd_add(args):
         snapshot = gallery.add(writer, snapshot, vectors, paths, labels, args.replace)
     print(f"index {args.index_dir}: {len(snapshot) - before} added, {len(paths) - (len(snapshot) - before)} "
           f"replaced, {len(snapshot)} in all")
+    if note:
+        print(note, file=sys.stderr)
 
 
 def cmd_remove(args):

@@ -10,6 +10,7 @@ when the index has labels. --save_retrievals draws eval.py's grids: each query, 
 hits (green: same label, red: another, grey: label unknown).
 """
 import argparse
+import sys
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
 from dml.cli import ArgumentParser, add_arguments, run_cli
@@ -42,14 +43,16 @@ def search(args):
     if not args.features:
         choose_device(args.use_gpu)
     vectors, names, labels = query.query_features(args, snapshot)
-    if args.features:
-        manifest.check_same_vectors(snapshot.meta, args.features, len(vectors), args.index_dir)
+    note = manifest.check_same_vectors(snapshot.meta, args.features, len(vectors), args.index_dir) \
+        if args.features else None
     results = query.run(snapshot, vectors, args.topk, args.threshold)
     query.print_hits(snapshot, names, results)
     if args.save_json:
         query.save_json(args.save_json, query.as_json(snapshot, names, results, args.topk, args.threshold))
     if args.save_retrievals:
         query.save_grids(args.save_retrievals, snapshot, names, labels, results)
+    if note:
+        print(note, file=sys.stderr)
     return names, results
 
 

@@ -10,7 +10,6 @@ flag naming another network, image size, embedding size or weights is refused, a
 weights whose bytes changed since the build (another sha256) are refused too.
 """
 import os
-import sys
 import time
 
 from dml import recorded_flags, run_record
@@ -47,14 +46,16 @@ def model_record(args, features=None):
 
 
 def check_same_vectors(meta, features, rows, index_dir):
-    """Refuse features whose record names another network than the index's."""
+    """Refuse features whose record names another network than the index's. Returns
+    a note to print once the command succeeded when they have no record, else None."""
     record = feature_files.read_record(features, rows)
     if record is None:
-        print(f"note: {features} does not record the network that made it (written before infer.py "
-              f"recorded it): not checked against the index's", file=sys.stderr)
-    elif any(meta.get(key) is not None for key in MODEL_KEYS):
+        return (f"note: {features} does not record the network that made it (written before infer.py "
+                f"recorded it): not checked against the index's")
+    if any(meta.get(key) is not None for key in MODEL_KEYS):
         run_record.check_same_network(run_record.from_mapping(meta, "the index", index_dir), record,
                                       f"--features {features}")
+    return None
 
 
 def new_meta(record, backend, options, dim, count, labelled):
