@@ -16,6 +16,7 @@ import tempfile
 import time
 import zipfile
 
+import environment
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -230,7 +231,7 @@ print(json.dumps({{"outcome": outcome, "message": message, "seconds": seconds,
 def read_in_child(path):
     """Read `path` with weights_file in a child process under MEMORY_LIMIT and TIMEOUT:
     {outcome, message, seconds, peak_mib, returncode, stderr}."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env = environment.clean(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     code = CHILD.format(limit=MEMORY_LIMIT, root=ROOT)
     begin = time.perf_counter()
     try:
@@ -267,7 +268,8 @@ def baseline_mib():
     """Peak memory of the child that reads nothing (interpreter and numpy)."""
     code = PEAK + (f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))\n"
                    f"sys.path.insert(0, {ROOT!r}); from dml.weights import weights_file; print(peak_mib())")
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                env=environment.clean()).stdout)
 
 
 def main():

@@ -2,6 +2,7 @@ import argparse
 import subprocess
 import sys
 
+import environment
 import pytest
 
 import utility
@@ -43,7 +44,8 @@ def test_fmt_time_format():
 @pytest.mark.slow
 def test_cpu_fallback_announced_in_one_line():
     code = "import utility; from dml.runtime.device import choose_device; print(choose_device(True))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=environment.clean()).stdout
     lines = out.strip().splitlines()
     assert lines[-1] == "cpu"
     assert sum("running on CPU" in line for line in lines) == 1
