@@ -12,17 +12,22 @@ import os
 import numpy as np
 
 from dml.errors import UserError
+from dml.runtime import threads
 
 _ADD_ROWS = 1 << 16
 
 
 def faiss():
+    """The faiss module, its OpenMP threads set for the calling thread to the toolkit's
+    count (its own default is whatever OMP_NUM_THREADS held when it was loaded, which
+    Paddle's import rewrites)."""
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs each SIMD variant it tries
     try:
         import faiss as module
     except ImportError:
         raise UserError("this backend needs faiss: pip install -r requirements-index.txt "
                         "(or use --backend flat)") from None
+    module.omp_set_num_threads(threads.count())
     return module
 
 
@@ -50,6 +55,7 @@ class _FaissBackend:
         cls.tune(index, snapshot.meta["backend_options"])
 
         def search(queries, k):
+            faiss()  # the thread searching may not be the one that loaded the index
             k = min(k, len(snapshot.vectors))
             cls.tune(index, snapshot.meta["backend_options"], k)
             scores, indices = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)

@@ -18,6 +18,7 @@ import paddle
 from dml.cli import fmt_time
 from dml.errors import UserError, first_line
 from dml.outputs import write_json_atomic
+from dml.runtime import threads
 from dml.runtime.device import cuda_available, gpu_id
 
 PREFIX = "inference"
@@ -90,7 +91,7 @@ class Predictor:
             self.device = "gpu"
         else:
             config.disable_gpu()
-            config.set_cpu_math_library_num_threads(cpu_threads or len(os.sched_getaffinity(0)))
+            config.set_cpu_math_library_num_threads(cpu_threads or threads.count())
             config.enable_onednn()
             if bf16:
                 config.enable_onednn_bfloat16()
