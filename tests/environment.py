@@ -2,8 +2,8 @@
 
 `clean(**extra)` is the environment of every process a test starts: the caller's, less
 every variable that changes what Paddle, the OpenMP/BLAS runtimes, Python, the locale,
-a proxy or the toolkit's own scripts do, with a fixed locale and no GPU (the suite is
-CPU only), plus what the test sets on purpose. `scrub_this_process` gives the pytest
+a proxy or the toolkit's own scripts do, with a fixed locale, plus what the test sets
+on purpose. `scrub_this_process` gives the pytest
 process the same environment before any test module imports Paddle or numpy
 (conftest.py's pytest_configure), so in-process tests and the processes they start see
 one environment.
@@ -19,14 +19,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: (PYTHONWARNINGS, PYTHONPATH, PYTHONDEVMODE, ...), the locale's categories.
 DROPPED_PREFIXES = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "DNNL_", "ONEDNN_", "FLAGS_", "GLOG_",
                     "PADDLE_", "NCCL_", "PYTHON", "LC_")
-#: Single variables dropped (proxies in either case).
+#: Single variables dropped (proxies in either case). CUDA_VISIBLE_DEVICES is dropped, not
+#: emptied: Paddle's launcher fails on an empty one (no device to give each rank).
 DROPPED = {"GOTO_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "TRAINING_ROLE", "POD_IP",
+           "CUDA_VISIBLE_DEVICES",
            "LANGUAGE", "COLUMNS", "LINES",
            "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY", "GRPC_PROXY", "NO_GRPC_PROXY",
            # read by the toolkit's own scripts (scripts/*.sh, data/download_*.sh)
            "REQUIREMENTS", "DEMO_OUTPUT", "DEMO_ENGINE", "SOP_URL", "CUB_URL", "CARS_URL_BASE"}
 #: Set in every clean environment.
-PINNED = {"LANG": "C.UTF-8", "CUDA_VISIBLE_DEVICES": ""}
+PINNED = {"LANG": "C.UTF-8"}
 
 
 def dropped(name):
