@@ -4,13 +4,38 @@ affinity, which `taskset` and a container's cpuset narrow). The count is applied
 through each library's own API: Paddle's kernels (dml.runtime.device), the inference
 predictor (dml.retrieval.predictor) and faiss (dml.index.faiss_backends).
 
-Imported by `dml` itself, before anything imports Paddle: Paddle's import writes
-OMP_NUM_THREADS=1 into the environment when it is unset, which would read as a request.
+Read when `dml` is imported. Paddle's import rewrites the variable, to "1" where it was
+unset (other counts it keeps); so when Paddle came first and the variable reads "1",
+the value the process started with decides.
 """
 import os
+import sys
 
-#: OMP_NUM_THREADS as the user's environment set it (None: unset).
-FROM_ENVIRONMENT = os.environ.get("OMP_NUM_THREADS")
+VARIABLE = "OMP_NUM_THREADS"
+
+
+def value_at_start(name, proc_environ="/proc/self/environ"):
+    """`name` in the environment this process started with (None: unset), where the
+    system shows it (Linux); elsewhere its current value."""
+    try:
+        with open(proc_environ, "rb") as handle:
+            entries = handle.read().split(b"\0")
+    except OSError:
+        return os.environ.get(name)
+    prefix = os.fsencode(name) + b"="
+    return next((os.fsdecode(entry[len(prefix):]) for entry in entries if entry.startswith(prefix)), None)
+
+
+def users_value():
+    """OMP_NUM_THREADS as the user set it (see the module docstring)."""
+    value = os.environ.get(VARIABLE)
+    if value == "1" and "paddle.base" in sys.modules:
+        return value_at_start(VARIABLE)
+    return value
+
+
+#: OMP_NUM_THREADS as the user set it (None: unset).
+FROM_ENVIRONMENT = users_value()
 
 
 def requested(value):
