@@ -10,8 +10,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pytest_configure(config):
-    """The suite's environment, before any test module imports Paddle (tests/environment.py)."""
+    """The suite's environment (tests/environment.py), before any test module imports
+    Paddle; then dml, which reads it at import (its thread count: dml.runtime.threads)."""
     environment.scrub_this_process()
+    import dml  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -172,6 +172,13 @@ def test_scrubbing_keeps_only_what_is_not_the_users_setting():
     assert not sys.warnoptions, "the interpreter's warning options are undone (pytest_configure)"
 
 
+def test_in_process_tests_count_threads_as_in_the_clean_environment():
+    """dml read its environment after conftest scrubbed it, whatever the caller exported."""
+    from dml.runtime import threads
+
+    assert threads.FROM_ENVIRONMENT is None and threads.count() == len(os.sched_getaffinity(0))
+
+
 def test_paddles_own_openmp_runtime_is_the_one_read_back():
     """THREADS_USED reads Paddle's thread count from libiomp5, the OpenMP runtime its CPU
     wheel ships and that paddle.base.core.set_num_threads sets."""
