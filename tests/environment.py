@@ -52,6 +52,5 @@ def scrub_this_process(environ=os.environ):
     for name in [k for k in environ if dropped(k)]:
         del environ[name]
     environ.update(PINNED)
-    if sys.warnoptions:
-        sys.warnoptions.clear()
-        warnings.resetwarnings()
+    del warnings.filters[:len(sys.warnoptions)]  # one per option, in front of Python's defaults
+    sys.warnoptions.clear()

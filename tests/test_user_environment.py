@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 import environment
 import numpy as np
@@ -170,6 +171,14 @@ def test_scrubbing_keeps_only_what_is_not_the_users_setting():
     environment.scrub_this_process(environ)
     assert environ == {"HOME": "/home/u", "PATH": "/bin", **environment.PINNED}
     assert not sys.warnoptions, "the interpreter's warning options are undone (pytest_configure)"
+
+
+def test_the_interpreters_warning_options_are_undone(monkeypatch):
+    defaults = list(warnings.filters)
+    monkeypatch.setattr(warnings, "filters", [("error", None, Warning, None, 0), *defaults])
+    monkeypatch.setattr(sys, "warnoptions", ["error"])
+    environment.scrub_this_process({})
+    assert warnings.filters == defaults and sys.warnoptions == []
 
 
 def test_in_process_tests_count_threads_as_in_the_clean_environment():
