@@ -52,5 +52,15 @@ def scrub_this_process(environ=os.environ):
     for name in [k for k in environ if dropped(k)]:
         del environ[name]
     environ.update(PINNED)
-    del warnings.filters[:len(sys.warnoptions)]  # one per option, in front of Python's defaults
+    made = filters_from_options(sys.warnoptions)
+    warnings.filters[:] = [entry for entry in warnings.filters if entry not in made]
     sys.warnoptions.clear()
+
+
+def filters_from_options(options):
+    """The warning filters the interpreter makes from -W / PYTHONWARNINGS options, parsed
+    by the warnings module itself (its private _processoptions: the start-up code)."""
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        warnings._processoptions(options)
+        return list(warnings.filters)

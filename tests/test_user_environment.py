@@ -174,11 +174,15 @@ def test_scrubbing_keeps_only_what_is_not_the_users_setting():
 
 
 def test_the_interpreters_warning_options_are_undone(monkeypatch):
-    defaults = list(warnings.filters)
-    monkeypatch.setattr(warnings, "filters", [("error", None, Warning, None, 0), *defaults])
-    monkeypatch.setattr(sys, "warnoptions", ["error"])
+    """Wherever pytest has put its own filters meanwhile (in front of the options')."""
+    pytests = ("ignore", None, UserWarning, None, 0)
+    defaults = [("ignore", None, ResourceWarning, None, 0)]
+    options = [("ignore", re.compile(re.escape("x y"), re.I), DeprecationWarning, None, 0),
+               ("error", None, Warning, None, 0)]
+    monkeypatch.setattr(warnings, "filters", [pytests, *options, *defaults])
+    monkeypatch.setattr(sys, "warnoptions", ["error", "ignore:x y:DeprecationWarning"])
     environment.scrub_this_process({})
-    assert warnings.filters == defaults and sys.warnoptions == []
+    assert warnings.filters == [pytests, *defaults] and sys.warnoptions == []
 
 
 def test_in_process_tests_count_threads_as_in_the_clean_environment():
