@@ -148,7 +148,8 @@ def test_the_notice_filter_drops_exactly_paddles_two_lines(capsys):
 
 def subprocess_calls_without_env(path):
     """(line, call) of each subprocess.run/Popen/... call in a file that does not pass env=."""
-    tree = ast.parse(open(path).read())
+    with open(path) as handle:
+        tree = ast.parse(handle.read())
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
                 and isinstance(node.func.value, ast.Name) and node.func.value.id == "subprocess" \
