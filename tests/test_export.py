@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import environment
 import numpy as np
 import paddle
 import pytest
@@ -22,7 +23,7 @@ SIZE = 48
 
 def run_script(script, *flags):
     return subprocess.run([sys.executable, os.path.join(ROOT, script), "--use_gpu", "False", *flags],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=environment.clean())
 
 
 @pytest.fixture(scope="module")

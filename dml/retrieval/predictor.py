@@ -20,6 +20,7 @@ from dml import run_record
 from dml.cli import fmt_time
 from dml.errors import UserError, first_line
 from dml.outputs import write_json_atomic
+from dml.runtime import threads
 from dml.runtime.device import cuda_available, gpu_id
 from dml.weights.fluid_tensor import check_tensor_sequence
 from dml.weights.json_file import read_json
@@ -159,7 +160,7 @@ class Predictor:
             self.device = "gpu"
         else:
             config.disable_gpu()
-            config.set_cpu_math_library_num_threads(cpu_threads or len(os.sched_getaffinity(0)))
+            config.set_cpu_math_library_num_threads(cpu_threads or threads.count())
             config.enable_onednn()
             if bf16:
                 config.enable_onednn_bfloat16()
