@@ -79,7 +79,8 @@ def evaluate(args):
     model = models.create(args.model, args.embedding_size)
     report = models.load_pretrained(model, args.pretrained_model, strict=True)
 
-    scored = score_network(model, test_set, size, args.batch_size, args.num_workers, args.engine, ks, map_at_r=True)
+    scored = score_network(model, test_set, size, args.batch_size, args.num_workers, args.engine, ks, map_at_r=True,
+                           flip=args.flip_tta)
     for image_list, skipped in zip(test_set.lists, scored.skipped):
         reader.SkipReport(image_list).note(np.flatnonzero(skipped).tolist())
     result = scored.result
@@ -92,6 +93,7 @@ def evaluate(args):
         "metrics": {key: result[key] for key in ["recall@%d" % k for k in ks] + ["map@r"]},
         "model": args.model, "embedding_size": args.embedding_size, "image_shape": args.image_shape,
         "pretrained_model": os.path.abspath(args.pretrained_model), "weights_format": report.format,
+        "flip_tta": bool(args.flip_tta),
         "data_dir": os.path.abspath(args.data_dir),
         **{flag: os.path.abspath(image_list.list_path) for flag, image_list in lists.items()},
         "num_images": int(sum(len(f) for f in scored.fea)), "num_queries": scored.num_queries,

@@ -9,7 +9,7 @@ written by export_model.py, run through paddle.inference).
 Prints `Test-<r>-feature: <first five values> <image path>` for each readable image,
 r counting the rows written (from 0): line r describes row r of the saved features.
 `--save_features PATH` writes the features of every readable image to PATH (.npy,
-float32 [N, D], raw network outputs, not normalised) and their paths, one a line, in
+float32 [N, D], raw network outputs, not normalised; with --flip_tta, unit rows) and their paths, one a line, in
 the same order, to PATH with `.paths.txt` instead of `.npy`, the network's record
 (dml.run_record) to `.meta.json` (plus `.labels.npy` when the input is an SOP list).
 The network flags left out come from the checkpoint's or the exported model's record;
@@ -106,7 +106,7 @@ def infer(args):
     images, labelled = input_images(args)
     network = build_network(args)
     loader = reader.test_loader(images, size, args.batch_size, args.num_workers)
-    fea, lab, skipped = features.extract_features(network, loader, engine=args.engine)
+    fea, lab, skipped = features.extract_features(network, loader, engine=args.engine, flip=args.flip_tta)
     reader.SkipReport(images).note(np.flatnonzero(skipped).tolist())
     kept = np.flatnonzero(~skipped)
     if len(kept) == 0:

@@ -60,13 +60,15 @@ class Scored:
         return len(self.fea[0])
 
 
-def score_network(network, test_set, image_size, batch_size, num_workers, engine, ks=(1,), map_at_r=False):
-    """Extract the features of every list of `test_set` and score them; unreadable
-    images are left out (and reported by the caller from `skipped`)."""
+def score_network(network, test_set, image_size, batch_size, num_workers, engine, ks=(1,), map_at_r=False,
+                  flip=False):
+    """Extract the features of every list of `test_set` (with `flip`, averaged with the
+    mirrored images', features.extract_features) and score them; unreadable images
+    are left out (and reported by the caller from `skipped`)."""
     fea, labels, kept, skipped = [], [], [], []
     for image_list in test_set.lists:
         loader = reader.test_loader(image_list, image_size, batch_size, num_workers)
-        values, list_labels, unreadable = features.extract_features(network, loader, engine=engine)
+        values, list_labels, unreadable = features.extract_features(network, loader, engine=engine, flip=flip)
         readable = np.flatnonzero(~unreadable)
         fea.append(values[readable])
         labels.append(list_labels[readable])
