@@ -16,7 +16,7 @@ from dml.cli import ArgumentParser, add_arguments, fmt_time, print_arguments, ru
 from dml.data import reader
 from dml.flag_types import positive_int
 from dml.outputs import write_json_atomic
-from dml.retrieval import grid
+from dml.retrieval import grid, metrics
 from dml.retrieval.test_set import read_test_set, score_network
 from dml.runtime.device import choose_device
 from dml.script_flags import add_data_arguments, add_inference_arguments, check_inference_flags
@@ -32,6 +32,9 @@ def build_parser():
                                       "image is a query against all the others.")
     add_arguments("recall_k", recall_ks, "1,10,100,1000", "Comma-separated K of the Recall@K to report "
                   "(positive integers; Recall@1 is always computed for the End test line).", parser)
+    add_arguments("precision_k", recall_ks, "1,10", "Comma-separated k of the Precision@k and mAP@k to report "
+                  "(positive integers; each query's top k are kept in memory, so k of 1000 on SOP needs "
+                  "gigabytes).", parser)
     add_arguments("save_json", str, None, "Also write the metrics and what was evaluated to this JSON file.",
                   parser)
     add_arguments("save_retrievals", str, None,
@@ -62,9 +65,16 @@ def recall_ks(text):
     return text
 
 
-def metrics_table(result, ks):
+def metric_names(ks, precision_ks):
+    """[(key in the result, name in the table)] in the table's order."""
+    return ([("recall@%d" % k, "Recall@%d" % k) for k in ks] + [("map@r", "MAP@R")]
+            + [("precision@%d" % k, "Precision@%d" % k) for k in precision_ks]
+            + [("map@%d" % k, "mAP@%d" % k) for k in precision_ks])
+
+
+def metrics_table(result, ks, precision_ks=()):
     """The metrics as a small aligned text table."""
-    rows = [("Recall@%d" % k, result["recall@%d" % k]) for k in ks] + [("MAP@R", result["map@r"])]
+    rows = [(name, result[key]) for key, name in metric_names(ks, precision_ks)]
     width = max(len(name) for name, _ in rows)
     lines = ["%-*s  %s" % (width, "metric", "value")]
     lines += ["%-*s  %.5f" % (width, name, value) for name, value in rows]
@@ -74,23 +84,27 @@ def metrics_table(result, ks):
 def evaluate(args):
     """Run the whole evaluation described by the parsed flags; return the JSON summary."""
     size, ks = check_inference_flags(args), parse_recall_k(args.recall_k)
+    precision_ks = parse_recall_k(args.precision_k)
     device = choose_device(args.use_gpu)
     test_set = read_test_set(args.data_dir, args.test_list, args.query_list, args.gallery_list)
     model = models.create(args.model, args.embedding_size)
     report = models.load_pretrained(model, args.pretrained_model, strict=True)
 
     scored = score_network(model, test_set, size, args.batch_size, args.num_workers, args.engine, ks, map_at_r=True,
-                           flip=args.flip_tta)
+                           flip=args.flip_tta, precision_ks=precision_ks)
     for image_list, skipped in zip(test_set.lists, scored.skipped):
         reader.SkipReport(image_list).note(np.flatnonzero(skipped).tolist())
     result = scored.result
     print("[%s] End test %d, test_recall %.5f" % (fmt_time(), scored.num_queries, result["recall@1"]), flush=True)
-    print(metrics_table(result, ks), flush=True)
+    print(metrics_table(result, ks, precision_ks), flush=True)
+    notes = trivial_recall_notes(scored, ks)
+    for line in notes:
+        print(line, flush=True)
 
     lists = {"test_list": test_set.queries} if test_set.gallery is None else \
         {"query_list": test_set.queries, "gallery_list": test_set.gallery}
     summary = {
-        "metrics": {key: result[key] for key in ["recall@%d" % k for k in ks] + ["map@r"]},
+        "metrics": {key: result[key] for key, _ in metric_names(ks, precision_ks)}, "notes": notes,
         "model": args.model, "embedding_size": args.embedding_size, "image_shape": args.image_shape,
         "pretrained_model": os.path.abspath(args.pretrained_model), "weights_format": report.format,
         "flip_tta": bool(args.flip_tta),
@@ -105,6 +119,17 @@ def evaluate(args):
     if args.save_retrievals:
         save_retrievals(args, test_set, scored)
     return summary
+
+
+def trivial_recall_notes(scored, ks):
+    """A note when a K of --recall_k makes some query's Recall@K 1 by construction."""
+    found = metrics.guaranteed_recall(*scored.labels)
+    if found is None or max(ks) < found[0]:
+        return []
+    least, label, positives = found
+    big = ", ".join(str(k) for k in ks if k >= least)
+    return [f"note: Recall@{big} is 1 by construction for the queries of class {label} ({positives} positives "
+            f"each): K >= {least} reaches past every gallery item of the other classes"]
 
 
 def save_retrievals(args, test_set, scored):

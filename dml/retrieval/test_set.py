@@ -61,7 +61,7 @@ class Scored:
 
 
 def score_network(network, test_set, image_size, batch_size, num_workers, engine, ks=(1,), map_at_r=False,
-                  flip=False):
+                  flip=False, precision_ks=()):
     """Extract the features of every list of `test_set` (with `flip`, averaged with the
     mirrored images', features.extract_features) and score them; unreadable images
     are left out (and reported by the caller from `skipped`)."""
@@ -81,7 +81,8 @@ def score_network(network, test_set, image_size, batch_size, num_workers, engine
                             f"need at least {least} to evaluate")
     ks = sorted(set(ks) | {1})
     if test_set.gallery is None:
-        result = metrics.retrieval_metrics(fea[0], labels[0], ks=ks, map_at_r=map_at_r)
+        result = metrics.retrieval_metrics(fea[0], labels[0], ks=ks, map_at_r=map_at_r, precision_ks=precision_ks)
     else:
-        result = metrics.query_gallery_metrics(fea[0], labels[0], fea[1], labels[1], ks=ks, map_at_r=map_at_r)
+        result = metrics.query_gallery_metrics(fea[0], labels[0], fea[1], labels[1], ks=ks, map_at_r=map_at_r,
+                                               precision_ks=precision_ks)
     return Scored(fea, labels, kept, skipped, result)
