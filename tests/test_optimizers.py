@@ -13,7 +13,7 @@ from test_trainer import final_params, flags, run
 from dml import losses
 from dml.commands import train_elem
 from dml.errors import UserError
-from dml.train import checkpoint, loop, resume
+from dml.train import checkpoint, curves, loop, resume
 from dml.train import flags as train_flags
 
 LR = 0.01
@@ -197,6 +197,8 @@ def test_a_resumed_adamw_warmup_cosine_run_equals_the_uninterrupted_one(tmp_path
     opt_whole = paddle.load(str(tmp_path / "whole" / "ResNet18" / "6" / checkpoint.OPTIMIZER))
     opt_parts = paddle.load(str(tmp_path / "parts" / "ResNet18" / "6" / checkpoint.OPTIMIZER))
     assert opt_whole["LR_Scheduler"] == opt_parts["LR_Scheduler"]
+    assert curves.read_rows(str(tmp_path / "whole" / "ResNet18")) == curves.read_rows(str(tmp_path / "parts" /
+                                                                                          "ResNet18"))
     for key, value in opt_whole.items():
         if key != "LR_Scheduler":
             np.testing.assert_array_equal(np.asarray(value), np.asarray(opt_parts[key]), err_msg=key)

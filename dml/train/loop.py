@@ -4,6 +4,7 @@ The scripts differ only in their flags; the loss's spec decides the sampler
 (shuffled images, (anchor, positive, negative) triples or class-balanced batches).
 """
 import contextlib
+import os
 import time
 
 import numpy as np
@@ -17,7 +18,7 @@ from dml.retrieval.test_set import read_test_set
 from dml.runtime import acceleration, data_workers, paddle_compat
 from dml.runtime.device import choose_device
 
-from . import amp, checkpoint, interrupts, resume, run_dir
+from . import amp, checkpoint, curves, interrupts, resume, run_dir
 from . import flags as train_flags
 from .memory import CrossBatchMemory
 from .monitor import CheckpointWriter, PeriodicTest, Run, Schedule
@@ -198,7 +199,9 @@ def train(args, family):
                                       dict(train_flags.run_identity(args), run_id=run_id),
                                       flags=flag_values(args), last_saved=resume_from),
               log_dir=args.log_dir, enable_ce=args.enable_ce, memory=memory, scaler=scaler,
-              skips=reader.SkipReport(train_list))
+              skips=reader.SkipReport(train_list),
+              curve_file=curves.CurveFile(os.path.join(args.model_save_dir, args.model) if rank == 0 else None,
+                                          start))
     run.meter.restore(resumed.get("meter"))
     if args.test_before_training and start == 0 and rank == 0:
         run.test(0)

@@ -96,7 +96,7 @@ class Run:
     """What happens around the steps: log lines, periodic tests, checkpoints (rank 0 only)."""
 
     def __init__(self, *, model, loss, optimizer, schedule, tester, writer, rank=0, nranks=1,
-                 log_dir=None, enable_ce=False, memory=None, scaler=None, skips=None):
+                 log_dir=None, enable_ce=False, memory=None, scaler=None, skips=None, curve_file=None):
         self.rank, self.nranks = rank, nranks
         self.scaler = scaler
         self.skips = skips or reader.SkipReport(None)
@@ -110,6 +110,7 @@ class Run:
         self.last_recall = None
         self.last_cost = None
         self.curves = curves.ScalarLog(log_dir if rank == 0 else None)
+        self.curve_file = curve_file or curves.CurveFile(None)
 
     @property
     def last_saved(self):
@@ -161,6 +162,7 @@ class Run:
         print(display_line(iteration, lr, means), flush=True)
         scalars = {f"train/{name}": value for name, value in means.items() if name != "time"}
         self.curves.add(iteration, **scalars, **{"train/lr": lr})
+        self.curve_file.add(curves.LOSS, iteration, means["loss"])
 
     def save(self, done, memory):
         self.writer.save(done, self.model, self.loss, self.optimizer, memory, meter=self.meter.values,
@@ -175,6 +177,7 @@ class Run:
         recall, count = self.tester(self.model)
         self.last_recall = recall
         self.curves.add(done, **{"test/recall@1": recall})
+        self.curve_file.add(curves.RECALL, done, recall)
         print("[%s] test_img_num %d, trainbatch %d, test_recall %.5f" % (fmt_time(), count, done, recall),
               flush=True)
 
@@ -194,6 +197,20 @@ class Run:
             # ends the remaining ranks ~3 s after one of them exits with a non-zero code
         raise interrupts.Stopped(interrupts.EXIT_CODES[signum])
 
+    def draw_curves(self):
+        """The picture of the run's curves beside its checkpoints; a note line, never a
+        failed run, when it cannot be drawn."""
+        if self.curve_file.path is None:
+            return
+        directory = os.path.dirname(self.curve_file.path)
+        try:
+            path = curves.plot(directory)
+        except (UserError, OSError, ValueError) as err:
+            print(f"note: no picture of the training curves: {err}", flush=True)
+            return
+        if path:
+            print(f"[{fmt_time()}] training curves drawn to {path}", flush=True)
+
     def finish(self, start):
         if self.rank != 0:
             self.curves.close()
@@ -205,6 +222,7 @@ class Run:
         if self.enable_ce and self.tested_iter != self.schedule.total:
             self.test(self.schedule.total)  # the kpis report the final network, as the original's did
         self.curves.close()
+        self.draw_curves()
         if self.enable_ce:
             print("kpis\ttrain_cost\t%f" % (self.last_cost if self.last_cost is not None else float("nan")))
             print("kpis\ttest_recall\t%f" % (self.last_recall if self.last_recall is not None else float("nan")))
