@@ -1,7 +1,8 @@
 """SOP-format image lists, the training samplers, and DataLoader construction.
 
 List format (Stanford Online Products): a header `image_id class_id super_class_id path`,
-then one row per image, paths relative to data_dir. Labels follow the original
+then one row per image, paths relative to data_dir (the path is the rest of the row, so
+it may hold spaces). Labels follow the original
 example: train rows use `class_id - 1`, test rows use `class_id`.
 
 Samplers are infinite streams of fixed-size global batches. Batch `i` depends only on
@@ -64,11 +65,11 @@ def read_list(data_dir, list_file, mode):
     paths, labels = [], []
     with open(path, encoding="utf-8", errors="replace") as handle:
         for line_no, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields or (line_no == 1 and fields == HEADER):
+            fields = line.split(None, 3)  # the path is the rest of the line: it may hold spaces
+            if not fields or (line_no == 1 and line.split() == HEADER):
                 continue
             class_id = _parse_row(fields, path, line_no)
-            paths.append(os.path.join(data_dir, fields[3]))
+            paths.append(os.path.join(data_dir, fields[3].rstrip()))
             labels.append(class_id - 1 if mode == "train" else class_id)
     if not paths:
         raise UserError(f"image list {path!r} has no image rows")
