@@ -106,3 +106,12 @@ def check_output_file(path, flag):
         raise UserError(f"{flag} {path!r}: directory {parent!r} does not exist")
     if os.path.isdir(path):
         raise UserError(f"{flag} {path!r} is a directory; give a file name")
+
+
+def check_output_dir(path, flag):
+    """An output directory: made when missing, but not a file already there."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path!r} is a file; give a directory")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UserError(f"{flag} {path!r}: directory {parent!r} does not exist")

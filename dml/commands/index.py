@@ -4,6 +4,7 @@
     python index.py add    --index_dir DIR (--features F.npy | --image_dir D | --image_list L) [--replace]
     python index.py remove --index_dir DIR (--paths_file F | --prefix P)
     python index.py info   --index_dir DIR
+    python index.py set-threshold --index_dir DIR (--threshold_file threshold.json | --threshold T | --clear)
 
 build from infer.py's --save_features output (F.npy with F.paths.txt, and F.labels.npy
 when present), or from images embedded like infer.py with --model/--pretrained_model/
@@ -11,15 +12,24 @@ when present), or from images embedded like infer.py with --model/--pretrained_m
 to search the index with images later). add embeds only the images not yet in the
 index; a path already present is an error unless --replace. Every change is written
 beside the live index and switched in atomically: a kill leaves the old or the new one.
+
+Class names: a labelled build stores classes.txt (`<class_id> <name>` lines) from
+--classes, or found beside the input: classes.txt in the --image_list's folder or
+--data_dir, F.classes.txt beside --features F.npy (infer.py writes it). search.py shows
+them. The match threshold (eval.py --calibrate's threshold.json, --threshold_file on
+build, or set-threshold) makes search.py answer "no match" when the best hit scores
+below it.
 """
 import argparse
 import os
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
-from dml.cli import ArgumentParser, run_cli
+from dml.cli import ArgumentParser, add_arguments, run_cli
+from dml.data import class_names
 from dml.errors import UserError
+from dml.flag_types import float_in
 from dml.index import backends, embed, flags, gallery, manifest, store
-from dml.retrieval import feature_files, image_inputs
+from dml.retrieval import feature_files, image_inputs, threshold_file
 from dml.runtime.device import choose_device
 
 INPUTS = ("features", "image_dir", "image_list")
@@ -35,6 +45,10 @@ def build_parser():
         flags.add_image_inputs(sub, "infer.py's features (.npy, with its .paths.txt and optional .labels.npy).")
         flags.add_network_arguments(sub, building=sub is build)
         flags.add_backend_arguments(sub, building=sub is build)
+    for sub in (build, add):
+        sub.add_argument("--classes", help="classes.txt naming the labels (`<class_id> <name>` lines); add: replaces "
+                         "the index's. Default on build: found beside the labelled input")
+    build.add_argument("--threshold_file", help="eval.py --calibrate's threshold.json: store its match threshold")
     add.add_argument("--replace", action="store_true", help="Embed again the images already in the index.")
     remove = commands.add_parser("remove", help="Remove images by path.")
     flags.add_index_dir(remove)
@@ -43,7 +57,41 @@ def build_parser():
     remove.add_argument("--prefix", help="Remove every path starting with this (made absolute first).")
     info = commands.add_parser("info", help="Describe an index.")
     flags.add_index_dir(info)
+    threshold = commands.add_parser("set-threshold", help="Store or clear the match threshold.")
+    flags.add_index_dir(threshold)
+    flags.add_backend_arguments(threshold, building=False)
+    threshold.add_argument("--threshold_file", help="eval.py --calibrate's threshold.json.")
+    add_arguments("threshold", float_in(-1, 1, high_inclusive=True), None, "A threshold of your own (cosine "
+                  "similarity).", threshold)
+    threshold.add_argument("--clear", action="store_true", help="Remove the stored threshold.")
     return parser
+
+
+def found_class_names(args, labelled):
+    """{label: name} for a labelled build: --classes, or classes.txt beside the input."""
+    if args.classes:
+        return class_names.read(args.classes)
+    if not labelled:
+        return None
+    if args.features:
+        beside = feature_files.companion(feature_files.features_path(args.features), ".classes.txt")
+        return class_names.read(beside) if os.path.isfile(beside) else None
+    if args.image_list:
+        for folder in (os.path.dirname(os.path.abspath(args.image_list)), args.data_dir):
+            names = class_names.in_directory(folder)
+            if names is not None:
+                return names
+    return None
+
+
+def given_threshold(args, meta):
+    """The threshold a command was given (--threshold_file or --threshold), checked
+    against the index's network; None when neither."""
+    if getattr(args, "threshold_file", None):
+        value, sha256 = threshold_file.read(args.threshold_file)
+        manifest.check_threshold_network(meta, sha256, f"--threshold_file {args.threshold_file!r}")
+        return value
+    return getattr(args, "threshold", None)
 
 
 def gallery_input(args):
@@ -79,6 +127,7 @@ def cmd_build(args):
     if not args.features and record["weights"] is None:
         raise UserError("building from images needs --pretrained_model (and --model/--image_shape/--embedding_size)")
     options, session = backends.options(args)
+    threshold = given_threshold(args, record)
     source = gallery_input(args)
     if args.features:
         vectors, paths, labels = source
@@ -86,8 +135,12 @@ def cmd_build(args):
         if os.path.lexists(os.path.join(args.index_dir, store.CURRENT)):
             raise UserError(f"--index_dir {args.index_dir!r} already holds an index: use `index.py add`")
         vectors, paths, labels = embed_images(args, record, *source)
-    snapshot = gallery.build(args.index_dir, vectors, paths, labels, record, args.backend, options, session)
-    print(f"index {args.index_dir}: {len(snapshot)} vectors of dimension {snapshot.meta['dim']} ({args.backend})")
+    names = found_class_names(args, labels is not None)
+    snapshot = gallery.build(args.index_dir, vectors, paths, labels, record, args.backend, options, session,
+                             names, threshold)
+    print(f"index {args.index_dir}: {len(snapshot)} vectors of dimension {snapshot.meta['dim']} ({args.backend})"
+          + (f", {len(names)} class names" if names else "")
+          + (f", match threshold {threshold:g}" if threshold is not None else ""))
 
 
 def cmd_add(args):
@@ -104,7 +157,8 @@ def cmd_add(args):
             gallery.plan_add(snapshot, images.paths, args.replace)
             vectors, paths, labels = embed_images(args, snapshot.meta, images, labelled)
         before = len(snapshot)
-        snapshot = gallery.add(writer, snapshot, vectors, paths, labels, args.replace, session)
+        names = class_names.read(args.classes) if args.classes else None
+        snapshot = gallery.add(writer, snapshot, vectors, paths, labels, args.replace, session, names)
     print(f"index {args.index_dir}: {len(snapshot) - before} added, {len(paths) - (len(snapshot) - before)} "
           f"replaced, {len(snapshot)} in all")
 
@@ -133,12 +187,27 @@ def cmd_remove(args):
 def cmd_info(args):
     snapshot = store.open_index(args.index_dir)
     for key in ("count", "dim", "metric", "backend", "backend_options", "labelled", "model", "embedding_size",
-                "image_shape", "weights", "weights_sha256", "created", "updated", "format_version"):
+                "image_shape", "weights", "weights_sha256", "match_threshold", "created", "updated",
+                "format_version"):
         print(f"{key}: {snapshot.meta.get(key)}")
+    print(f"class_names: {len(snapshot.class_names) if snapshot.class_names else None}")
     print(f"generation: {snapshot.directory}")
 
 
-COMMANDS = {"build": cmd_build, "add": cmd_add, "remove": cmd_remove, "info": cmd_info}
+def cmd_set_threshold(args):
+    if sum((bool(args.threshold_file), args.threshold is not None, args.clear)) != 1:
+        raise UserError("give exactly one of --threshold_file, --threshold, --clear")
+    with store.writer(args.index_dir) as writer:
+        snapshot = writer.current()
+        session = backends.session(args, snapshot.meta, args.index_dir)
+        threshold = None if args.clear else given_threshold(args, snapshot.meta)
+        gallery.set_threshold(writer, snapshot, threshold, session)
+    print(f"index {args.index_dir}: " + ("match threshold cleared" if threshold is None else
+                                          f"match threshold {threshold:g}"))
+
+
+COMMANDS = {"build": cmd_build, "add": cmd_add, "remove": cmd_remove, "info": cmd_info,
+            "set-threshold": cmd_set_threshold}
 
 
 def main(argv=None):

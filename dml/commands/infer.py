@@ -11,7 +11,8 @@ r counting the rows written (from 0): line r describes row r of the saved featur
 `--save_features PATH` writes the features of every readable image to PATH (.npy,
 float32 [N, D], raw network outputs, not normalised) and their paths, one a line, in
 the same order, to PATH with `.paths.txt` instead of `.npy` (plus `.labels.npy` when
-the input is an SOP list). An unreadable image is reported with its path and left out
+the input is an SOP list, and `.classes.txt`, the class names, when --data_dir has a
+classes.txt). An unreadable image is reported with its path and left out
 of every file, so row r of the .npy is always line r of the paths file. The files are
 written as one set: a `.labels.npy` of an earlier run to the same name is removed when
 the new input has no labels. When no image at all can be read, nothing is written and
@@ -26,7 +27,7 @@ from dml import models
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
 from dml.cli import ArgumentParser, add_arguments, print_arguments, run_cli
-from dml.data import imgtool, reader
+from dml.data import class_names, imgtool, reader
 from dml.errors import UserError
 from dml.recorded_flags import settle_embedding_size
 from dml.retrieval import features, image_inputs, predictor
@@ -93,6 +94,7 @@ def infer(args):
     """Embed the input images; return (features of readable images, their paths, labels)."""
     size = check_flags(args)
     images, labelled = input_images(args)
+    names = class_names.in_directory(args.data_dir) if labelled and args.save_features else None
     network, size = build_network(args, size)
     loader = reader.test_loader(images, size, args.batch_size, args.num_workers)
     fea, lab, skipped = features.extract_features(network, loader, engine=args.engine)
@@ -104,7 +106,8 @@ def infer(args):
     for row, (i, path) in enumerate(zip(kept, paths)):
         print("Test-{0}-feature: {1} {2}".format(row, first_values(fea[i]), path))
     if args.save_features:
-        save_features(args.save_features, fea[kept], paths, lab[kept] if labelled else None)
+        save_features(args.save_features, fea[kept], paths, lab[kept] if labelled else None,
+                      class_names.render(names) if names else None)
     return fea[kept], paths, lab[kept]
 
 

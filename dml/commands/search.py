@@ -5,7 +5,9 @@
 
 Query images are embedded by the network recorded in the index (network flags, when
 given, must equal it). Prints one tab-separated line per hit: query, rank, score
-(cosine similarity), path, and the label when the index has labels. --save_retrievals
+(cosine similarity), path, the label when the index has labels and the class name when
+it has class names. A query whose best hit scores below the threshold (--threshold, or
+else the index's stored match threshold) prints `query - - no match`. --save_retrievals
 draws eval.py's grids: each query, then its hits (green: same label, red: another,
 grey: label unknown).
 """
@@ -29,7 +31,9 @@ def build_parser():
     flags.add_network_arguments(parser, building=False)
     flags.add_backend_arguments(parser, building=False)
     add_arguments("topk", positive_int, 10, "Hits per query.", parser)
-    add_arguments("threshold", finite_float, None, "Keep only hits at least this cosine-similar.", parser)
+    add_arguments("threshold", finite_float, None, "Keep only hits at least this cosine-similar (a query with none "
+                  "is 'no match'); overrides the index's stored match threshold (-1 keeps every hit); None: the "
+                  "index's stored threshold, when it has one.", parser)
     add_arguments("save_json", str, None, "Also write every hit to this JSON file.", parser)
     add_arguments("save_retrievals", str, None, "Directory for PNG grids of the queries and their hits.", parser)
     return parser
@@ -44,10 +48,11 @@ def search(args):
     if not args.features:
         choose_device(args.use_gpu)
     vectors, names, labels = query.query_features(args, snapshot)
-    results = query.run(snapshot, vectors, args.topk, args.threshold, session)
-    query.print_hits(snapshot, names, results)
+    threshold, source = query.threshold_in_effect(args.threshold, snapshot)
+    results = query.run(snapshot, vectors, args.topk, threshold, session)
+    query.print_hits(snapshot, names, results, threshold)
     if args.save_json:
-        query.save_json(args.save_json, query.as_json(snapshot, names, results, args.topk, args.threshold))
+        query.save_json(args.save_json, query.as_json(snapshot, names, results, args.topk, threshold, source))
     if args.save_retrievals:
         query.save_grids(args.save_retrievals, snapshot, names, labels, results)
     return names, results

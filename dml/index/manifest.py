@@ -2,7 +2,10 @@
 
     format_version, metric ("cosine"), backend, backend_options, dim, count, labelled,
     model, embedding_size, image_shape, weights, weights_sha256 (null when the index
-    was built from features without naming the network), created, updated, files.
+    was built from features without naming the network), created, updated, files,
+    and optionally match_threshold: the "no match" threshold (a cosine similarity in
+    [-1, 1]; absent or null: none), below which search.py and the service answer that
+    the query's item is not in the gallery unless a request gives its own threshold.
 
 Query images and added images are embedded with the recorded network only: a query
 flag naming another network, image size, embedding size or weights is refused, and
@@ -96,6 +99,19 @@ def new_meta(record, backend, options, dim, count, labelled):
     stamp = now()
     return dict(record, format_version=FORMAT_VERSION, metric="cosine", backend=backend, backend_options=options,
                 dim=int(dim), count=int(count), labelled=bool(labelled), created=stamp, updated=stamp)
+
+
+def with_threshold(meta, threshold):
+    """meta with match_threshold set (None: removed)."""
+    meta = {key: value for key, value in meta.items() if key != "match_threshold"}
+    return meta if threshold is None else dict(meta, match_threshold=float(threshold))
+
+
+def check_threshold_network(meta, threshold_sha256, where):
+    """A threshold calibrated on other weights than the index's is refused."""
+    if threshold_sha256 and meta.get("weights_sha256") and threshold_sha256 != meta["weights_sha256"]:
+        raise UserError(f"{where} was calibrated with other weights (sha256 {threshold_sha256[:12]}...) than the "
+                        f"index's ({meta['weights_sha256'][:12]}...): calibrate with the index's network")
 
 
 def updated_meta(meta, count, labelled):
@@ -197,3 +213,6 @@ def check_meta(meta, path, required_files, optional_files):
     _text(meta, "weights_sha256", where, _SHA256)
     if (meta.get("weights") is None) != (meta.get("weights_sha256") is None):
         _fail(where, "weights and weights_sha256 must be given together")
+    threshold = meta.get("match_threshold")
+    if threshold is not None and (type(threshold) not in (int, float) or not -1.0 <= threshold <= 1.0):
+        _fail(where, f"match_threshold must be a number from -1 to 1, not {str(threshold)[:40]!r}")

@@ -1,6 +1,7 @@
 """infer.py's feature files: `F.npy` (float32 [N, D]), `F.paths.txt` (row r's image on
-line r) and, for labelled inputs, `F.labels.npy` ([N] int64). Written as one set by
-infer.py, read back and checked by index.py."""
+line r) and, for labelled inputs, `F.labels.npy` ([N] int64) and `F.classes.txt` (the
+class names, when the data has a classes.txt). Written as one set by infer.py, read
+back and checked by index.py."""
 import os
 
 import numpy as np
@@ -22,15 +23,18 @@ def write_paths(handle, paths):
     handle.write("".join(p + "\n" for p in paths).encode())
 
 
-def save_features(path, fea, paths, labels=None):
-    """Write features (.npy), their paths (.paths.txt) and labels (.labels.npy) as one
-    set; without labels, an older set's .labels.npy is removed."""
+def save_features(path, fea, paths, labels=None, names_text=None):
+    """Write features (.npy), their paths (.paths.txt), labels (.labels.npy) and class
+    names (.classes.txt, the text of a classes.txt) as one set; an older set's
+    .labels.npy or .classes.txt that this one lacks is removed."""
     path = features_path(path)
     writers = {path: lambda handle: np.save(handle, fea),
                companion(path, ".paths.txt"): lambda handle: write_paths(handle, paths)}
     if labels is not None:
         writers[companion(path, ".labels.npy")] = lambda handle: np.save(handle, labels)
-    write_set(writers, stale=[companion(path, ".labels.npy")])
+        if names_text is not None:
+            writers[companion(path, ".classes.txt")] = lambda handle: handle.write(names_text.encode("utf-8"))
+    write_set(writers, stale=[companion(path, ".labels.npy"), companion(path, ".classes.txt")])
     print(f"{len(fea)} features of dimension {fea.shape[1]} written to {path} "
           f"(paths: {companion(path, '.paths.txt')})")
 
