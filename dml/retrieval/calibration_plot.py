@@ -24,11 +24,11 @@ def draw(scores, points, choice, target_precision):
     left, right = figure.subplots(1, 2)
     edges = np.linspace(min(scores.known.min(), scores.unknown.min(initial=1.0)),
                         max(scores.known.max(), scores.unknown.max(initial=-1.0)), 41)
-    left.hist(scores.known[scores.correct], bins=edges, alpha=0.6, color="tab:green",
-              label=f"item in gallery, best hit right ({int(scores.correct.sum())})")
-    left.hist(scores.known[~scores.correct], bins=edges, alpha=0.6, color="tab:orange",
-              label=f"item in gallery, best hit wrong ({int((~scores.correct).sum())})")
-    left.hist(scores.unknown, bins=edges, alpha=0.5, color="tab:red",
+    right_hits, wrong_hits = scores.known[scores.correct], scores.known[~scores.correct]
+    left.hist([right_hits, wrong_hits], bins=edges, stacked=True, color=["tab:green", "tab:orange"], alpha=0.75,
+              label=[f"item in gallery: best hit right ({len(right_hits)})",
+                     f"item in gallery: best hit wrong ({len(wrong_hits)})"])
+    left.hist(scores.unknown, bins=edges, histtype="step", linewidth=2, color="tab:red",
               label=f"item not in gallery ({len(scores.unknown)})")
     left.set(xlabel="best hit's cosine similarity", ylabel="queries", title="best-hit scores")
     right.plot(points.thresholds, points.precision, color="tab:blue", label="precision")
