@@ -202,15 +202,6 @@ def test_csv_with_a_split_column_and_named_columns(tmp_path, capsys):
     assert "exact duplicates: 1" in stdout
 
 
-def test_reader_reads_paths_with_spaces(tmp_path):
-    from dml.data import reader
-
-    (tmp_path / "a b").mkdir()
-    (tmp_path / "lst.txt").write_text("image_id class_id super_class_id path\n1 3 1 a b/c d.jpg  \n")
-    images = reader.read_list(str(tmp_path), "lst.txt", "test")
-    assert images.paths == [os.path.join(str(tmp_path), "a b/c d.jpg")] and images.labels.tolist() == [3]
-
-
 # ---------------------------------------------------------------- bad input: one line, exit 2, nothing written
 
 def bad_folder(tmp_path, kind):
