@@ -78,6 +78,7 @@ class Choice:
     precision: float
     recall: float
     unknown_accepted: float
+    best_threshold: object = None  # when the target is not reached: where precision is highest
 
 
 def choose(points, target_precision, num_unknown):
@@ -87,7 +88,7 @@ def choose(points, target_precision, num_unknown):
     if len(reached) == 0:
         best = int(np.argmax(defined))
         return Choice(None, float(points.precision[best]), float(points.recall[best]),
-                      float(points.unknown_accepted[best] / max(num_unknown, 1)))
+                      float(points.unknown_accepted[best] / max(num_unknown, 1)), float(points.thresholds[best]))
     at = reached[-1]
     return Choice(float(points.thresholds[at]), float(points.precision[at]), float(points.recall[at]),
                   float(points.unknown_accepted[at] / max(num_unknown, 1)))
@@ -98,8 +99,10 @@ def summary(scores, points, choice, target_precision, unknown_share):
     more = {}
     for target in (0.9, 0.95, 0.99):
         other = choose(points, target, len(scores.unknown))
-        more[f"{target:g}"] = {"threshold": other.threshold, "recall": other.recall}
-    return {"threshold": choice.threshold, "target_precision": target_precision,
+        more[f"{target:g}"] = {"threshold": other.threshold,
+                               "recall": other.recall if other.threshold is not None else None}
+    best = {} if choice.threshold is not None else {"best_threshold": choice.best_threshold}
+    return {"threshold": choice.threshold, "target_precision": target_precision, **best,
             "reached": choice.threshold is not None, "precision": choice.precision, "recall": choice.recall,
             "unknown_accepted": choice.unknown_accepted, "unknown_share": unknown_share,
             "known_queries": int(len(scores.known)), "unknown_queries": int(len(scores.unknown)),

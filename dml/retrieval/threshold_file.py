@@ -2,7 +2,8 @@
 calibration.png) and index.py stores in an index.
 
     threshold          lowest best-hit cosine similarity to accept (null: the target
-                       precision was not reached)
+                       precision was not reached; then precision and recall are those
+                       at best_threshold, where precision is highest)
     target_precision, precision, recall, unknown_accepted, unknown_share,
     known_queries, unknown_queries, at_precision {"0.9"/"0.95"/"0.99": threshold, recall}
                        (dml/retrieval/calibration.py defines them)
@@ -59,12 +60,13 @@ def calibrate(args, scored, evaluated):
 
 
 def result_lines(content):
-    lines = [f"calibration: {content['known_queries']} queries with their item in the gallery "
-             f"({content['known_correct_at_any_threshold']:.3f} answered right at no threshold), "
-             f"{content['unknown_queries']} with it left out (weighted as {content['unknown_share']:g} of queries)"]
+    lines = [f"calibration: {content['known_queries']} queries with their item in the gallery (best hit right "
+             f"for {content['known_correct_at_any_threshold']:.3f} of them), {content['unknown_queries']} with it "
+             f"left out (weighted as {content['unknown_share']:g} of the queries)"]
     if content["threshold"] is None:
         lines.append(f"no threshold reaches precision {content['target_precision']:g} "
-                     f"(best: {content['precision']:.4f} at recall {content['recall']:.4f}): "
+                     f"(best: {content['precision']:.4f} at threshold {content['best_threshold']:.6f}, recall "
+                     f"{content['recall']:.4f}): "
                      f"threshold.json holds threshold null")
     else:
         lines.append(f"match threshold {content['threshold']:.6f} for precision {content['target_precision']:g}: "
