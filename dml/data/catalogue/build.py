@@ -73,8 +73,7 @@ def run(scan, args, remedy):
         raise strict_stop(found)
     check_every_class_has_an_image(scan, found, remedy)
     split = splits.split(found.kept, mode, args.test_fraction, args.seed)
-    settings = {key: value for key, value in sorted(vars(args).items()) if key not in ("func",)}
-    settings.update(split=mode, src=os.path.abspath(args.src), out=out)
+    settings = dict(sorted(vars(args).items()), split=mode, src=os.path.abspath(args.src), out=out)
     content = report.content(scan, found, split, settings)
     texts = list_texts(split, out)
     texts[class_names.FILE] = class_names.render({i: name for name, i in split.ids.items()})
