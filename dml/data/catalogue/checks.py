@@ -12,6 +12,7 @@ readable there. What is left out, and why:
 """
 import concurrent.futures
 import hashlib
+import multiprocessing
 import os
 import sys
 from dataclasses import dataclass, field
@@ -51,7 +52,10 @@ def inspect_all(paths, num_workers):
     """{path: Facts}, files decoded in `num_workers` processes (0: in this one)."""
     unique = sorted(set(paths))
     if num_workers > 0 and len(unique) > 1:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=num_workers) as pool:
+        # spawned, not forked: a fork of a process whose other threads hold locks (Paddle's,
+        # when prepare runs inside a larger program) can deadlock in the child
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=num_workers, mp_context=context) as pool:
             facts = list(progress(pool.map(inspect_file, unique, chunksize=16), len(unique)))
     else:
         facts = [inspect_file(path) for path in progress(unique, len(unique))]
