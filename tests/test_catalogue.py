@@ -170,6 +170,22 @@ def test_a_rerun_with_another_split_leaves_no_stale_list(seeded, tmp_path, capsy
     assert sorted(os.listdir(out)) == ["classes.txt", "prepare_report.json", "test.txt", "train.txt"]
 
 
+def test_names_a_list_cannot_hold_are_left_out(tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "out"
+    for i in range(2):
+        put(src / "ok" / f"{i}.png", image_bytes(i, (8, 8)))
+    put(src / "ok" / "tab\there.png", image_bytes(5, (8, 8)))
+    code, stdout, err = prepare(capsys, "folders", "--src", src, "--out", out, "--split", "images")
+    assert code == 0, err
+    report = json.loads((out / "prepare_report.json").read_text())
+    assert [(u["path"], u["reason"]) for u in report["unlistable"]] == [
+        ("ok/tab\there.png", "the path is refused: it holds a control character (tab, newline, ...)")]
+    assert "unlistable names: 1" in stdout
+    put(src / "bad\tclass" / "1.png", image_bytes(7, (8, 8)))
+    code, _, err = prepare(capsys, "folders", "--src", src, "--out", tmp_path / "out2")
+    assert_one_line_error(code, err, "class 'bad\\tclass' has no readable image (1 unlistable)")
+
+
 def write_csv(path, rows, header=("path", "label")):
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)

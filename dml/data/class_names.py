@@ -17,19 +17,24 @@ MAX_NAME = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def bad_name(name):
-    """Why `name` cannot be a class name of the file (None when it can)."""
-    if not name.strip():
+def bad_text(text):
+    """Why `text` cannot be a line's field of a list or this file (None when it can)."""
+    if not text.strip():
         return "it is empty"
-    if _CONTROL.search(name):
+    if _CONTROL.search(text):
         return "it holds a control character (tab, newline, ...)"
-    if len(name) > MAX_NAME:
-        return f"it is longer than {MAX_NAME} characters"
     try:
-        name.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
         return "it is not valid UTF-8"
     return None
+
+
+def bad_name(name):
+    """Why `name` cannot be a class name of the file (None when it can)."""
+    if len(name) > MAX_NAME:
+        return f"it is longer than {MAX_NAME} characters"
+    return bad_text(name)
 
 
 def render(names):

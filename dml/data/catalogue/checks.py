@@ -77,9 +77,8 @@ def unlistable(candidate, out):
     if problem:
         return f"class name {candidate.class_name!r} is refused: {problem}"
     path = os.path.relpath(candidate.path, out)
-    if class_names.bad_name(path) or path != path.strip():
-        return "the path holds a control character, is not UTF-8, or ends with whitespace"
-    return None
+    problem = class_names.bad_text(path) or ("it ends with whitespace" if path != path.strip() else None)
+    return f"the path is refused: {problem}" if problem else None
 
 
 @dataclass
