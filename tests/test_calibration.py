@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import environment
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -178,7 +179,8 @@ def test_eval_calibrate_end_to_end(demo_dir, tmp_path):
            "--num_workers", "0", "--pretrained_model", weights, "--data_dir", demo_dir]
     feats = str(tmp_path / "f.npy")
     done = subprocess.run([sys.executable, os.path.join(ROOT, "infer.py"), *net, "--save_features", feats],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT,
+                          env=environment.clean())
     assert done.returncode == 0, done.stderr
     fea, labels = unit(np.load(feats).astype(np.float64)), np.load(feats[:-4] + ".labels.npy")
     known, correct, unknown = map(np.array, brute_open_set(fea, labels, fea, labels, np.arange(len(fea))))
@@ -188,7 +190,8 @@ def test_eval_calibrate_end_to_end(demo_dir, tmp_path):
     assert target > 0 and expected is not None
     out = tmp_path / "cal"
     done = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), *net, "--calibrate", str(out),
-                           "--target_precision", repr(target)], capture_output=True, text=True, cwd=ROOT)
+                           "--target_precision", repr(target)], capture_output=True, text=True, cwd=ROOT,
+                          env=environment.clean())
     assert done.returncode == 0, done.stderr
     content = json.loads((out / "threshold.json").read_text())
     assert content["known_queries"] == len(known) and content["unknown_queries"] == len(unknown)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import environment
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -350,11 +351,13 @@ def test_dml_prepare_folders_on_the_demo_folders(tmp_path):
     shop, out = tmp_path / "shop", tmp_path / "lists"
     done = subprocess.run([sys.executable, os.path.join(ROOT, "data", "make_demo.py"), "--layout", "folders",
                            "--out", str(shop), "--train_classes", "5", "--test_classes", "5",
-                           "--images_per_class", "3", "--size", "24"], capture_output=True, text=True)
+                           "--images_per_class", "3", "--size", "24"], capture_output=True, text=True,
+                          env=environment.clean())
     assert done.returncode == 0, done.stderr
     assert len(os.listdir(shop)) == 10 and "coffee maker 0003" in os.listdir(shop)
     done = subprocess.run([sys.executable, "-m", "dml", "prepare", "folders", "--src", str(shop), "--out", str(out),
-                           "--test_fraction", "0.4", "--seed", "3"], capture_output=True, text=True, cwd=ROOT)
+                           "--test_fraction", "0.4", "--seed", "3"], capture_output=True, text=True, cwd=ROOT,
+                          env=environment.clean())
     assert done.returncode == 0, done.stderr
     assert "train.txt: 18 images, 6 classes (train with --class_dim=6)" in done.stdout
     assert "test.txt: 12 images, 4 classes" in done.stdout

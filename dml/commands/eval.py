@@ -20,7 +20,6 @@ from dml.cli import ArgumentParser, add_arguments, fmt_time, print_arguments, ru
 from dml.data import class_names, reader
 from dml.flag_types import float_in, positive_int
 from dml.outputs import write_json_atomic
-from dml.recorded_flags import settle_embedding_size
 from dml.retrieval import calibration_plot, grid, threshold_file
 from dml.retrieval.test_set import read_test_set, score_network
 from dml.runtime.device import choose_device
@@ -100,7 +99,7 @@ def evaluate(args):
     device = choose_device(args.use_gpu)
     test_set = read_test_set(args.data_dir, args.test_list, args.query_list, args.gallery_list)
     names = class_names.in_directory(args.data_dir)
-    model = models.create(args.model, settle_embedding_size(args))
+    model = models.create(args.model, args.embedding_size)
     report = models.load_pretrained(model, args.pretrained_model, strict=True)
 
     scored = score_network(model, test_set, size, args.batch_size, args.num_workers, args.engine, ks, map_at_r=True)
@@ -149,7 +148,8 @@ def save_retrievals(args, test_set, scored, names=None):
 
 def main():
     args = build_parser().parse_args()
-    check_flags(args)  # a flag mistake is the one line printed, before the configuration
+    check_flags(args)  # a flag mistake is the one line printed, before the configuration;
+    # the network flags left out are taken from the weights' record here
     print_arguments(args)
     evaluate(args)
 

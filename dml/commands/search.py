@@ -4,14 +4,15 @@
                      [--topk 10] [--threshold 0.5] [--save_json R.json] [--save_retrievals GRIDS]
 
 Query images are embedded by the network recorded in the index (network flags, when
-given, must equal it). Prints one tab-separated line per hit: query, rank, score
-(cosine similarity), path, the label when the index has labels and the class name when
-it has class names. A query whose best hit scores below the threshold (--threshold, or
-else the index's stored match threshold) prints `query - - no match`. --save_retrievals
-draws eval.py's grids: each query, then its hits (green: same label, red: another,
-grey: label unknown).
+given, must equal it); query features made by another network are refused. Prints one
+tab-separated line per hit: query, rank, score (cosine similarity), path, the label
+when the index has labels and the class name when it has class names. A query whose
+best hit scores below the threshold (--threshold, or else the index's stored match
+threshold) prints `query - - no match`. --save_retrievals draws eval.py's grids: each
+query, then its hits (green: same label, red: another, grey: label unknown).
 """
 import argparse
+import sys
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
 from dml.cli import ArgumentParser, add_arguments, run_cli
@@ -48,6 +49,8 @@ def search(args):
     if not args.features:
         choose_device(args.use_gpu)
     vectors, names, labels = query.query_features(args, snapshot)
+    note = manifest.check_same_vectors(snapshot.meta, args.features, len(vectors), args.index_dir) \
+        if args.features else None
     threshold, source = query.threshold_in_effect(args.threshold, snapshot)
     results = query.run(snapshot, vectors, args.topk, threshold, session)
     query.print_hits(snapshot, names, results, threshold)
@@ -55,6 +58,8 @@ def search(args):
         query.save_json(args.save_json, query.as_json(snapshot, names, results, args.topk, threshold, source))
     if args.save_retrievals:
         query.save_grids(args.save_retrievals, snapshot, names, labels, results)
+    if note:
+        print(note, file=sys.stderr)
     return names, results
 
 

@@ -13,6 +13,6 @@
 
 For a program answering queries from an index (search.py, a service): class names are
 Snapshot.class_names ({label: name} from the generation's optional classes.txt), and
-the "no match" threshold is Snapshot.meta["match_threshold"] (optional; a cosine
+the "no match" threshold is Snapshot.meta["threshold"] (optional; a cosine
 similarity), which a request's own threshold overrides (query.threshold_in_effect).
 """

@@ -37,7 +37,7 @@ PATH_BYTES = 4096  # one path (Linux's PATH_MAX)
 @dataclass
 class Snapshot:
     """One generation, read: vectors memory-mapped (float32 [N, D] unit rows).
-    meta["match_threshold"] (absent or null: none) is the "no match" threshold."""
+    meta["threshold"] (absent or null: none) is the "no match" threshold."""
 
     directory: str
     meta: dict

@@ -58,10 +58,10 @@ def run(snapshot, queries, k, threshold, session=None):
 
 def threshold_in_effect(flag_value, snapshot):
     """(threshold, source): the flag's value when given, else the index's stored
-    match_threshold; source "flag", "index" or None (no threshold)."""
+    threshold; source "flag", "index" or None (no threshold)."""
     if flag_value is not None:
         return flag_value, "flag"
-    stored = snapshot.meta.get("match_threshold")
+    stored = snapshot.meta.get("threshold")
     return (float(stored), "index") if stored is not None else (None, None)
 
 

@@ -7,7 +7,8 @@ calibration.png) and index.py stores in an index.
     target_precision, precision, recall, unknown_accepted, unknown_share,
     known_queries, unknown_queries, at_precision {"0.9"/"0.95"/"0.99": threshold, recall}
                        (dml/retrieval/calibration.py defines them)
-    model, embedding_size, image_shape, weights, weights_sha256: the network scored
+    model, embedding_size, image_shape, preprocessing, weights, weights_sha256: the
+                       network scored (dml.run_record)
     data_dir, test_list or query_list + gallery_list, created
 
 A threshold holds for the network that produced the scores only: index.py refuses one
@@ -17,9 +18,9 @@ import json
 import math
 import os
 
+from dml import run_record
 from dml.cli import fmt_time
 from dml.errors import UserError, first_line
-from dml.index import manifest
 from dml.outputs import write_set
 
 from . import calibration, calibration_plot, open_set
@@ -45,8 +46,8 @@ def calibrate(args, scored, evaluated):
     choice = calibration.choose(points, args.target_precision, len(scores.unknown))
     content = calibration.summary(scores, points, choice, args.target_precision, args.unknown_share)
     content.update({key: evaluated[key] for key in RECORD if key in evaluated})
-    content.update(weights=os.path.abspath(args.pretrained_model),
-                   weights_sha256=manifest.sha256_of(args.pretrained_model), created=fmt_time())
+    network = run_record.describe(args.model, args.embedding_size, args.image_shape, args.pretrained_model)
+    content.update(network.as_dict(), created=fmt_time())
     figure = calibration_plot.draw(scores, points, choice, args.target_precision)
     os.makedirs(args.calibrate, exist_ok=True)
     text = json.dumps(content, indent=1, sort_keys=True) + "\n"
