@@ -203,6 +203,19 @@ def test_class_names_and_the_stored_threshold(client, index_dir, gallery_images,
     assert client.get("/info").json()["classes"] == 0
 
 
+def test_a_damaged_classes_txt_is_refused_as_search_py_refuses_it(client, index_dir):
+    add_generation(index_dir, classes="7 red shoe\nseven blue bag\n")
+    reply = client.get("/info")
+    assert reply.status_code == 503
+    assert "classes.txt" in reply.json()["error"] and "line 2" in reply.json()["error"]
+    damaged = os.path.join(store.current_generation(index_dir), "classes.txt")
+    with open(damaged, "w") as handle:  # the same size as recorded: read again by the next request
+        handle.write("7 red shoe\n8 blue bag tag\n")
+    assert client.get("/info").json()["classes"] == 2
+    add_generation(index_dir)  # the module's index without class names again
+    assert client.get("/info").json()["classes"] == 0
+
+
 def test_a_commit_by_another_writer_is_seen_by_the_next_request(client, index_dir):
     before = client.get("/info").json()
     with store.writer(index_dir) as writer:
