@@ -19,6 +19,7 @@ from dml.outputs import write_json_atomic
 from dml.recorded_flags import settle_embedding_size
 from dml.retrieval import grid
 from dml.retrieval.test_set import read_test_set, score_network
+from dml.runtime import data_workers, ranks
 from dml.runtime.device import choose_device
 from dml.script_flags import add_data_arguments, add_inference_arguments, check_inference_flags
 
@@ -72,15 +73,20 @@ def metrics_table(result, ks):
     return "\n".join(lines)
 
 
-def evaluate(args):
-    """Run the whole evaluation described by the parsed flags; return the JSON summary."""
+def evaluate(args, world=ranks.SINGLE):
+    """Run the whole evaluation described by the parsed flags; return the JSON summary
+    (on rank 0; None on the other ranks, which only embed their share of the images)."""
     size, ks = check_inference_flags(args), parse_recall_k(args.recall_k)
     device = choose_device(args.use_gpu)
     test_set = read_test_set(args.data_dir, args.test_list, args.query_list, args.gallery_list)
     model = models.create(args.model, settle_embedding_size(args))
     report = models.load_pretrained(model, args.pretrained_model, strict=True)
 
-    scored = score_network(model, test_set, size, args.batch_size, args.num_workers, args.engine, ks, map_at_r=True)
+    workers = data_workers.worker_count(args.num_workers, device, world.nranks)
+    scored = score_network(model, test_set, size, args.batch_size, workers, args.engine, ks, map_at_r=True,
+                           ranks=world)
+    if not world.leader:
+        return None
     for image_list, skipped in zip(test_set.lists, scored.skipped):
         reader.SkipReport(image_list).note(np.flatnonzero(skipped).tolist())
     result = scored.result
@@ -125,8 +131,10 @@ def save_retrievals(args, test_set, scored):
 def main():
     args = build_parser().parse_args()
     check_inference_flags(args)  # a flag mistake is the one line printed, before the configuration
-    print_arguments(args)
-    evaluate(args)
+    world = ranks.current()
+    with ranks.leader_prints(world):
+        print_arguments(args)
+        evaluate(args, world)
 
 
 if __name__ == "__main__":

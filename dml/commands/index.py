@@ -20,6 +20,7 @@ from dml.cli import ArgumentParser, run_cli
 from dml.errors import UserError
 from dml.index import backends, embed, flags, gallery, manifest, store
 from dml.retrieval import feature_files, image_inputs
+from dml.runtime import data_workers, ranks
 from dml.runtime.device import choose_device
 
 INPUTS = ("features", "image_dir", "image_list")
@@ -58,11 +59,12 @@ def gallery_input(args):
     return images, labelled
 
 
-def embed_images(args, meta, images, labelled):
-    choose_device(args.use_gpu)
+def embed_images(args, meta, images, labelled, world=ranks.SINGLE):
+    device = choose_device(args.use_gpu)
     network = embed.load_network(manifest.network_of(meta, args.index_dir))
-    vectors, kept, unreadable = embed.embed(network, images, embed.image_size(meta), args.batch_size,
-                                            args.num_workers, args.engine)
+    workers = data_workers.worker_count(args.num_workers, device, world.nranks)
+    vectors, kept, unreadable = embed.embed(network, images, embed.image_size(meta), args.batch_size, workers,
+                                            args.engine, world)
     for i in unreadable:
         print(f"skipped unreadable image {images.paths[i]}")
     labels = images.labels[kept] if labelled else None
@@ -75,6 +77,14 @@ def check_features_dim(vectors, meta):
 
 
 def cmd_build(args):
+    """Under paddle.distributed.launch every rank embeds its share of the images and
+    rank 0 writes the index."""
+    world = ranks.current()
+    with ranks.leader_prints(world):
+        build(args, world)
+
+
+def build(args, world):
     record = manifest.model_record(args)
     if not args.features and record["weights"] is None:
         raise UserError("building from images needs --pretrained_model (and --model/--image_shape/--embedding_size)")
@@ -85,12 +95,21 @@ def cmd_build(args):
     else:
         if os.path.lexists(os.path.join(args.index_dir, store.CURRENT)):
             raise UserError(f"--index_dir {args.index_dir!r} already holds an index: use `index.py add`")
-        vectors, paths, labels = embed_images(args, record, *source)
+        vectors, paths, labels = embed_images(args, record, *source, world)
+    if not world.leader:
+        return
     snapshot = gallery.build(args.index_dir, vectors, paths, labels, record, args.backend, options, session)
     print(f"index {args.index_dir}: {len(snapshot)} vectors of dimension {snapshot.meta['dim']} ({args.backend})")
 
 
+def one_process(command):
+    if ranks.launched():
+        raise UserError(f"index.py {command} changes the index from one process: run it without "
+                        f"paddle.distributed.launch (only build splits its images over ranks)")
+
+
 def cmd_add(args):
+    one_process("add")
     with store.writer(args.index_dir) as writer:
         snapshot = writer.current()
         session = backends.session(args, snapshot.meta, args.index_dir)
@@ -110,6 +129,7 @@ def cmd_add(args):
 
 
 def cmd_remove(args):
+    one_process("remove")
     if bool(args.paths_file) == bool(args.prefix):
         raise UserError("give exactly one of --paths_file, --prefix")
     with store.writer(args.index_dir) as writer:

@@ -29,8 +29,9 @@ from dml.cli import ArgumentParser, add_arguments, print_arguments, run_cli
 from dml.data import imgtool, reader
 from dml.errors import UserError
 from dml.recorded_flags import settle_embedding_size
-from dml.retrieval import features, image_inputs, predictor
+from dml.retrieval import image_inputs, predictor, sharded
 from dml.retrieval.feature_files import save_features
+from dml.runtime import data_workers, ranks
 from dml.runtime.device import choose_device
 from dml.script_flags import add_data_arguments, add_inference_arguments, check_inference_flags
 
@@ -75,27 +76,29 @@ def input_images(args):
 
 
 def build_network(args, size):
-    """(network, image size): the dynamic-graph model with its weights, or the exported model."""
-    choose_device(args.use_gpu)
+    """(network, image size, device): the dynamic-graph model with its weights, or the
+    exported model."""
+    device = choose_device(args.use_gpu)
     if args.inference_model:
         exported = predictor.read_info(args.inference_model).get("image_shape")
         if exported and imgtool.parse_image_shape(exported)[1] != size:
             print(f"--inference_model was exported for image_shape {exported}: using it instead of "
                   f"{args.image_shape}")
             size = imgtool.parse_image_shape(exported)[1]
-        return predictor.Predictor(args.inference_model, args.use_gpu), size
+        return predictor.Predictor(args.inference_model, args.use_gpu), size, device
     model = models.create(args.model, settle_embedding_size(args))
     models.load_pretrained(model, args.pretrained_model, strict=True)
-    return model, size
+    return model, size, device
 
 
-def infer(args):
-    """Embed the input images; return (features of readable images, their paths, labels)."""
+def infer(args, world=ranks.SINGLE):
+    """Embed the input images (each rank its share); return (features of readable
+    images, their paths, labels), on every rank. Rank 0 prints and writes them."""
     size = check_flags(args)
     images, labelled = input_images(args)
-    network, size = build_network(args, size)
-    loader = reader.test_loader(images, size, args.batch_size, args.num_workers)
-    fea, lab, skipped = features.extract_features(network, loader, engine=args.engine)
+    network, size, device = build_network(args, size)
+    workers = data_workers.worker_count(args.num_workers, device, world.nranks)
+    fea, lab, skipped = sharded.extract_list(network, images, size, args.batch_size, workers, args.engine, world)
     reader.SkipReport(images).note(np.flatnonzero(skipped).tolist())
     kept = np.flatnonzero(~skipped)
     if len(kept) == 0:
@@ -103,7 +106,7 @@ def infer(args):
     paths = [images.paths[i] for i in kept]
     for row, (i, path) in enumerate(zip(kept, paths)):
         print("Test-{0}-feature: {1} {2}".format(row, first_values(fea[i]), path))
-    if args.save_features:
+    if args.save_features and world.leader:
         save_features(args.save_features, fea[kept], paths, lab[kept] if labelled else None)
     return fea[kept], paths, lab[kept]
 
@@ -116,8 +119,10 @@ def first_values(feature, count=5):
 def main():
     args = build_parser().parse_args()
     check_flags(args)  # a flag mistake is the one line printed, before the configuration
-    print_arguments(args)
-    infer(args)
+    world = ranks.current()
+    with ranks.leader_prints(world):
+        print_arguments(args)
+        infer(args, world)
 
 
 if __name__ == "__main__":
