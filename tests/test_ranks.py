@@ -148,3 +148,34 @@ def test_index_add_and_remove_refuse_several_ranks(tmp_path):
     log = (tmp_path / "logs" / "workerlog.0").read_text()
     assert "error: index.py remove changes the index from one process: run it without " \
            "paddle.distributed.launch" in log and "Traceback" not in log
+
+
+def test_gather_rows_joins_uneven_and_empty_shares_in_rank_order(tmp_path):
+    """Pieces of two rows: shares of 7 and 3 rows, or one rank empty (its width unknown)."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "workers"))
+    import gather_rows
+
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node=2",
+                           f"--log_dir={tmp_path / 'logs'}", os.path.join(ROOT, "tests", "workers", "gather_rows.py"),
+                           str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for rank in range(2):
+        with np.load(tmp_path / f"gathered{rank}.npz") as got:
+            for case, counts in gather_rows.SHARES.items():
+                expected = np.concatenate([gather_rows.rows(case, r, n) for r, n in enumerate(counts)])
+                assert got[case].shape == (expected.shape if sum(counts) else (0, 0)), case
+                np.testing.assert_array_equal(got[case], expected if sum(counts) else got[case], err_msg=case)
+
+
+def test_a_rank_without_images_still_gathers(tmp_path, weights, image_list):
+    """3 images in batches of 4: rank 1 has none; the output is one process's."""
+    listing, paths = image_list
+    few = tmp_path / "few.txt"
+    few.write_text("\n".join(paths[:3]) + "\n")
+    for nproc in (1, 2):
+        cwd = tmp_path / f"ranks{nproc}"
+        run_script(cwd, "infer.py", [*NET, "--embedding_size=16", f"--pretrained_model={weights}",
+                                     f"--image_list={few}", "--batch_size=4", f"--save_features={cwd / 'f.npy'}"],
+                   nproc)
+    assert_same_files(tmp_path / "ranks1", tmp_path / "ranks2", ["f.npy", "f.paths.txt"])

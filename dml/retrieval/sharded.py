@@ -23,13 +23,15 @@ def extract_list(network, image_list, size, batch_size, num_workers, engine, ran
     so it may agree with the other ranks; it may raise to abandon the pass."""
     if ranks.nranks <= 1:
         loader = reader.test_loader(image_list, size, batch_size, num_workers, shared_memory)
-        return features.extract_features(network, loader, show_progress, engine, after_batch)
+        return features.extract_features(network, loader, show_progress=show_progress, engine=engine,
+                                           after_batch=after_batch)
     start, stop, rounds = batch_share(len(image_list), batch_size, ranks)
     fea, flags = np.zeros((0, 0), np.float32), np.zeros((0, 2), np.int64)
     if stop > start:
         share = reader.ImageList(image_list.paths[start:stop], image_list.labels[start:stop], image_list.list_path)
         loader = reader.test_loader(share, size, batch_size, num_workers, shared_memory)
-        fea, labels, skipped = features.extract_features(network, loader, show_progress, engine, after_batch)
+        fea, labels, skipped = features.extract_features(network, loader, show_progress=show_progress,
+                                                         engine=engine, after_batch=after_batch)
         flags = np.stack([labels.astype(np.int64), skipped.astype(np.int64)], axis=1)
     for _ in range(rounds - -(-(stop - start) // batch_size)):
         if after_batch is not None:
