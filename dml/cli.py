@@ -1,6 +1,7 @@
 """What every command-line script shares: the parser, flag declaration, the
 configuration block, log time stamps, and turning a UserError into one line."""
 import argparse
+import os
 import sys
 import time
 
@@ -60,3 +61,8 @@ def run_cli(main):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        # the reader of our output went away (`infer.py ... | head`): stop quietly, as
+        # SIGPIPE would, without Python's traceback or a second error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)

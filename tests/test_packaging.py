@@ -20,7 +20,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PROJECT = PYPROJECT["project"]
 #: requirements file -> the pyproject group whose dependencies it pins exactly
 GROUPS = {"requirements.txt": None, "requirements-index.txt": "index", "requirements-test.txt": "test",
-          "requirements-bench.txt": "bench"}
+          "requirements-bench.txt": "bench", "requirements-serve.txt": "serve"}
 ROOT_NAMES = ("losses", "models", "reader", "imgtool", "utility")
 
 
@@ -70,6 +70,7 @@ def test_the_wheel_holds_only_the_dml_package_and_the_dml_command(tmp_path):
     (dist_info,) = [top for top in tops if top.endswith(".dist-info")]
     assert tops == {"dml", dist_info}, "only the dml package is installed, no generic top-level names"
     assert "dml/losses/arcmarginloss.py" in names and "dml/weights/__init__.py" in names
+    assert "dml/serve/page.html" in names
     entry_points = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt").decode()
     assert re.search(r"^dml = dml\.console:main$", entry_points, re.M)
     assert f"{dist_info}/licenses/LICENSE" in names
@@ -107,7 +108,7 @@ def flags_of(help_text):
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(root_scripts()))
 def test_each_root_script_and_its_dml_subcommand_share_one_main(script):
-    assert len(root_scripts()) == 7
+    assert len(root_scripts()) == 8
     by_script, by_command = run(script, "--help"), run("-m", "dml", root_scripts()[script], "--help")
     assert by_script.returncode == by_command.returncode == 0, by_script.stderr + by_command.stderr
     assert flags_of(by_script.stdout) == flags_of(by_command.stdout) != []

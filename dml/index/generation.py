@@ -3,6 +3,7 @@
     vectors.npy  float32 [count, dim], unit rows (memory-mapped)
     paths.txt    row r's image on line r (UTF-8)
     labels.npy   [count] integers, -1 unknown (optional)
+    classes.txt  `id name` of each class, one a line (optional)
     index.json   what the generation holds (manifest.py), with every other file's size
     the backend's own file (e.g. hnsw.faiss), checked by the backend (check_file)
 
@@ -26,6 +27,8 @@ META = "index.json"
 VECTORS = "vectors.npy"
 PATHS = "paths.txt"
 LABELS = "labels.npy"
+#: id and name of each class, one a line (optional; shown beside labels)
+CLASSES = "classes.txt"
 META_BYTES = 1 << 20
 PATH_BYTES = 4096  # one path (Linux's PATH_MAX)
 
@@ -51,7 +54,7 @@ def read_meta(directory):
         meta = json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
         raise UserError(f"{path!r} is not valid JSON ({first_line(err)[:200]}): the index is damaged") from None
-    manifest.check_meta(meta, path, (VECTORS, PATHS), (LABELS,))
+    manifest.check_meta(meta, path, (VECTORS, PATHS), (LABELS, CLASSES))
     return meta
 
 

@@ -197,3 +197,6 @@ def check_meta(meta, path, required_files, optional_files):
     _text(meta, "weights_sha256", where, _SHA256)
     if (meta.get("weights") is None) != (meta.get("weights_sha256") is None):
         _fail(where, "weights and weights_sha256 must be given together")
+    threshold = meta.get("threshold")
+    if threshold is not None and (type(threshold) not in (int, float) or not -1.0 <= threshold <= 1.0):
+        _fail(where, "threshold must be a number in [-1, 1] (the cosine below which a search answers no match)")

@@ -11,6 +11,7 @@ from dml.flag_types import (
     DefaultSeed,
     choice,
     increasing_ints,
+    nonnegative_float,
     nonnegative_int,
     parse_increasing_ints,
     positive_float,
@@ -71,6 +72,9 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
     add_arguments("loss_lr_mult", positive_float, 1.0,
                   "Learning-rate multiplier for the loss layer's own parameters (class weights, proxies; "
                   "Proxy-Anchor's authors train proxies at 100).", parser)
+    add_arguments("loss_weight_decay", nonnegative_float, 1e-4,
+                  "L2 decay of the loss layer's own parameters (class weights, proxies); the network's is 1e-4. "
+                  "0: not decayed, as pytorch-metric-learning's examples train proxies.", parser)
     if family == "pair":
         memory_losses = ", ".join(n for n in losses.names("pair") if losses.spec(n).reference_set)
         add_arguments("xbm_size", nonnegative_int, 0,

@@ -134,8 +134,9 @@ def train(args, family):
     amp.restore_scaler(scaler, resumed.get("grad_scaler"))
     train_step = TrainStep(model, loss, acceleration.training_features(model, args.engine, device), memory,
                            autocast=amp.network_autocast(amp_dtype))
-    optimizer, schedule = make_optimizer(parameter_groups(model, loss, args.loss_lr_mult), args.lr,
-                                         args.lr_strategy, train_flags.lr_steps(args), args.total_iter_num)
+    groups = parameter_groups(model, loss, args.loss_lr_mult, args.loss_weight_decay)
+    optimizer, schedule = make_optimizer(groups, args.lr, args.lr_strategy, train_flags.lr_steps(args),
+                                         args.total_iter_num)
     if resume_from:
         checkpoint.restore_optimizer(optimizer, model, loss, resume_from)
     step = paddle.DataParallel(train_step) if nranks > 1 else train_step
@@ -178,13 +179,15 @@ def train(args, family):
     return run
 
 
-def parameter_groups(model, loss, loss_lr_mult=1.0):
-    """The parameters to optimise: the network's, then the loss layer's (class weights,
-    proxies) at `loss_lr_mult` times the learning rate."""
+def parameter_groups(model, loss, loss_lr_mult=1.0, loss_weight_decay=1e-4):
+    """The parameters to optimise: the network's (the optimizer's L2 decay of 1e-4), then
+    the loss layer's own (class weights, proxies) at `loss_lr_mult` times the learning
+    rate with L2 decay `loss_weight_decay` (by default the network's, as the original)."""
     own = loss.parameters()
-    if loss_lr_mult == 1.0 or not own:
-        return model.parameters() + own
-    return [{"params": model.parameters()}, {"params": own, "learning_rate": loss_lr_mult}]
+    if not own:
+        return model.parameters()
+    return [{"params": model.parameters()},
+            {"params": own, "learning_rate": loss_lr_mult, "weight_decay": loss_weight_decay}]
 
 
 def resolve_checkpoint(args, rank):
