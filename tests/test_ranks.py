@@ -1,6 +1,6 @@
 """infer.py, eval.py and `index.py build` under paddle.distributed.launch with two CPU
 ranks: each rank embeds a share, and what rank 0 writes and prints is byte for byte
-what one process writes and prints."""
+what one process writes and prints; the shares and the gathering (dml/runtime/ranks.py)."""
 import json
 import os
 import re
@@ -11,14 +11,27 @@ import numpy as np
 import paddle
 import pytest
 from conftest import write_list
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dml import models
-
-pytestmark = pytest.mark.slow  # every test here starts processes
+from dml.runtime import ranks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NET = ["--model=ResNet18", "--image_shape=3,32,32", "--use_gpu=False", "--num_workers=0"]
 TIME = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] ")
+
+
+@given(st.integers(0, 200), st.integers(1, 16), st.integers(1, 9))
+def test_batch_shares_are_one_process_batches_in_rank_order(num_items, batch_size, nranks):
+    """The shares cover the items in rank order, each starts on a batch boundary, the
+    ranks' batch counts differ by at most one, and `rounds` is the largest."""
+    shares = [ranks.batch_share(num_items, batch_size, ranks.Ranks(r, nranks)) for r in range(nranks)]
+    assert [i for start, stop, _ in shares for i in range(start, stop)] == list(range(num_items))
+    assert all(start % batch_size == 0 or start == num_items for start, _, _ in shares)
+    counts = [-(-(stop - start) // batch_size) for start, stop, _ in shares]
+    assert sum(counts) == -(-num_items // batch_size) and max(counts) - min(counts) <= 1
+    assert {rounds for _, _, rounds in shares} == {max(counts)}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +83,7 @@ def image_list(demo_dir, tmp_path_factory):
     return str(listing), paths
 
 
+@pytest.mark.slow
 def test_infer_on_two_ranks_writes_and_prints_what_one_process_does(tmp_path, weights, image_list):
     """41 images in batches of 4: rank 0 embeds 6 batches, rank 1 the other 5 (the
     unreadable image among them); the features, paths and printed lines are one
@@ -103,6 +117,7 @@ def query_gallery_lists(demo_dir, folder):
     return [f"--query_list={folder / 'query.txt'}", f"--gallery_list={folder / 'gallery.txt'}"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["all against all", "queries against a gallery"])
 def test_eval_on_two_ranks_scores_what_one_process_scores(tmp_path, demo_dir, weights, mode):
     lists = [] if mode == "all against all" else query_gallery_lists(demo_dir, tmp_path)
@@ -123,6 +138,7 @@ def test_eval_on_two_ranks_scores_what_one_process_scores(tmp_path, demo_dir, we
     assert len(lines_without_time(printed[2], *table)) == 6
 
 
+@pytest.mark.slow
 def test_index_build_on_two_ranks_holds_what_one_process_builds(tmp_path, weights, image_list):
     listing, _ = image_list
     for nproc in (1, 2):
@@ -138,6 +154,7 @@ def test_index_build_on_two_ranks_holds_what_one_process_builds(tmp_path, weight
     assert metas[0] == metas[1] and metas[1]["count"] == 40
 
 
+@pytest.mark.slow
 def test_index_add_and_remove_refuse_several_ranks(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT)
     done = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node=2",
@@ -150,6 +167,7 @@ def test_index_add_and_remove_refuse_several_ranks(tmp_path):
            "paddle.distributed.launch" in log and "Traceback" not in log
 
 
+@pytest.mark.slow
 def test_gather_rows_joins_uneven_and_empty_shares_in_rank_order(tmp_path):
     """Pieces of two rows: shares of 7 and 3 rows, or one rank empty (its width unknown)."""
     sys.path.insert(0, os.path.join(ROOT, "tests", "workers"))
@@ -168,6 +186,7 @@ def test_gather_rows_joins_uneven_and_empty_shares_in_rank_order(tmp_path):
                 np.testing.assert_array_equal(got[case], expected if sum(counts) else got[case], err_msg=case)
 
 
+@pytest.mark.slow
 def test_a_rank_without_images_still_gathers(tmp_path, weights, image_list):
     """3 images in batches of 4: rank 1 has none; the output is one process's."""
     listing, paths = image_list

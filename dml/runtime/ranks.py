@@ -46,9 +46,9 @@ def launched():
 
 
 def batch_share(num_items, batch_size, ranks):
-    """(start, stop): this rank's contiguous share of `num_items` in whole batches of
-    `batch_size`, so every rank runs exactly the batches one process would (the last,
-    short batch included), and (rounds): the most batches any rank runs."""
+    """(start, stop, rounds): this rank's contiguous share [start, stop) of `num_items`
+    in whole batches of `batch_size`, so every rank runs exactly the batches one process
+    would (the last, short batch included), and the most batches any rank runs."""
     num_batches = -(-num_items // batch_size)
     per_rank, extra = divmod(num_batches, ranks.nranks)
     first = ranks.rank * per_rank + min(ranks.rank, extra)
