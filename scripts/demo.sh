@@ -3,7 +3,8 @@
 # data, train with arcmargin (train_elem.py), fine-tune with eml (train_pair.py), evaluate
 # Recall@K (eval.py), extract features (infer.py), put them in a gallery index (index.py)
 # and search it with one image (search.py), then serve it (serve.py) and query the service once
-# with curl. Outputs go to $DEMO_OUTPUT (demo_output/);
+# with curl. Outputs go to $DEMO_OUTPUT (demo_output/), the checkpoints of an earlier demo
+# run there replaced (--overwrite);
 # DEMO_ENGINE=dygraph runs everything in Paddle's plain dynamic graph (default: static).
 # REQUIREMENTS=requirements-gpu.txt installs the GPU wheel into .venv first (README, "GPU").
 set -euo pipefail
@@ -21,12 +22,12 @@ start=$(date +%s)
 echo "== 1/6 train_elem.py: arcmargin from scratch"
 $py train_elem.py "${common[@]}" --test_batch_size=100 --test_before_training=True --loss_name=arcmargin --arc_scale=30 --class_dim=100 \
     --train_batch_size=32 --lr=0.05 --lr_steps=350 --total_iter_num=450 \
-    --display_iter_step=50 --test_iter_step=150 --save_iter_step=450 --model_save_dir=$out/arcmargin
+    --display_iter_step=50 --test_iter_step=150 --save_iter_step=450 --model_save_dir=$out/arcmargin --overwrite
 
 echo "== 2/6 train_pair.py: eml fine-tune of the arcmargin model"
 $py train_pair.py "${common[@]}" --test_batch_size=100 --loss_name=eml --samples_each_class=2 --pretrained_model=$out/arcmargin/ResNet18/450 \
     --train_batch_size=32 --lr=0.001 --lr_steps=150 --total_iter_num=150 \
-    --display_iter_step=25 --test_iter_step=150 --save_iter_step=150 --model_save_dir=$out/eml
+    --display_iter_step=25 --test_iter_step=150 --save_iter_step=150 --model_save_dir=$out/eml --overwrite
 
 echo "== 3/6 eval.py: Recall@K and MAP@R of the fine-tuned model"
 $py eval.py "${common[@]}" --batch_size=100 --pretrained_model=$out/eml/ResNet18/150 --recall_k=1,2,4,8 \

@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.request
 
+import environment
 import websocket
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -28,7 +29,8 @@ class Browser:
 
     def __init__(self, profile_dir, timeout=60):
         self.process = subprocess.Popen([chromium_path(), *FLAGS, f"--user-data-dir={profile_dir}", "about:blank"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        env=environment.clean())
         port = self._port(os.path.join(profile_dir, "DevToolsActivePort"), timeout)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=timeout) as reply:
             page = next(t for t in json.load(reply) if t["type"] == "page")

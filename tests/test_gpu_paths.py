@@ -6,6 +6,7 @@ import json
 import re
 import time
 
+import environment
 import numpy as np
 import paddle
 import pytest
@@ -383,8 +384,9 @@ def test_a_worker_ignores_sigterm_from_others_and_ends_on_its_parents():
     worker.start()
     try:
         assert ready.wait(30)
-        subprocess.run(["kill", "-TERM", str(worker.pid)], check=True)  # sent by another process
-        subprocess.run(["kill", "-INT", str(worker.pid)], check=True)
+        # sent by another process
+        subprocess.run(["kill", "-TERM", str(worker.pid)], check=True, env=environment.clean())
+        subprocess.run(["kill", "-INT", str(worker.pid)], check=True, env=environment.clean())
         time.sleep(0.5)
         assert worker.is_alive()
         worker.terminate()  # sent by the parent
@@ -451,9 +453,9 @@ def test_a_seed_given_on_a_gpu_makes_cudnn_deterministic(tmp_path, demo_dir, mon
     monkeypatch.setattr(paddle, "set_flags", lambda values: set_flags.append(dict(values)))
     monkeypatch.setattr(loop, "choose_device", lambda use_gpu: "gpu")
     deterministic = {device.CUDNN_DETERMINISTIC: True}
-    for extra, expected in ((dict(seed=90), True), ({}, False), (dict(enable_ce=True), True)):
+    for case, (extra, expected) in enumerate(((dict(seed=90), True), ({}, False), (dict(enable_ce=True), True))):
         set_flags.clear()
-        run("elem", flags(demo_dir, tmp_path / str(len(extra)), loss_name="softmax", total_iter_num=1,
+        run("elem", flags(demo_dir, tmp_path / str(case), loss_name="softmax", total_iter_num=1,
                           engine="dygraph", **extra))
         assert (deterministic in set_flags) == expected, (extra, set_flags)
     parse = train_elem.build_parser().parse_args

@@ -1,13 +1,13 @@
 """The installable package: pyproject.toml against the requirements files, the wheel's
 contents, the `dml` command, the root names of the original example, the import graph."""
 import ast
-import os
 import pathlib
 import re
 import subprocess
 import sys
 import zipfile
 
+import environment
 import pytest
 import tomllib
 from packaging.requirements import Requirement
@@ -62,7 +62,8 @@ def test_the_version_is_the_packages():
 @pytest.mark.slow
 def test_the_wheel_holds_only_the_dml_package_and_the_dml_command(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600,
+                          env=environment.clean())
     assert done.returncode == 0, done.stderr[-3000:]
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -77,7 +78,8 @@ def test_the_wheel_holds_only_the_dml_package_and_the_dml_command(tmp_path):
 
 
 def run(*args, **kwargs):
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=300, **kwargs)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env=environment.clean(), **kwargs)
 
 
 def test_dml_command_lists_the_commands_and_its_version(capsys):
@@ -221,5 +223,5 @@ def test_no_sys_path_edits_outside_the_tests():
 @pytest.mark.slow
 def test_ruff_finds_nothing():
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300, env=dict(os.environ, NO_COLOR="1"))
+                          cwd=ROOT, timeout=300, env=environment.clean(NO_COLOR="1"))
     assert done.returncode == 0, done.stdout[-3000:]

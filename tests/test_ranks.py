@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import environment
 import numpy as np
 import paddle
 import pytest
@@ -45,7 +46,7 @@ def weights(tmp_path_factory):
 def run_script(cwd, script, args, nproc=1):
     """Run a root script in one process (nproc=1) or under the launcher; returns the
     stdout of the process, or of rank 0, and the other ranks' logs."""
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = environment.with_root_on_path()
     command = [sys.executable, os.path.join(ROOT, script), *args]
     logs = cwd / "launch_logs"
     if nproc > 1:
@@ -156,7 +157,7 @@ def test_index_build_on_two_ranks_holds_what_one_process_builds(tmp_path, weight
 
 @pytest.mark.slow
 def test_index_add_and_remove_refuse_several_ranks(tmp_path):
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = environment.with_root_on_path()
     done = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node=2",
                            f"--log_dir={tmp_path / 'logs'}", os.path.join(ROOT, "index.py"), "remove",
                            f"--index_dir={tmp_path / 'index'}", "--prefix=x"],
@@ -173,7 +174,7 @@ def test_gather_rows_joins_uneven_and_empty_shares_in_rank_order(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, "tests", "workers"))
     import gather_rows
 
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = environment.with_root_on_path()
     done = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node=2",
                            f"--log_dir={tmp_path / 'logs'}", os.path.join(ROOT, "tests", "workers", "gather_rows.py"),
                            str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -109,7 +109,7 @@ def test_annotations(tmp_path):
     assert annotations.class_names(str(tmp_path), {"files": {"classes.txt": len(text) + 1}}) is None
     assert annotations.class_names(str(tmp_path / "none"), listed) is None
     assert annotations.stored_threshold({"threshold": 0.62}) == 0.62
-    assert annotations.stored_threshold({"threshold": {"threshold": 0.5, "precision": 0.95}}) == 0.5
+    assert annotations.stored_threshold({"threshold": {"threshold": 0.5, "precision": 0.95}}) is None
     for bad in (None, "0.5", True, float("nan"), 7.0):
         assert annotations.stored_threshold({"threshold": bad}) is None
 

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 import uuid
 
+import environment
 import numpy as np
 import pytest
 from test_index import NET, RUN, net, run  # noqa: F401 (fixtures)
@@ -27,7 +28,8 @@ class Service:
     def __init__(self, index_dir, *flags):
         self.process = subprocess.Popen([sys.executable, os.path.join(ROOT, "serve.py"), "--index_dir", index_dir,
                                          "--port", "0", "--use_gpu", "False", *flags],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                        env=environment.clean())
         for line in self.process.stdout:
             found = re.search(r"on (http://127\.0\.0\.1:\d+/)", line)
             if found:
@@ -150,7 +152,7 @@ def test_startup_mistakes_are_one_line(demo_index, tmp_path):
         }
         for message, flags in cases.items():
             done = subprocess.run([sys.executable, os.path.join(ROOT, "serve.py"), *flags, "--use_gpu", "False"],
-                                  capture_output=True, text=True, cwd=ROOT, timeout=300)
+                                  capture_output=True, text=True, cwd=ROOT, timeout=300, env=environment.clean())
             errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
             assert done.returncode == 2 and len(errors) == 1 and message in errors[0], done.stderr
             assert "Traceback" not in done.stderr

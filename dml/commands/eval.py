@@ -16,7 +16,6 @@ from dml.cli import ArgumentParser, add_arguments, fmt_time, print_arguments, ru
 from dml.data import reader
 from dml.flag_types import positive_int
 from dml.outputs import write_json_atomic
-from dml.recorded_flags import settle_embedding_size
 from dml.retrieval import grid
 from dml.retrieval.test_set import read_test_set, score_network
 from dml.runtime import data_workers, ranks
@@ -79,7 +78,7 @@ def evaluate(args, world=ranks.SINGLE):
     size, ks = check_inference_flags(args), parse_recall_k(args.recall_k)
     device = choose_device(args.use_gpu)
     test_set = read_test_set(args.data_dir, args.test_list, args.query_list, args.gallery_list)
-    model = models.create(args.model, settle_embedding_size(args))
+    model = models.create(args.model, args.embedding_size)
     report = models.load_pretrained(model, args.pretrained_model, strict=True)
 
     workers = data_workers.worker_count(args.num_workers, device, world.nranks)
@@ -130,7 +129,8 @@ def save_retrievals(args, test_set, scored):
 
 def main():
     args = build_parser().parse_args()
-    check_inference_flags(args)  # a flag mistake is the one line printed, before the configuration
+    check_inference_flags(args)  # a flag mistake is the one line printed, before the configuration;
+    # the network flags left out are taken from the weights' record here
     world = ranks.current()
     with ranks.leader_prints(world):
         print_arguments(args)

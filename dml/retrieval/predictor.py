@@ -5,7 +5,8 @@ An exported directory holds:
   inference.json (or inference.pdmodel on older Paddle) + inference.pdiparams
       the static graph and its weights, input `image` [N, 3, S, S] float32;
   export_info.json
-      what was exported: model name, embedding size, image shape, source weights.
+      what was exported: the network's record (dml.run_record: model name, embedding
+      size, image shape, preprocessing, source weights and their sha256), feature size.
 """
 import contextlib
 import os
@@ -15,9 +16,11 @@ import tempfile
 import numpy as np
 import paddle
 
+from dml import run_record
 from dml.cli import fmt_time
 from dml.errors import UserError, first_line
 from dml.outputs import write_json_atomic
+from dml.runtime import threads
 from dml.runtime.device import cuda_available, gpu_id
 from dml.weights.fluid_tensor import check_tensor_sequence
 from dml.weights.json_file import read_json
@@ -44,6 +47,30 @@ def export(model, image_size, directory, info):
                 paddle=paddle.__version__, exported_at=fmt_time())
     write_json_atomic(os.path.join(directory, INFO_FILE), info)
     return sorted(os.listdir(directory))
+
+
+def export_into(model, image_size, directory, info):
+    """export() into a temporary sibling of `directory`, then its files moved in, the
+    record (export_info.json) last: a failure leaves `directory` as it was. Files of an
+    earlier export that the new one lacks are removed; other files are left alone."""
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{os.path.basename(os.path.abspath(directory))}.tmp-",
+                                     dir=parent) as tmp:
+        files = export(model, image_size, tmp, info)
+        os.makedirs(directory, exist_ok=True)
+        for name in sorted(files, key=lambda n: n == INFO_FILE):
+            os.replace(os.path.join(tmp, name), os.path.join(directory, name))
+    for name in export_files(directory):
+        if name not in files:
+            os.remove(os.path.join(directory, name))
+    return files
+
+
+def export_files(directory):
+    """The names in `directory` that an export writes (its graph, weights and record)."""
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    return [n for n in names if n.startswith(PREFIX + ".") or n == INFO_FILE]
 
 
 @contextlib.contextmanager
@@ -76,6 +103,14 @@ def read_info(directory):
         raise UserError(f"--inference_model {directory!r}: {INFO_FILE} records image_shape {str(shape)[:40]!r}, "
                         f"not '3,S,S' with S from 1 to {MAX_IMAGE_SIZE}")
     return info
+
+
+def read_record(directory):
+    """The record of an exported model's network (None when it has no export_info.json)."""
+    path = os.path.join(directory, INFO_FILE)
+    if not os.path.lexists(path):
+        return None
+    return run_record.from_mapping(run_record.read_json(path, "--inference_model's"), "the exported model", path)
 
 
 def model_files(directory):
@@ -125,7 +160,7 @@ class Predictor:
             self.device = "gpu"
         else:
             config.disable_gpu()
-            config.set_cpu_math_library_num_threads(cpu_threads or len(os.sched_getaffinity(0)))
+            config.set_cpu_math_library_num_threads(cpu_threads or threads.count())
             config.enable_onednn()
             if bf16:
                 config.enable_onednn_bfloat16()

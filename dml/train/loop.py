@@ -11,13 +11,13 @@ import paddle
 from paddle import nn
 
 from dml import losses, models
-from dml.cli import print_arguments
+from dml.cli import flag_values, print_arguments
 from dml.data import reader
 from dml.retrieval.test_set import read_test_set
 from dml.runtime import acceleration, data_workers, paddle_compat, ranks
 from dml.runtime.device import choose_device, make_deterministic
 
-from . import amp, checkpoint, interrupts
+from . import amp, checkpoint, interrupts, resume, run_dir
 from . import flags as train_flags
 from .memory import CrossBatchMemory
 from .monitor import CheckpointWriter, Run, Schedule
@@ -79,11 +79,32 @@ def make_optimizer(parameters, lr, lr_strategy="piecewise_decay", lr_steps=(), t
 
 def main(parser, family):
     """A training script: parse and check the flags (so a mistake is the one line
-    printed), print the configuration block, train."""
+    printed), take what a resume or fine-tune inherits, print the configuration
+    block, train."""
     args = parser.parse_args()
-    check_flags(args, family, paddle.distributed.get_world_size())
+    prepare(args, family)
     print_arguments(args)
     return train(args, family)
+
+
+def prepare(args, family):
+    """Once per parsed flags: resolve --checkpoint and take the flags the run inherits
+    from it (dml.train.resume), or from a fine-tuned checkpoint's record; then check
+    every rule that ties flags together, before anything is read or built. Returns
+    (checkpoint directory, its state) to resume from, or None for a new run."""
+    if hasattr(args, "_resume_point"):
+        return args._resume_point
+    point = None
+    if args.checkpoint:
+        directory = resolve_checkpoint(args, paddle.distributed.get_rank())
+        state = checkpoint.read_run_state(directory)
+        resume.settle(args, state, family, directory)
+        point = (directory, state)
+    elif args.pretrained_model:
+        train_flags.settle_fine_tune(args)
+    check_flags(args, family, paddle.distributed.get_world_size())
+    args._resume_point = point
+    return point
 
 
 def check_flags(args, family, nranks):
@@ -95,7 +116,8 @@ def check_flags(args, family, nranks):
 
 def train(args, family):
     """Run the whole training job described by the parsed flags of a training script."""
-    check_flags(args, family, paddle.distributed.get_world_size())
+    point = prepare(args, family)
+    resume_from, resumed = point or (None, {})
     device = choose_device(args.use_gpu)
     if device == "cpu":
         acceleration.configure_cpu()
@@ -110,27 +132,29 @@ def train(args, family):
                         len(np.unique(train_list.labels)), args.class_dim)
     sampler = reader.make_sampler(spec.sampler, train_list, args.train_batch_size, args.seed,
                                   samples_each_class or 2)
-    resume_from = resolve_checkpoint(args, rank)
+    run_id = resumed.get("run_id") if resume_from else run_dir.new_run_id()
     if rank == 0:
         checkpoint.check_writable(args.model_save_dir)
+        run_dir.claim(args.model_save_dir, args.model, run_id, args.overwrite)
 
     paddle.seed(args.seed)
     model = models.create(args.model, args.embedding_size)
     loss = losses.create(args.loss_name, model.feature_dim, class_dim=args.class_dim,
                          **train_flags.loss_params(args))
-    start, resumed = 0, {}
+    start = 0
+    amp_dtype = amp.autocast_dtype(args.amp, args.amp_dtype, device)
+    scaler = amp.make_scaler(amp_dtype)
     if resume_from:
-        resumed = checkpoint.restore(resume_from, model, loss, same_run=train_flags.run_identity(args))
+        resume.check_restorable(resumed, resume_from, scaler is not None)
+        checkpoint.restore(resume_from, model, loss)
         start = resumed["next_iter"]
         if rank == 0:
             print(f"Resuming {resume_from} at iteration {start}")
     elif args.pretrained_model:
-        models.load_pretrained(model, args.pretrained_model, verbose=rank == 0)
+        models.load_pretrained(model, args.pretrained_model, verbose=rank == 0, drop_embedding=args.drop_embedding)
     memory = CrossBatchMemory(args.xbm_size, model.feature_dim, nranks) if getattr(args, "xbm_size", 0) else None
     if memory is not None and resume_from:
         checkpoint.restore_memory(resume_from, memory)
-    amp_dtype = amp.autocast_dtype(args.amp, args.amp_dtype, device)
-    scaler = amp.make_scaler(amp_dtype)
     amp.restore_scaler(scaler, resumed.get("grad_scaler"))
     train_step = TrainStep(model, loss, acceleration.training_features(model, args.engine, device), memory,
                            autocast=amp.network_autocast(amp_dtype))
@@ -150,8 +174,9 @@ def train(args, family):
               schedule=Schedule(args.display_iter_step, args.test_iter_step, args.save_iter_step,
                                 args.total_iter_num),
               tester=PeriodicTest(test_set, size, args.test_batch_size, workers, args.engine, world, shared_memory),
-              writer=CheckpointWriter(args.model_save_dir, args.model, train_flags.run_identity(args),
-                                      flags=vars(args), last_saved=resume_from),
+              writer=CheckpointWriter(args.model_save_dir, args.model,
+                                      dict(train_flags.run_identity(args), run_id=run_id),
+                                      flags=flag_values(args), last_saved=resume_from),
               log_dir=args.log_dir, enable_ce=args.enable_ce, memory=memory, scaler=scaler,
               skips=reader.SkipReport(train_list))
     run.meter.restore(resumed.get("meter"))
