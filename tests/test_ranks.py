@@ -1,6 +1,7 @@
 """infer.py, eval.py and `index.py build` under paddle.distributed.launch with two CPU
 ranks: each rank embeds a share, and what rank 0 writes and prints is byte for byte
 what one process writes and prints; the shares and the gathering (dml/runtime/ranks.py)."""
+import hashlib
 import json
 import os
 import re
@@ -70,6 +71,14 @@ def assert_same_files(one, two, names):
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
 
 
+def assert_records_weights(record, weights):
+    """The network record names the weights file and its sha256 (hashed here)."""
+    with open(weights, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()
+    assert (record["model"], record["embedding_size"], record["image_shape"]) == ("ResNet18", 16, "3,32,32")
+    assert (record["weights"], record["weights_sha256"]) == (os.path.abspath(weights), digest)
+
+
 @pytest.fixture(scope="module")
 def image_list(demo_dir, tmp_path_factory):
     """The 40 demo test images and, at row 30 (in rank 1's share), an unreadable one."""
@@ -97,8 +106,9 @@ def test_infer_on_two_ranks_writes_and_prints_what_one_process_does(tmp_path, we
                 "--batch_size=4", f"--save_features={cwd / 'feats.npy'}"]
         outputs[nproc] = run_script(cwd, "infer.py", args, nproc)
     one, two = tmp_path / "ranks1", tmp_path / "ranks2"
-    assert_same_files(one, two, ["feats.npy", "feats.paths.txt"])
+    assert_same_files(one, two, ["feats.npy", "feats.paths.txt", "feats.meta.json"])
     assert not (two / "feats.labels.npy").exists()
+    assert_records_weights(json.loads((two / "feats.meta.json").read_text()), weights)
     assert len(np.load(two / "feats.npy")) == 40 and paths[30] not in (two / "feats.paths.txt").read_text()
     for starts in (("Test-",), ("skipped unreadable image",)):
         assert lines_without_time(outputs[2][0], *starts) == lines_without_time(outputs[1][0], *starts), starts
@@ -153,6 +163,7 @@ def test_index_build_on_two_ranks_holds_what_one_process_builds(tmp_path, weight
     for meta in metas:
         del meta["created"], meta["updated"]
     assert metas[0] == metas[1] and metas[1]["count"] == 40
+    assert_records_weights(metas[1], weights)
 
 
 @pytest.mark.slow
