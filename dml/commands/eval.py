@@ -22,6 +22,7 @@ from dml.flag_types import float_in, positive_int
 from dml.outputs import write_json_atomic
 from dml.retrieval import calibration_plot, grid, threshold_file
 from dml.retrieval.test_set import read_test_set, score_network
+from dml.runtime import data_workers, ranks
 from dml.runtime.device import choose_device
 from dml.script_flags import add_data_arguments, add_inference_arguments, check_inference_flags, check_output_dir
 
@@ -93,8 +94,9 @@ def metrics_table(result, ks):
     return "\n".join(lines)
 
 
-def evaluate(args):
-    """Run the whole evaluation described by the parsed flags; return the JSON summary."""
+def evaluate(args, world=ranks.SINGLE):
+    """Run the whole evaluation described by the parsed flags; return the JSON summary
+    (on rank 0; None on the other ranks, which only embed their share of the images)."""
     size, ks = check_flags(args), parse_recall_k(args.recall_k)
     device = choose_device(args.use_gpu)
     test_set = read_test_set(args.data_dir, args.test_list, args.query_list, args.gallery_list)
@@ -102,7 +104,11 @@ def evaluate(args):
     model = models.create(args.model, args.embedding_size)
     report = models.load_pretrained(model, args.pretrained_model, strict=True)
 
-    scored = score_network(model, test_set, size, args.batch_size, args.num_workers, args.engine, ks, map_at_r=True)
+    workers = data_workers.worker_count(args.num_workers, device, world.nranks)
+    scored = score_network(model, test_set, size, args.batch_size, workers, args.engine, ks, map_at_r=True,
+                           ranks=world)
+    if not world.leader:
+        return None
     for image_list, skipped in zip(test_set.lists, scored.skipped):
         reader.SkipReport(image_list).note(np.flatnonzero(skipped).tolist())
     result = scored.result
@@ -150,8 +156,10 @@ def main():
     args = build_parser().parse_args()
     check_flags(args)  # a flag mistake is the one line printed, before the configuration;
     # the network flags left out are taken from the weights' record here
-    print_arguments(args)
-    evaluate(args)
+    world = ranks.current()
+    with ranks.leader_prints(world):
+        print_arguments(args)
+        evaluate(args, world)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from dml.errors import UserError
 from dml.flag_types import float_in
 from dml.index import backends, embed, flags, gallery, manifest, store
 from dml.retrieval import feature_files, image_inputs, threshold_file
+from dml.runtime import data_workers, ranks
 from dml.runtime.device import choose_device
 
 INPUTS = ("features", "image_dir", "image_list")
@@ -111,11 +112,12 @@ def gallery_input(args):
     return images, labelled
 
 
-def embed_images(args, meta, images, labelled):
-    choose_device(args.use_gpu)
+def embed_images(args, meta, images, labelled, world=ranks.SINGLE):
+    device = choose_device(args.use_gpu)
     network = embed.load_network(manifest.network_of(meta, args.index_dir))
-    vectors, kept, unreadable = embed.embed(network, images, embed.image_size(meta), args.batch_size,
-                                            args.num_workers, args.engine)
+    workers = data_workers.worker_count(args.num_workers, device, world.nranks)
+    vectors, kept, unreadable = embed.embed(network, images, embed.image_size(meta), args.batch_size, workers,
+                                            args.engine, world)
     for i in unreadable:
         print(f"skipped unreadable image {images.paths[i]}")
     labels = images.labels[kept] if labelled else None
@@ -128,6 +130,14 @@ def check_features_dim(vectors, meta):
 
 
 def cmd_build(args):
+    """Under paddle.distributed.launch every rank embeds its share of the images and
+    rank 0 writes the index."""
+    world = ranks.current()
+    with ranks.leader_prints(world):
+        build(args, world)
+
+
+def build(args, world):
     record = manifest.model_record(args, args.features)
     if not args.features and record["weights"] is None:
         raise UserError("building from images needs --pretrained_model (and --model/--image_shape/--embedding_size)")
@@ -139,7 +149,9 @@ def cmd_build(args):
     else:
         if os.path.lexists(os.path.join(args.index_dir, store.CURRENT)):
             raise UserError(f"--index_dir {args.index_dir!r} already holds an index: use `index.py add`")
-        vectors, paths, labels = embed_images(args, record, *source)
+        vectors, paths, labels = embed_images(args, record, *source, world)
+    if not world.leader:
+        return
     names = found_class_names(args, labels is not None)
     snapshot = gallery.build(args.index_dir, vectors, paths, labels, record, args.backend, options, session,
                              names, threshold)
@@ -148,7 +160,14 @@ def cmd_build(args):
           + (f", match threshold {threshold:g}" if threshold is not None else ""))
 
 
+def one_process(command):
+    if ranks.launched():
+        raise UserError(f"index.py {command} changes the index from one process: run it without "
+                        f"paddle.distributed.launch (only build splits its images over ranks)")
+
+
 def cmd_add(args):
+    one_process("add")
     note = None
     with store.writer(args.index_dir) as writer:
         snapshot = writer.current()
@@ -173,6 +192,7 @@ def cmd_add(args):
 
 
 def cmd_remove(args):
+    one_process("remove")
     if bool(args.paths_file) == bool(args.prefix):
         raise UserError("give exactly one of --paths_file, --prefix")
     with store.writer(args.index_dir) as writer:

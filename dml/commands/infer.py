@@ -32,8 +32,9 @@ from dml.cli import ArgumentParser, add_arguments, print_arguments, run_cli
 from dml.data import class_names, reader
 from dml.errors import UserError
 from dml.recorded_flags import settle_network
-from dml.retrieval import features, image_inputs, predictor
+from dml.retrieval import image_inputs, predictor, sharded
 from dml.retrieval.feature_files import save_features
+from dml.runtime import data_workers, ranks
 from dml.runtime.device import choose_device
 from dml.script_flags import add_data_arguments, add_inference_arguments, check_inference_flags
 
@@ -84,13 +85,14 @@ def input_images(args):
 
 
 def build_network(args):
-    """The dynamic-graph model with its weights, or the exported model."""
-    choose_device(args.use_gpu)
+    """(network, device): the dynamic-graph model with its weights, or the exported
+    model."""
+    device = choose_device(args.use_gpu)
     if args.inference_model:
-        return predictor.Predictor(args.inference_model, args.use_gpu)
+        return predictor.Predictor(args.inference_model, args.use_gpu), device
     model = models.create(args.model, args.embedding_size)
     models.load_pretrained(model, args.pretrained_model, strict=True)
-    return model
+    return model, device
 
 
 def network_record(args):
@@ -101,14 +103,15 @@ def network_record(args):
     return run_record.describe(args.model, args.embedding_size, args.image_shape, args.pretrained_model)
 
 
-def infer(args):
-    """Embed the input images; return (features of readable images, their paths, labels)."""
+def infer(args, world=ranks.SINGLE):
+    """Embed the input images (each rank its share); return (features of readable
+    images, their paths, labels), on every rank. Rank 0 prints and writes them."""
     size = check_flags(args)
     images, labelled = input_images(args)
     names = class_names.in_directory(args.data_dir) if labelled and args.save_features else None
-    network = build_network(args)
-    loader = reader.test_loader(images, size, args.batch_size, args.num_workers)
-    fea, lab, skipped = features.extract_features(network, loader, engine=args.engine)
+    network, device = build_network(args)
+    workers = data_workers.worker_count(args.num_workers, device, world.nranks)
+    fea, lab, skipped = sharded.extract_list(network, images, size, args.batch_size, workers, args.engine, world)
     reader.SkipReport(images).note(np.flatnonzero(skipped).tolist())
     kept = np.flatnonzero(~skipped)
     if len(kept) == 0:
@@ -116,7 +119,7 @@ def infer(args):
     paths = [images.paths[i] for i in kept]
     for row, (i, path) in enumerate(zip(kept, paths)):
         print("Test-{0}-feature: {1} {2}".format(row, first_values(fea[i]), path))
-    if args.save_features:
+    if args.save_features and world.leader:
         save_features(args.save_features, fea[kept], paths, lab[kept] if labelled else None,
                       network_record(args), class_names.render(names) if names else None)
     return fea[kept], paths, lab[kept]
@@ -130,8 +133,10 @@ def first_values(feature, count=5):
 def main():
     args = build_parser().parse_args()
     check_flags(args)  # a flag mistake is the one line printed, before the configuration
-    print_arguments(args)
-    infer(args)
+    world = ranks.current()
+    with ranks.leader_prints(world):
+        print_arguments(args)
+        infer(args, world)
 
 
 if __name__ == "__main__":

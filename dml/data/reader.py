@@ -377,14 +377,18 @@ def train_batches(sampler, start=0, rank=0, nranks=1):
     return paddle.io.BatchSampler(sampler=keys, batch_size=sampler.batch_size // nranks, drop_last=True)
 
 
-def train_loader(image_list, sampler, size, num_workers=0, start=0, rank=0, nranks=1):
-    """DataLoader of (images, labels, replaced) for this rank, from global batch `start`."""
+def train_loader(image_list, sampler, size, num_workers=0, start=0, rank=0, nranks=1, shared_memory=None):
+    """DataLoader of (images, labels, replaced) for this rank, from global batch `start`.
+    shared_memory: whether workers hand batches over through /dev/shm (None: decided
+    for this loader alone, data_workers.use_shared_memory)."""
     batches = train_batches(sampler, start, rank, nranks)
+    if shared_memory is None:
+        shared_memory = data_workers.use_shared_memory([(num_workers, batch_bytes(batches.batch_size, size))])
     return paddle.io.DataLoader(
         TrainDataset(image_list, size),
         batch_sampler=batches,
         num_workers=num_workers,
-        use_shared_memory=data_workers.use_shared_memory(num_workers, batch_bytes(batches.batch_size, size)),
+        use_shared_memory=shared_memory,
         worker_init_fn=data_workers.ignore_stop_signals,
     )
 
@@ -394,12 +398,15 @@ def batch_bytes(batch_size, size):
     return batch_size * 3 * size * size * 4
 
 
-def test_loader(image_list, size, batch_size, num_workers=0):
-    """DataLoader of (images, labels, skipped) over every test image once, in order."""
+def test_loader(image_list, size, batch_size, num_workers=0, shared_memory=None):
+    """DataLoader of (images, labels, skipped) over every test image once, in order.
+    Batches stay on the host (feature extraction copies them to the device once, see
+    features.extract_features). shared_memory: as train_loader's."""
     dataset = TestDataset(image_list, size)
     batches = paddle.io.BatchSampler(dataset, batch_size=batch_size, shuffle=False, drop_last=False)
+    if shared_memory is None:
+        shared_memory = data_workers.use_shared_memory([(num_workers, batch_bytes(batch_size, size))])
     return paddle.io.DataLoader(
-        dataset, batch_sampler=batches, num_workers=num_workers,
-        use_shared_memory=data_workers.use_shared_memory(num_workers, batch_bytes(batch_size, size)),
-        worker_init_fn=data_workers.ignore_stop_signals,
+        dataset, batch_sampler=batches, num_workers=num_workers, places=paddle.CPUPlace(),
+        use_shared_memory=shared_memory, worker_init_fn=data_workers.ignore_stop_signals,
     )
