@@ -161,8 +161,14 @@ def build(args, world):
 
 
 def one_process(command):
-    if ranks.launched():
-        raise UserError(f"index.py {command} changes the index from one process: run it without "
+    """Refuse add/remove under the launcher. Only rank 0 fails: the launcher kills the
+    other ranks once one fails, and a rank killed while exiting prints Paddle's C++
+    termination report into its log after our one line."""
+    if not ranks.launched():
+        return
+    if ranks.launched_rank() != 0:
+        raise SystemExit(0)
+    raise UserError(f"index.py {command} changes the index from one process: run it without "
                         f"paddle.distributed.launch (only build splits its images over ranks)")
 
 

@@ -45,6 +45,11 @@ def launched():
     return paddle.distributed.get_world_size() > 1
 
 
+def launched_rank():
+    """This process's rank under the launcher (0 alone), without setting up the group."""
+    return paddle.distributed.get_rank()
+
+
 def batch_share(num_items, batch_size, ranks):
     """(start, stop, rounds): this rank's contiguous share [start, stop) of `num_items`
     in whole batches of `batch_size`, so every rank runs exactly the batches one process
