@@ -5,9 +5,11 @@
 
 Query images are embedded by the network recorded in the index (network flags, when
 given, must equal it); query features made by another network are refused. Prints one
-tab-separated line per hit: query, rank, score (cosine similarity), path, and the label
-when the index has labels. --save_retrievals draws eval.py's grids: each query, then its
-hits (green: same label, red: another, grey: label unknown).
+tab-separated line per hit: query, rank, score (cosine similarity), path, the label
+when the index has labels and the class name when it has class names. A query whose
+best hit scores below the threshold (--threshold, or else the index's stored match
+threshold) prints `query - - no match`. --save_retrievals draws eval.py's grids: each
+query, then its hits (green: same label, red: another, grey: label unknown).
 """
 import argparse
 import sys
@@ -30,7 +32,9 @@ def build_parser():
     flags.add_network_arguments(parser, building=False)
     flags.add_backend_arguments(parser, building=False)
     add_arguments("topk", positive_int, 10, "Hits per query.", parser)
-    add_arguments("threshold", finite_float, None, "Keep only hits at least this cosine-similar.", parser)
+    add_arguments("threshold", finite_float, None, "Keep only hits at least this cosine-similar (a query with none "
+                  "is 'no match'); overrides the index's stored match threshold (-1 keeps every hit); None: the "
+                  "index's stored threshold, when it has one.", parser)
     add_arguments("save_json", str, None, "Also write every hit to this JSON file.", parser)
     add_arguments("save_retrievals", str, None, "Directory for PNG grids of the queries and their hits.", parser)
     return parser
@@ -47,10 +51,11 @@ def search(args):
     vectors, names, labels = query.query_features(args, snapshot)
     note = manifest.check_same_vectors(snapshot.meta, args.features, len(vectors), args.index_dir) \
         if args.features else None
-    results = query.run(snapshot, vectors, args.topk, args.threshold, session)
-    query.print_hits(snapshot, names, results)
+    threshold, source = query.threshold_in_effect(args.threshold, snapshot)
+    results = query.run(snapshot, vectors, args.topk, threshold, session)
+    query.print_hits(snapshot, names, results, threshold)
     if args.save_json:
-        query.save_json(args.save_json, query.as_json(snapshot, names, results, args.topk, args.threshold))
+        query.save_json(args.save_json, query.as_json(snapshot, names, results, args.topk, threshold, source))
     if args.save_retrievals:
         query.save_grids(args.save_retrievals, snapshot, names, labels, results)
     if note:

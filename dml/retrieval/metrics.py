@@ -29,7 +29,8 @@ def recall_topk(fea, lab, k=1):
     return retrieval_metrics(fea, lab, ks=(k,), map_at_r=False)["recall@%d" % k]
 
 
-def retrieval_metrics(fea, lab, ks=(1, 10, 100, 1000), map_at_r=True, block_size=None, precision_ks=()):
+def retrieval_metrics(fea, lab, ks=(1, 10, 100, 1000), map_at_r=True, block_size=None, cancel=None,
+                      precision_ks=()):
     """Recall@K for each K in `ks`, and MAP@R, in one pass over blocks of queries;
     Precision@k and mAP@k for each k in `precision_ks`.
 
@@ -48,13 +49,14 @@ def retrieval_metrics(fea, lab, ks=(1, 10, 100, 1000), map_at_r=True, block_size
     mAP@k: AP@k = (1/min(k, R)) sum_{i<=k} P(i) rel(i), averaged over the queries with
     R > 0 (nan when none has one).
     block_size: queries per block (exact_search.QUERY_BLOCK by default).
+    cancel: a threading.Event that stops the computation (exact_search.Cancelled).
     """
     fea = normalised_features(fea)
-    return _metrics(fea, _class_ids(lab, len(fea)), len(fea), ks, map_at_r, block_size, precision_ks)
+    return _metrics(fea, _class_ids(lab, len(fea)), len(fea), ks, map_at_r, block_size, cancel, precision_ks)
 
 
 def query_gallery_metrics(query_fea, query_lab, gallery_fea, gallery_lab, ks=(1, 10, 20, 30, 40, 50),
-                          map_at_r=True, block_size=None, precision_ks=()):
+                          map_at_r=True, block_size=None, cancel=None, precision_ks=()):
     """Recall@K and MAP@R of queries searching a separate gallery (In-Shop's protocol).
 
     As retrieval_metrics, but each query is ranked against the gallery items only (no
@@ -72,10 +74,10 @@ def query_gallery_metrics(query_fea, query_lab, gallery_fea, gallery_lab, ks=(1,
                          % (len(query_lab), len(gallery_lab), len(queries), len(gallery)))
     fea = np.concatenate([gallery, queries])
     classes = _class_ids(np.concatenate([gallery_lab, query_lab]), len(fea))
-    return _metrics(fea, classes, len(gallery), ks, map_at_r, block_size, precision_ks)
+    return _metrics(fea, classes, len(gallery), ks, map_at_r, block_size, cancel, precision_ks)
 
 
-def _metrics(fea, classes, num_gallery, ks, map_at_r, block_size, precision_ks=()):
+def _metrics(fea, classes, num_gallery, ks, map_at_r, block_size, cancel=None, precision_ks=()):
     """The metrics of the queries among rows `fea`: every row against all (num_gallery
     = len(fea)), or rows num_gallery.. against rows ..num_gallery."""
     ks = _check_ks(ks)
@@ -88,8 +90,8 @@ def _metrics(fea, classes, num_gallery, ks, map_at_r, block_size, precision_ks=(
     visible = num_gallery - (query_rows < num_gallery)
     depth = np.minimum(np.maximum(num_pos if map_at_r else 0, max(precision_ks, default=0)), visible)
     found = exact_search.search(queries, gallery, depth, exclude=exclude, block_size=block_size,
-                                pivots=_best_positives(queries, gallery, members, query_rows), count_limit=max(ks),
-                                symmetric=num_gallery == len(fea))
+                                pivots=_best_positives(queries, gallery, members, query_rows, cancel),
+                                count_limit=max(ks), symmetric=num_gallery == len(fea), cancel=cancel)
     first_hit = np.where(num_pos > 0, found.before, _NEVER)
     result = {"recall@%d" % k: float(np.mean(first_hit < k)) for k in ks}
     hits = (found.indices >= 0) & (classes[found.indices] == classes[query_rows][:, None])
@@ -104,13 +106,15 @@ def _metrics(fea, classes, num_gallery, ks, map_at_r, block_size, precision_ks=(
     return result
 
 
-def _best_positives(queries, gallery, members, query_rows):
+def _best_positives(queries, gallery, members, query_rows, cancel=None):
     """(score, gallery row) of each query's most similar positive (the lower row among
     equals), as exact_search.exact_scores gives them; row -1 where it has none."""
     scores = np.full(len(query_rows), np.nan, np.float32)
     rows = np.full(len(query_rows), -1, np.int64)
     step = max(1, (1 << 20) // max(int(members.sizes.max()), 1))
     for start in range(0, len(query_rows), step):
+        if cancel is not None and cancel.is_set():
+            raise exact_search.Cancelled("the metrics were cancelled")
         block = np.arange(start, min(start + step, len(query_rows)))
         positives = members.positives(query_rows[block])
         own = np.where(query_rows[block] < members.num_gallery, query_rows[block], members.num_gallery)

@@ -13,9 +13,8 @@ import threading
 from dataclasses import dataclass
 
 from dml.errors import UserError
-from dml.index import store
+from dml.index import query, store
 
-from . import annotations
 from .errors import ApiError
 
 RECENT = 4  # generations whose paths stay known to /thumb after they are replaced
@@ -25,8 +24,8 @@ RECENT = 4  # generations whose paths stay known to /thumb after they are replac
 class Served:
     snapshot: object  # dml.index store Snapshot
     generation: str
-    class_names: object  # {label: name} or None
-    threshold: object  # stored "no match" threshold or None
+    class_names: object  # {label: name} of the generation's classes.txt, or None
+    threshold: object  # index.json's "no match" threshold, or None
 
     @property
     def count(self):
@@ -35,8 +34,7 @@ class Served:
 
 def served(snapshot):
     return Served(snapshot, os.path.basename(snapshot.directory),
-                  annotations.class_names(snapshot.directory, snapshot.meta),
-                  annotations.stored_threshold(snapshot.meta))
+                  snapshot.class_names, query.threshold_in_effect(None, snapshot)[0])
 
 
 class LiveIndex:

@@ -59,7 +59,7 @@ async def search(request: Request):
     served = svc.live.current()
     body = await inputs.read_body(request, svc.config.max_images, SEARCH_FIELDS)
     k = inputs.topk_of(body.fields)
-    threshold = inputs.threshold_of(body.fields, served.threshold)
+    threshold, source = inputs.threshold_of(body.fields, served.threshold)
     count = one_kind_of_query(body)
     with svc.searcher.batcher.expect(count) as ticket:
         if body.uploads:
@@ -69,7 +69,7 @@ async def search(request: Request):
             vectors = check_dimension(body.vectors, served.snapshot.meta["dim"])
             names = [f"vectors[{i}]" for i in range(len(vectors))]
         results = await asyncio.wrap_future(ticket.submit(Job(served, vectors, k, threshold), len(vectors)))
-    return JSONResponse(hits_reply(served, names, results, k, threshold))
+    return JSONResponse(hits_reply(served, names, results, k, threshold, source))
 
 
 def one_kind_of_query(body):
@@ -87,16 +87,11 @@ def check_dimension(vectors, dim):
     return vectors
 
 
-def hits_reply(served, names, results, k, threshold):
-    """search.py's JSON (--save_json), with the generation searched, "no_match" per
-    query and each hit's class name when the index has them."""
-    reply = query.as_json(served.snapshot, names, results, k, threshold)
+def hits_reply(served, names, results, k, threshold, source):
+    """search.py's JSON (--save_json: each query's `match`, each hit's class_name when
+    the index has class names), with the generation searched."""
+    reply = query.as_json(served.snapshot, names, results, k, threshold, source)
     reply["generation"] = served.generation
-    for result in reply["results"]:
-        result["no_match"] = not result["hits"]
-        if served.class_names:
-            for hit in result["hits"]:
-                hit["class"] = served.class_names.get(hit["label"]) if hit["label"] is not None else None
     return reply
 
 
