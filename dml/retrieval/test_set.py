@@ -60,9 +60,11 @@ class Scored:
         return len(self.fea[0])
 
 
-def score_network(network, test_set, image_size, batch_size, num_workers, engine, ks=(1,), map_at_r=False):
-    """Extract the features of every list of `test_set` and score them; unreadable
-    images are left out (and reported by the caller from `skipped`)."""
+def score_network(network, test_set, image_size, batch_size, num_workers, engine, ks=(1,), map_at_r=False,
+                  rerank=None):
+    """Extract the features of every list of `test_set` and score them (re-ranked as
+    `rerank`, a dml.retrieval.rerank.Settings, says); unreadable images are left out
+    (and reported by the caller from `skipped`)."""
     fea, labels, kept, skipped = [], [], [], []
     for image_list in test_set.lists:
         loader = reader.test_loader(image_list, image_size, batch_size, num_workers)
@@ -79,7 +81,8 @@ def score_network(network, test_set, image_size, batch_size, num_workers, engine
                             f"need at least {least} to evaluate")
     ks = sorted(set(ks) | {1})
     if test_set.gallery is None:
-        result = metrics.retrieval_metrics(fea[0], labels[0], ks=ks, map_at_r=map_at_r)
+        result = metrics.retrieval_metrics(fea[0], labels[0], ks=ks, map_at_r=map_at_r, rerank=rerank)
     else:
-        result = metrics.query_gallery_metrics(fea[0], labels[0], fea[1], labels[1], ks=ks, map_at_r=map_at_r)
+        result = metrics.query_gallery_metrics(fea[0], labels[0], fea[1], labels[1], ks=ks, map_at_r=map_at_r,
+                                               rerank=rerank)
     return Scored(fea, labels, kept, skipped, result)

@@ -149,3 +149,16 @@ def for_metrics(settings, queries, gallery, query_rows):
     if settings.active:
         raise UserError(f"unknown re-ranking {settings.method!r}")
     return ForMetrics(queries, gallery)
+
+
+def check_sizes(settings, num_queries, num_gallery=None):
+    """One line when a parameter asks for more neighbours than the data holds: queries
+    searching a gallery, or (num_gallery None) a single set searching itself. eval.py
+    checks its lists before embedding them."""
+    gallery = num_queries if num_gallery is None else num_gallery
+    if settings.method == "qe":
+        expansion.check_neighbours(settings.qe_n, gallery - (num_gallery is None), "qe_n")
+    elif settings.method == "dba":
+        expansion.check_neighbours(settings.dba_n, gallery - 1, "dba_n")
+    elif settings.method == "kreciprocal":
+        check_items(settings.k1, num_queries + (num_gallery or 0))
