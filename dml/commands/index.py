@@ -35,6 +35,7 @@ def build_parser():
         flags.add_image_inputs(sub, "infer.py's features (.npy, with its .paths.txt and optional .labels.npy).")
         flags.add_network_arguments(sub, building=sub is build)
         flags.add_backend_arguments(sub, building=sub is build)
+    flags.add_dba_arguments(build)
     add.add_argument("--replace", action="store_true", help="Embed again the images already in the index.")
     remove = commands.add_parser("remove", help="Remove images by path.")
     flags.add_index_dir(remove)
@@ -86,7 +87,8 @@ def cmd_build(args):
         if os.path.lexists(os.path.join(args.index_dir, store.CURRENT)):
             raise UserError(f"--index_dir {args.index_dir!r} already holds an index: use `index.py add`")
         vectors, paths, labels = embed_images(args, record, *source)
-    snapshot = gallery.build(args.index_dir, vectors, paths, labels, record, args.backend, options, session)
+    snapshot = gallery.build(args.index_dir, vectors, paths, labels, record, args.backend, options, session,
+                             flags.dba_settings(args))
     print(f"index {args.index_dir}: {len(snapshot)} vectors of dimension {snapshot.meta['dim']} ({args.backend})")
 
 
@@ -133,7 +135,7 @@ def cmd_remove(args):
 def cmd_info(args):
     snapshot = store.open_index(args.index_dir)
     for key in ("count", "dim", "metric", "backend", "backend_options", "labelled", "model", "embedding_size",
-                "image_shape", "weights", "weights_sha256", "created", "updated", "format_version"):
+                "image_shape", "weights", "weights_sha256", "dba", "created", "updated", "format_version"):
         print(f"{key}: {snapshot.meta.get(key)}")
     print(f"generation: {snapshot.directory}")
 

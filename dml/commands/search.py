@@ -7,7 +7,8 @@ Query images are embedded by the network recorded in the index (network flags, w
 given, must equal it). Prints one tab-separated line per hit: query, rank, score
 (cosine similarity), path, and the label when the index has labels. --save_retrievals
 draws eval.py's grids: each query, then its hits (green: same label, red: another,
-grey: label unknown).
+grey: label unknown). --rerank re-orders the hits (qe, dba with the vectors the index
+stores, kreciprocal); scores and --threshold stay the cosine similarity to the query.
 """
 import argparse
 
@@ -15,6 +16,7 @@ import argparse
 from dml.cli import ArgumentParser, add_arguments, run_cli
 from dml.flag_types import finite_float, positive_int
 from dml.index import backends, flags, manifest, query, store
+from dml.retrieval import rerank
 from dml.runtime.device import choose_device
 from dml.script_flags import check_output_file
 
@@ -32,22 +34,24 @@ def build_parser():
     add_arguments("threshold", finite_float, None, "Keep only hits at least this cosine-similar.", parser)
     add_arguments("save_json", str, None, "Also write every hit to this JSON file.", parser)
     add_arguments("save_retrievals", str, None, "Directory for PNG grids of the queries and their hits.", parser)
+    rerank.add_rerank_arguments(parser, dba_flags=False)
     return parser
 
 
 def search(args):
     flags.one_input(args, INPUTS)
     check_output_file(args.save_json, "--save_json")
+    settings = rerank.Settings.from_args(args)
     snapshot = store.open_index(args.index_dir)
     session = backends.session(args, snapshot.meta, args.index_dir)
     manifest.check_same_network(snapshot.meta, args, args.index_dir)
     if not args.features:
         choose_device(args.use_gpu)
     vectors, names, labels = query.query_features(args, snapshot)
-    results = query.run(snapshot, vectors, args.topk, args.threshold, session)
+    results = query.run(snapshot, vectors, args.topk, args.threshold, session, settings)
     query.print_hits(snapshot, names, results)
     if args.save_json:
-        query.save_json(args.save_json, query.as_json(snapshot, names, results, args.topk, args.threshold))
+        query.save_json(args.save_json, query.as_json(snapshot, names, results, args.topk, args.threshold, settings))
     if args.save_retrievals:
         query.save_grids(args.save_retrievals, snapshot, names, labels, results)
     return names, results

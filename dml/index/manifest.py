@@ -2,7 +2,8 @@
 
     format_version, metric ("cosine"), backend, backend_options, dim, count, labelled,
     model, embedding_size, image_shape, weights, weights_sha256 (null when the index
-    was built from features without naming the network), created, updated, files.
+    was built from features without naming the network), created, updated, files,
+    dba (optional: {"n", "alpha"} of the database-side augmentation stored in dba.npy).
 
 Query images and added images are embedded with the recorded network only: a query
 flag naming another network, image size, embedding size or weights is refused, and
@@ -29,6 +30,7 @@ MAX_FILE_BYTES = 1 << 62
 MAX_TEXT = 4096
 MAX_WEIGHT_FILES = 10_000
 MAX_WEIGHT_BYTES = 16 << 30  # as the weights parser
+MAX_ALPHA = 1000.0  # the power of the DBA weights
 _SHA256 = re.compile("[0-9a-f]{64}")
 _IMAGE_SHAPE = re.compile("3,[1-9][0-9]{0,4},[1-9][0-9]{0,4}")
 
@@ -92,10 +94,14 @@ def model_record(args):
             "weights_sha256": sha256_of(args.pretrained_model, "--pretrained_model")}
 
 
-def new_meta(record, backend, options, dim, count, labelled):
+def new_meta(record, backend, options, dim, count, labelled, dba=None):
+    """dba: None, or {"n": neighbours, "alpha": power} of the vectors dba.npy stores."""
     stamp = now()
-    return dict(record, format_version=FORMAT_VERSION, metric="cosine", backend=backend, backend_options=options,
+    meta = dict(record, format_version=FORMAT_VERSION, metric="cosine", backend=backend, backend_options=options,
                 dim=int(dim), count=int(count), labelled=bool(labelled), created=stamp, updated=stamp)
+    if dba is not None:
+        meta["dba"] = {"n": int(dba["n"]), "alpha": float(dba["alpha"])}
+    return meta
 
 
 def updated_meta(meta, count, labelled):
@@ -197,3 +203,20 @@ def check_meta(meta, path, required_files, optional_files):
     _text(meta, "weights_sha256", where, _SHA256)
     if (meta.get("weights") is None) != (meta.get("weights_sha256") is None):
         _fail(where, "weights and weights_sha256 must be given together")
+    _check_dba(meta, where)
+
+
+def _check_dba(meta, where):
+    """dba: absent/null, or {"n": 1.., "alpha": >= 0} with dba.npy among the files."""
+    dba = meta.get("dba")
+    if dba is None:
+        if "dba.npy" in meta["files"]:
+            _fail(where, "files names dba.npy but dba is not set")
+        return
+    if not isinstance(dba, dict) or set(dba) != {"n", "alpha"}:
+        _fail(where, "dba must be an object with n and alpha")
+    _integer(dba, "n", 1, MAX_COUNT, where)
+    if type(dba["alpha"]) not in (int, float) or not 0 <= dba["alpha"] <= MAX_ALPHA:
+        _fail(where, f"dba alpha must be a number from 0 to {MAX_ALPHA}, not {str(dba['alpha'])[:40]!r}")
+    if "dba.npy" not in meta["files"]:
+        _fail(where, "files lacks dba.npy")

@@ -7,7 +7,7 @@ import numpy as np
 
 from dml.errors import UserError
 from dml.outputs import write_json_atomic
-from dml.retrieval import feature_files, grid, image_inputs
+from dml.retrieval import feature_files, grid, image_inputs, rerank
 
 from . import backends, embed, flat, manifest
 
@@ -43,15 +43,35 @@ def query_images(args):
     return image_inputs.selected_images(args.image_dir, args.image_list, args.data_dir)
 
 
-def run(snapshot, queries, k, threshold, session=None):
+def searcher(snapshot, session=None):
+    """search(queries, k) -> (scores, rows) of the index's backend, rows checked."""
+    search = backends.get(snapshot.meta["backend"]).searcher(snapshot, session or {})
+
+    def checked(queries, k):
+        scores, rows = search(queries, k)
+        if (rows >= len(snapshot)).any():
+            raise UserError(f"the {snapshot.meta['backend']} backend of {snapshot.directory!r} answered a row "
+                            f"beyond the index's {len(snapshot)}: the index is damaged")
+        return scores, rows
+    return checked
+
+
+def run(snapshot, queries, k, threshold, session=None, settings=None):
     """[(scores, rows)] per query: the top k of the index, at least `threshold` similar
-    (`session`: the backend's per-command flag values, see backends.session)."""
+    (`session`: the backend's per-command flag values, see backends.session), re-ranked
+    as `settings` (dml.retrieval.rerank.Settings) says: the order is the re-ranking's,
+    the scores (and the threshold) stay each hit's cosine similarity to the query."""
     if queries.shape[1] != snapshot.meta["dim"]:
         raise UserError(f"query vectors have dimension {queries.shape[1]}, the index {snapshot.meta['dim']}")
-    scores, rows = backends.get(snapshot.meta["backend"]).searcher(snapshot, session or {})(queries, k)
-    if (rows >= len(snapshot)).any():
-        raise UserError(f"the {snapshot.meta['backend']} backend of {snapshot.directory!r} answered a row beyond "
-                        f"the index's {len(snapshot)}: the index is damaged")
+    search = searcher(snapshot, session)
+    if settings is not None and settings.active:
+        if settings.method == "dba" and snapshot.dba is None:
+            raise UserError(f"index {snapshot.directory!r} stores no database-side augmentation: build it with "
+                            f"`index.py build --dba_n N` to search it with --rerank dba")
+        found = rerank.rerank(settings, queries, snapshot.vectors, k, search=search, dba_vectors=snapshot.dba)
+        scores, rows = found.scores, found.rows
+    else:
+        scores, rows = search(queries, k)
     keep = (rows >= 0) & (scores >= threshold if threshold is not None else True)
     return [(s[m], r[m]) for s, r, m in zip(scores, rows, keep)]
 
@@ -69,7 +89,7 @@ def print_hits(snapshot, names, results):
             print(f"{name}\t{rank}\t{score:.6f}\t{snapshot.paths[row]}{label}")
 
 
-def as_json(snapshot, names, results, k, threshold):
+def as_json(snapshot, names, results, k, threshold, settings=None):
     hits = []
     for name, (scores, rows) in zip(names, results):
         hits.append({"query": name, "hits": [
@@ -78,7 +98,11 @@ def as_json(snapshot, names, results, k, threshold):
              else None}
             for rank, (s, r) in enumerate(zip(scores, rows), start=1)]})
     meta = {key: snapshot.meta.get(key) for key in ("backend", "count", "dim", "model", "weights", "updated")}
-    return {"index": meta, "topk": k, "threshold": threshold, "results": hits}
+    content = {"index": meta, "topk": k, "threshold": threshold, "results": hits}
+    if settings is not None and settings.active:
+        content["rerank"] = dict(settings.record(), **({"dba": snapshot.meta["dba"]} if settings.method == "dba"
+                                                        else {}))
+    return content
 
 
 def save_json(path, content):
