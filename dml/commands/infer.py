@@ -4,7 +4,8 @@ Inputs: the test list (default, as the original), `--image_list FILE` (an SOP-fo
 list, paths relative to --data_dir; or one image path per line, relative paths taken
 from the list file's directory) or `--image_dir DIR` (every image under it, sorted).
 Weights: `--pretrained_model` (dynamic graph) or `--inference_model DIR` (a model
-written by export_model.py, run through paddle.inference).
+written by export_model.py, run through paddle.inference, or through onnxruntime for
+an ONNX model).
 
 Prints `Test-<r>-feature: <first five values> <image path>` for each readable image,
 r counting the rows written (from 0): line r describes row r of the saved features.
@@ -49,8 +50,8 @@ def build_parser():
                   "--data_dir) or one path per line (relative to the list's directory).", parser)
     add_arguments("image_dir", str, None, "Embed every image under this directory (sorted by path).", parser)
     add_arguments("inference_model", str, None,
-                  "Directory written by export_model.py, run through paddle.inference "
-                  "(then --model, --embedding_size and --pretrained_model are not used).", parser)
+                  "Directory written by export_model.py, run through paddle.inference, or onnxruntime for an "
+                  "ONNX model (then --model, --embedding_size and --pretrained_model are not used).", parser)
     add_arguments("save_features", str, None,
                   "Write the features (float32 [N, D]) to this .npy file, the image paths to <name>.paths.txt "
                   "and, for SOP lists, the labels to <name>.labels.npy, as one set (an older set's "
@@ -63,7 +64,7 @@ def check_flags(args):
     if args.image_list and args.image_dir:
         raise UserError("give either --image_list or --image_dir, not both")
     if args.inference_model is not None:
-        predictor.model_files(args.inference_model)
+        predictor.model_format(args.inference_model)
     return check_inference_flags(args, alternative="inference_model")
 
 
@@ -83,7 +84,7 @@ def build_network(args, size):
             print(f"--inference_model was exported for image_shape {exported}: using it instead of "
                   f"{args.image_shape}")
             size = imgtool.parse_image_shape(exported)[1]
-        return predictor.Predictor(args.inference_model, args.use_gpu), size
+        return predictor.load(args.inference_model, args.use_gpu), size
     model = models.create(args.model, settle_embedding_size(args))
     models.load_pretrained(model, args.pretrained_model, strict=True)
     return model, size

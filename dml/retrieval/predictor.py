@@ -6,8 +6,11 @@ An exported directory holds:
       the static graph and its weights, input `image` [N, 3, S, S] float32;
   export_info.json
       what was exported: model name, embedding size, image shape, source weights.
+An ONNX export (onnx_export.py) holds model.onnx in place of the graph and weights, run
+by onnx_model.OnnxPredictor; `load` picks the predictor a directory needs.
 """
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -17,15 +20,18 @@ import paddle
 
 from dml.cli import fmt_time
 from dml.errors import UserError, first_line
-from dml.outputs import write_json_atomic
+from dml.outputs import write_atomic
 from dml.runtime.device import cuda_available, gpu_id
 from dml.weights.fluid_tensor import check_tensor_sequence
 from dml.weights.json_file import read_json
 from dml.weights.regular_file import regular_size
 
+from . import onnx_model
+
 PREFIX = "inference"
 PARAMS_FILE = PREFIX + ".pdiparams"
 GRAPH_FILES = (PREFIX + ".json", PREFIX + ".pdmodel")
+PADDLE_FILES = GRAPH_FILES + (PARAMS_FILE,)
 INFO_FILE = "export_info.json"
 MAX_INFO_BYTES = 1 << 20
 MAX_GRAPH_BYTES = 64 << 20  # a ResNet18's graph has 65 KB
@@ -42,8 +48,16 @@ def export(model, image_size, directory, info):
     paddle.jit.save(model, os.path.join(directory, PREFIX), input_spec=[spec])
     info = dict(info, image_shape=f"3,{image_size},{image_size}", input_name="image",
                 paddle=paddle.__version__, exported_at=fmt_time())
-    write_json_atomic(os.path.join(directory, INFO_FILE), info)
+    text = info_text(info)
+    write_atomic(os.path.join(directory, INFO_FILE), lambda handle: handle.write(text))
+    if os.path.lexists(os.path.join(directory, onnx_model.MODEL_FILE)):  # an earlier ONNX export's
+        os.remove(os.path.join(directory, onnx_model.MODEL_FILE))
     return sorted(os.listdir(directory))
+
+
+def info_text(info):
+    """export_info.json's bytes (indented, sorted keys)."""
+    return (json.dumps(info, indent=1, sort_keys=True) + "\n").encode()
 
 
 @contextlib.contextmanager
@@ -88,8 +102,8 @@ def model_files(directory):
     graphs = [os.path.join(directory, name) for name in GRAPH_FILES if os.path.lexists(os.path.join(directory, name))]
     params = os.path.join(directory, PARAMS_FILE)
     if not graphs or not os.path.lexists(params):
-        raise UserError(f"--inference_model {directory!r} holds no {PREFIX}.json/.pdmodel + {PARAMS_FILE}: "
-                        f"write one with export_model.py")
+        raise UserError(f"--inference_model {directory!r} holds no {PREFIX}.json/.pdmodel + {PARAMS_FILE} nor "
+                        f"{onnx_model.MODEL_FILE}: write one with export_model.py")
     try:
         regular_size(graphs[0], MAX_GRAPH_BYTES)
         check_tensor_sequence(params)
@@ -97,6 +111,24 @@ def model_files(directory):
         raise UserError(f"--inference_model {directory!r}: {os.path.basename(graphs[0])} + {PARAMS_FILE} are not "
                         f"an exported model: {first_line(err)}") from None
     return graphs[0], params
+
+
+def model_format(directory):
+    """"onnx" (DIR/model.onnx) or "paddle" (graph + parameters, checked as model_files
+    checks them); UserError when DIR is neither."""
+    if not os.path.isdir(directory):
+        raise UserError(f"--inference_model {directory!r} is not a directory: write one with export_model.py")
+    if os.path.lexists(os.path.join(directory, onnx_model.MODEL_FILE)):
+        return "onnx"
+    model_files(directory)
+    return "paddle"
+
+
+def load(directory, use_gpu=False, cpu_threads=None, device_id=None):
+    """The predictor of an exported directory: paddle.inference's, or onnxruntime's for
+    an ONNX model (same interface)."""
+    kind = OnnxPredictor if model_format(directory) == "onnx" else Predictor
+    return kind(directory, use_gpu=use_gpu, cpu_threads=cpu_threads, device_id=device_id)
 
 
 def paddle_error(err):
@@ -155,3 +187,6 @@ class Predictor:
 
     def __call__(self, images):
         return paddle.to_tensor(self.numpy_features(images))
+
+
+OnnxPredictor = onnx_model.OnnxPredictor
