@@ -245,3 +245,38 @@ def test_search_rerank_dba_needs_the_index_to_store_it(tmp_path):
     with pytest.raises(UserError, match=r"^--dba_n 30 is more than the 29 neighbour"):
         index.main(["build", "--index_dir", str(tmp_path / "other"), "--features", str(tmp_path / "g.npy"),
                     "--dba_n", "30"])
+
+
+@pytest.mark.slow
+def test_search_embeds_queries_with_an_exported_onnx_model(demo_index, feats, net, tmp_path):  # noqa: F811
+    """--inference_model DIR (ONNX): the same hits as the index's own weights, scores
+    within 1e-4; a model exported from other weights is refused in one line."""
+    pytest.importorskip("onnxruntime")
+    import paddle
+
+    from dml import models
+
+    onnx_dir = str(tmp_path / "onnx")
+    proc = run("export_model.py", *NET, "--pretrained_model", net, "--model_save_dir", onnx_dir, "--format", "onnx",
+               "--use_gpu", "False")
+    assert proc.returncode == 0, proc.stderr
+    image = open(feats[:-4] + ".paths.txt").read().split()[3]
+    outputs = {}
+    for name, extra in (("weights", []), ("onnx", ["--inference_model", onnx_dir])):
+        out = str(tmp_path / f"{name}.json")
+        proc = run("search.py", "--index_dir", demo_index, "--image", image, "--topk", "6", *RUN,
+                   "--save_json", out, *extra)
+        assert proc.returncode == 0, proc.stderr
+        outputs[name] = json.load(open(out))["results"][0]["hits"]
+    assert [h["row"] for h in outputs["onnx"]] == [h["row"] for h in outputs["weights"]]
+    np.testing.assert_allclose([h["score"] for h in outputs["onnx"]], [h["score"] for h in outputs["weights"]],
+                               atol=1e-4)
+    other = str(tmp_path / "other.pdparams")
+    paddle.seed(99)
+    paddle.save(models.create("ResNet18", 8).state_dict(), other)
+    other_dir = str(tmp_path / "other")
+    assert run("export_model.py", *NET, "--pretrained_model", other, "--model_save_dir", other_dir, "--format",
+               "onnx", "--use_gpu", "False").returncode == 0
+    proc = run("search.py", "--index_dir", demo_index, "--image", image, *RUN, "--inference_model", other_dir)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
+    assert "was not exported from the weights the index was built with" in proc.stderr

@@ -19,6 +19,7 @@ from dml import models
 from dml.cli import ArgumentParser, add_arguments, print_arguments, run_cli
 from dml.errors import UserError
 from dml.flag_types import choice
+from dml.index import manifest
 from dml.recorded_flags import settle_embedding_size
 from dml.retrieval import onnx_export, predictor
 from dml.runtime.device import choose_device
@@ -48,7 +49,8 @@ def export(args):
     model = models.create(args.model, settle_embedding_size(args))
     report = models.load_pretrained(model, args.pretrained_model, strict=True)
     info = {"model": args.model, "embedding_size": args.embedding_size, "feature_dim": model.feature_dim,
-            "pretrained_model": os.path.abspath(args.pretrained_model), "weights_format": report.format}
+            "pretrained_model": os.path.abspath(args.pretrained_model), "weights_format": report.format,
+            "weights_sha256": manifest.sha256_of(args.pretrained_model)}
     if args.format == "onnx":
         files, _ = onnx_export.export_onnx(model, size, args.model_save_dir, info)
     else:

@@ -29,6 +29,9 @@ def build_parser():
     add_arguments("image", str, None, "One query image.", parser)
     flags.add_image_inputs(parser, "Query features (.npy as infer.py writes them; names from its .paths.txt).")
     flags.add_network_arguments(parser, building=False)
+    add_arguments("inference_model", str, None, "Embed query images with this model written by export_model.py "
+                  "(paddle.inference or ONNX) instead of the index's weights; its export_info.json must record "
+                  "the index's network (weights sha256, model, embedding size, image shape).", parser)
     flags.add_backend_arguments(parser, building=False)
     add_arguments("topk", positive_int, 10, "Hits per query.", parser)
     add_arguments("threshold", finite_float, None, "Keep only hits at least this cosine-similar.", parser)

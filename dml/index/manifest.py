@@ -128,6 +128,21 @@ def check_same_network(meta, args, index_dir):
                             f"({meta['weights']}, sha256 {meta['weights_sha256'][:12]}...)")
 
 
+def check_exported_network(meta, info, model_dir, index_dir):
+    """Refuse an exported model (its export_info.json `info`) that is not the index's
+    network: other weights (sha256), model, embedding size or image shape."""
+    if meta.get("weights_sha256") is None:
+        raise UserError(f"index {index_dir!r} was built from features without a network: --inference_model "
+                        f"{model_dir!r} cannot be checked against it; query with --features")
+    if info.get("weights_sha256") != meta["weights_sha256"]:
+        raise UserError(f"--inference_model {model_dir!r} was not exported from the weights the index was built with "
+                        f"({meta['weights']}, sha256 {meta['weights_sha256'][:12]}...)")
+    for key in ("model", "embedding_size", "image_shape"):
+        if str(info.get(key)) != str(meta[key]):
+            raise UserError(f"--inference_model {model_dir!r} records {key} {str(info.get(key))[:40]}, the index "
+                            f"{meta[key]}: queries must be embedded by the network that built the index")
+
+
 def network_of(meta, index_dir):
     """The recorded network, for embedding images; refuses an index without one, or
     weights changed on disk since the build."""

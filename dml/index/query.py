@@ -7,7 +7,7 @@ import numpy as np
 
 from dml.errors import UserError
 from dml.outputs import write_json_atomic
-from dml.retrieval import feature_files, grid, image_inputs, rerank
+from dml.retrieval import feature_files, grid, image_inputs, predictor, rerank
 
 from . import backends, embed, flat, manifest
 
@@ -24,15 +24,25 @@ def query_features(args, snapshot):
             names = [f"{args.features}[{i}]" for i in range(len(fea))]
         return flat.normalised(fea), names, labels if labels is not None else np.full(len(fea), UNKNOWN)
     images, labelled = query_images(args)
-    meta = manifest.network_of(snapshot.meta, args.index_dir)
-    network = embed.load_network(meta)
-    vectors, _, unreadable = embed.embed(network, images, embed.image_size(meta), args.batch_size,
-                                         args.num_workers, args.engine)
+    network, size = query_network(args, snapshot)
+    vectors, _, unreadable = embed.embed(network, images, size, args.batch_size, args.num_workers, args.engine)
     if len(unreadable):
         raise UserError(f"query image {images.paths[unreadable[0]]} cannot be read"
                         + (f" ({len(unreadable)} unreadable)" if len(unreadable) > 1 else ""))
     labels = images.labels if labelled else np.full(len(images), UNKNOWN)
     return vectors, list(images.paths), labels
+
+
+def query_network(args, snapshot):
+    """(network, image size): the index's recorded network, or the exported model of
+    --inference_model (Paddle or ONNX) when it records the same network."""
+    model_dir = getattr(args, "inference_model", None)
+    if model_dir is None:
+        meta = manifest.network_of(snapshot.meta, args.index_dir)
+        return embed.load_network(meta), embed.image_size(meta)
+    predictor.model_format(model_dir)
+    manifest.check_exported_network(snapshot.meta, predictor.read_info(model_dir), model_dir, args.index_dir)
+    return predictor.load(model_dir, args.use_gpu), embed.image_size(snapshot.meta)
 
 
 def query_images(args):
