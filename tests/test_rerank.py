@@ -6,7 +6,7 @@ import rerank_reference as reference
 
 from dml.errors import UserError
 from dml.retrieval import metrics
-from dml.retrieval.rerank import Settings, for_metrics, ranking, rerank
+from dml.retrieval.rerank import Settings, for_metrics, neighbours, ranking, rerank
 from dml.retrieval.rerank.expansion import augment_database
 
 
@@ -82,12 +82,18 @@ def test_database_augmentation_uses_the_stored_vectors_when_given():
 KRECIPROCAL = [(5, 3, 0.3), (4, 1, 0.0), (6, 7, 1.0), (3, 2, 0.5), (20, 6, 0.3)]
 
 
+@pytest.mark.parametrize("lists", ["whole", "lazy", "given"])
 @pytest.mark.parametrize("k1,k2,lam", KRECIPROCAL)
-def test_kreciprocal_matches_the_dense_reference(k1, k2, lam):
+def test_kreciprocal_matches_the_dense_reference(k1, k2, lam, lists, monkeypatch):
+    """The gallery's lists computed all at once, only where needed (the share for all at
+    once never reached), or given (gallery_lists, computed before)."""
+    if lists == "lazy":
+        monkeypatch.setattr(neighbours, "WHOLE_GALLERY_SHARE", 2.0)
     queries, _, gallery, _ = split(seed=k1 + k2)
     expected = reference.kreciprocal_distances(queries, gallery, k1, k2, lam)
     settings = Settings("kreciprocal", k1=k1, k2=k2, lam=lam, depth=len(gallery))
-    got = rerank(settings, queries, gallery, k=len(gallery))
+    given = neighbours.gallery_lists(gallery, k1 + 1) if lists == "given" else None
+    got = rerank(settings, queries, gallery, k=len(gallery), gallery_lists=given)
     assert_ranked_by(got.rows, expected, descending=False)
     np.testing.assert_allclose(1.0 - got.rerank_scores, np.take_along_axis(expected, got.rows, 1), atol=1e-6)
 

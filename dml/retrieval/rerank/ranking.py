@@ -42,7 +42,7 @@ def visible(gallery, query_rows):
     return len(gallery) - (query_rows is not None and bool((np.asarray(query_rows) >= 0).any()))
 
 
-def rerank(settings, queries, gallery, k, search=None, query_rows=None, dba_vectors=None):
+def rerank(settings, queries, gallery, k, search=None, query_rows=None, dba_vectors=None, gallery_lists=None):
     """The top k of each query after `settings`' re-ranking (Reranked).
 
     queries: unit rows [Q, D]; gallery: unit rows [G, D] (may be a memory map).
@@ -52,6 +52,9 @@ def rerank(settings, queries, gallery, k, search=None, query_rows=None, dba_vect
       never gets itself, and k-reciprocal re-ranking counts it once.
     dba_vectors: the database-augmented gallery (an index's stored one); computed when
       not given.
+    gallery_lists: kreciprocal: neighbours.gallery_lists(gallery, k1 + 1), computed
+      once and kept by the caller for the searches of the same gallery (without it,
+      every call computes the lists it needs: most of the gallery's for many queries).
     """
     queries = np.ascontiguousarray(queries, np.float32)
     if query_rows is not None and search is not None:
@@ -69,7 +72,7 @@ def rerank(settings, queries, gallery, k, search=None, query_rows=None, dba_vect
             dba_vectors = expansion.augment_database(gallery, settings.dba_n, settings.dba_alpha)
         ranked, rows = exact_searcher(dba_vectors, query_rows)(queries, k)
     elif method == "kreciprocal":
-        ranked, rows = _kreciprocal_top(settings, queries, gallery, k, search, query_rows)
+        ranked, rows = _kreciprocal_top(settings, queries, gallery, k, search, query_rows, gallery_lists)
     else:
         ranked, rows = search(queries, k)
     return Reranked(rows, _cosines(queries, gallery, rows), np.asarray(ranked, np.float64))
@@ -82,9 +85,9 @@ def _cosines(queries, gallery, rows):
     return out
 
 
-def _kreciprocal_top(settings, queries, gallery, k, search, query_rows):
+def _kreciprocal_top(settings, queries, gallery, k, search, query_rows, gallery_lists):
     scores, candidates = search(queries, max(k, min(settings.depth, visible(gallery, query_rows))))
-    reorder = _kreciprocal_reorder(settings, queries, gallery, query_rows)
+    reorder = _kreciprocal_reorder(settings, queries, gallery, query_rows, gallery_lists)
     distances = reorder.distances(candidates)
     order = _order(distances, candidates)[:, :k]
     return 1.0 - np.take_along_axis(distances, order, 1), np.take_along_axis(candidates, order, 1)
@@ -112,12 +115,12 @@ class _Reorder:
         return np.take_along_axis(candidates, _order(self.distances(candidates), candidates), 1)
 
 
-def _kreciprocal_reorder(settings, queries, gallery, query_rows):
+def _kreciprocal_reorder(settings, queries, gallery, query_rows, gallery_lists=None):
     """Items: the gallery's rows, then the queries that are not gallery rows."""
     query_rows = np.full(len(queries), -1) if query_rows is None else np.asarray(query_rows, np.int64)
     outside = np.flatnonzero(query_rows < 0)
     check_items(settings.k1, len(gallery) + len(outside))
-    lists = NeighbourLists(gallery, queries[outside], settings.k1 + 1)
+    lists = NeighbourLists(gallery, queries[outside], settings.k1 + 1, gallery_lists)
     items = query_rows.copy()
     items[outside] = len(gallery) + np.arange(len(outside))
     return _Reorder(KReciprocal(lists, settings.k1, settings.k2, settings.lam), items)
