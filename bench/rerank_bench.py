@@ -9,8 +9,10 @@ embedding-like data), so every query has about num / classes positives in the ga
 1. search: --queries external queries against --num gallery vectors, top --k, as
    search.py and the service run them: none (exact top-k), qe, dba (the stored
    augmented vectors searched; their computation, what index.py build/add/remove
-   pay, is timed on its own), kreciprocal (--depth candidates). Seconds, ratio to
-   none, peak memory the call allocates (tracemalloc: numpy reports its buffers).
+   pay, is timed on its own), kreciprocal (--depth candidates; the gallery's neighbour
+   lists computed in the call, as search.py does, or given: rerank(gallery_lists=),
+   computed once, as a service can keep them). Seconds, ratio to none, peak memory the
+   call allocates (tracemalloc: numpy reports its buffers).
 2. metrics: --metric_queries labelled queries against the same gallery, as eval.py
    --query_list/--gallery_list scores them: Recall@1, Recall@10, MAP@R, seconds and
    peak memory of each method.
@@ -26,13 +28,13 @@ import numpy as np
 
 from bench.search_bench import BLOCK, header, interleaved, timed
 from dml.retrieval import metrics
-from dml.retrieval.rerank import Settings, rerank
+from dml.retrieval.rerank import Settings, gallery_lists, rerank
 from dml.retrieval.rerank.expansion import augment_database
 
 METHODS = ("none", "qe", "dba", "kreciprocal")
 
 
-def labelled(num, dim, seed, classes, latent=32):
+def labelled(num, dim, seed, classes, latent=32, spread=1.0):
     """(unit rows [num, dim], labels): class centre + spread in `latent` dims, mapped to
     `dim`, + noise (the same centres and mapping for every seed)."""
     rng = np.random.default_rng(seed)
@@ -42,7 +44,7 @@ def labelled(num, dim, seed, classes, latent=32):
     out = np.empty((num, dim), np.float32)
     for start in range(0, num, BLOCK):
         part = labels[start:start + BLOCK]
-        z = centres[part] + 0.7 * rng.standard_normal((len(part), latent), dtype=np.float32)
+        z = centres[part] + spread * rng.standard_normal((len(part), latent), dtype=np.float32)
         x = z @ mixing + 0.5 * rng.standard_normal((len(part), dim), dtype=np.float32)
         out[start:start + len(part)] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out, labels
@@ -54,16 +56,22 @@ def settings_of(method, args):
 
 
 def search_section(args, gallery):
-    queries, _ = labelled(args.queries, args.dim, 1, args.classes)
+    queries, _ = labelled(args.queries, args.dim, 1, args.classes, spread=args.spread)
     header(f"search: {args.queries} queries x {args.num} x {args.dim}, top {args.k}", args.queries)
     stored, build_seconds, build_peak = timed(augment_database, gallery, args.dba_n, 3.0)
     print(f"DBA vectors of the gallery (index.py build/add/remove, dba_n {args.dba_n}): {build_seconds:.2f} s, "
           f"peak {build_peak / 2**20:.0f} MiB beyond the vectors")
 
-    def call(method):
-        return lambda: rerank(settings_of(method, args), queries, gallery, args.k, dba_vectors=stored)
+    lists, lists_seconds, lists_peak = timed(gallery_lists, gallery, args.k1 + 1)
+    print(f"the gallery's neighbour lists for kreciprocal (k1 {args.k1}): {lists_seconds:.2f} s, peak "
+          f"{lists_peak / 2**20:.0f} MiB")
+
+    def call(method, given=None):
+        return lambda: rerank(settings_of(method, args), queries, gallery, args.k, dba_vectors=stored,
+                              gallery_lists=given)
 
     contenders = [(method, call(method)) for method in METHODS]
+    contenders.append(("kreciprocal, lists given", call("kreciprocal", lists)))
     times, _, loads = interleaved(contenders, args.rounds)
     base = statistics.median(times["none"])
     print(f"| method | seconds ({args.queries} queries) | x none | peak memory |")
@@ -76,7 +84,7 @@ def search_section(args, gallery):
 
 
 def metrics_section(args, gallery, gallery_labels):
-    queries, query_labels = labelled(args.metric_queries, args.dim, 2, args.classes)
+    queries, query_labels = labelled(args.metric_queries, args.dim, 2, args.classes, spread=args.spread)
     header(f"metrics: {args.metric_queries} queries x {args.num} x {args.dim} (about "
            f"{args.num // args.classes} positives per query)", args.metric_queries)
     print("| method | Recall@1 | Recall@10 | MAP@R | seconds | x none | peak memory |")
@@ -96,6 +104,7 @@ def main():
     parser.add_argument("--num", type=int, default=100_000, help="gallery vectors")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--spread", type=float, default=1.0, help="class spread in the latent space (harder: more)")
     parser.add_argument("--queries", type=int, default=100, help="queries of the search section")
     parser.add_argument("--metric_queries", type=int, default=1000, help="queries of the metrics section")
     parser.add_argument("--k", type=int, default=10)
@@ -108,7 +117,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--sections", default="search,metrics")
     args = parser.parse_args()
-    gallery, gallery_labels = labelled(args.num, args.dim, 0, args.classes)
+    gallery, gallery_labels = labelled(args.num, args.dim, 0, args.classes, spread=args.spread)
     sections = args.sections.split(",")
     if "search" in sections:
         search_section(args, gallery)
