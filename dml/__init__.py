@@ -14,6 +14,8 @@ scripts of the original `metric_learning` example.
 import os
 import warnings
 
+from dml.runtime import paddle_import, threads  # noqa: F401 (threads reads OMP_NUM_THREADS before Paddle does)
+
 __version__ = "0.3.0.dev0"
 
 # Paddle's import-time, BatchNorm and graph-compiler notices say nothing a user of these
@@ -22,3 +24,4 @@ __version__ = "0.3.0.dev0"
 os.environ.setdefault("GLOG_minloglevel", "2")
 warnings.filterwarnings("ignore", message="No ccache found")
 warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
+paddle_import.hide_thread_notice()

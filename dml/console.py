@@ -19,6 +19,7 @@ COMMANDS = {
     "export": ("dml.commands.export_model", "export a network for inference (export_model.py)"),
     "index": ("dml.commands.index", "build / add / remove / info of a gallery index (index.py)"),
     "search": ("dml.commands.search", "search a gallery index with images or vectors (search.py)"),
+    "serve": ("dml.commands.serve", "serve a gallery index over HTTP: JSON API and web page (serve.py)"),
     "prepare": ("dml.data.prepare", "lists of a benchmark archive (data/prepare.py)"),
     "make-demo": ("dml.data.demo", "write the synthetic demo data set (data/make_demo.py)"),
 }

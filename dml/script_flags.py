@@ -4,7 +4,7 @@ import argparse
 import os
 
 from dml import models, recorded_flags
-from dml.cli import add_arguments
+from dml.cli import add_arguments, given
 from dml.data import imgtool
 from dml.errors import UserError
 from dml.flag_types import choice, nonnegative_int, positive_int
@@ -26,23 +26,22 @@ EMBEDDING_HELP = "Size of the fully connected embedding layer after the backbone
                  "the pooled features)."
 
 
-def add_model_arguments(parser, from_weights=False):
-    """--model, --embedding_size, --image_shape, --use_gpu. from_weights: the script
-    loads trained weights, so --embedding_size defaults to the size they were trained
-    with (dml.recorded_flags)."""
+def add_model_arguments(parser, recorded=""):
+    """--model, --embedding_size, --image_shape, --use_gpu. recorded: a sentence saying
+    when the script takes the first three from a record instead (dml.recorded_flags)."""
+    recorded = " " + recorded if recorded else ""
     add_arguments("model", choice(*models.names(), what="models"), "ResNet50",
-                  f"Network: one of {', '.join(models.names())}.", parser)
-    if from_weights:
-        parser.add_argument("--embedding_size", type=nonnegative_int, default=0, action=recorded_flags.GivenFlag,
-                            help=EMBEDDING_HELP + " Must be the size the weights were trained with. Default: when "
-                                 "left out, the size recorded in the checkpoint's state.json; 0 for weights "
-                                 "without one.")
-    else:
-        add_arguments("embedding_size", nonnegative_int, 0, EMBEDDING_HELP, parser)
+                  f"Network: one of {', '.join(models.names())}.{recorded}", parser)
+    add_arguments("embedding_size", nonnegative_int, 0, EMBEDDING_HELP + recorded, parser)
     add_arguments("image_shape", image_shape, "3,224,224",
-                  "Input size as channels,height,width (square RGB: 3,S,S), e.g. 3,224,224.", parser)
+                  f"Input size as channels,height,width (square RGB: 3,S,S), e.g. 3,224,224.{recorded}", parser)
     add_arguments("use_gpu", bool, True, "Run on the GPU when Paddle sees one (else the CPU, said in one line).",
                   parser)
+
+
+#: What eval.py, infer.py and export_model.py say about their network flags.
+FROM_WEIGHTS = "When left out: the value recorded with the weights (a checkpoint's state.json); given, it must " \
+               "equal it."
 
 
 def add_engine_argument(parser, training):
@@ -75,7 +74,7 @@ def add_data_arguments(parser, train=True, query_gallery=True,
 
 def add_inference_arguments(parser, batch_size, weights_help):
     """The original flags eval.py and infer.py share (plus --engine)."""
-    add_model_arguments(parser, from_weights=True)
+    add_model_arguments(parser, FROM_WEIGHTS)
     add_arguments("batch_size", positive_int, batch_size, "Images per forward pass (memory, not results: "
                   "features do not depend on it).", parser)
     add_arguments("with_mem_opt", bool, False, "Accepted for compatibility; a no-op (Paddle manages memory).",
@@ -86,15 +85,27 @@ def add_inference_arguments(parser, batch_size, weights_help):
 
 def check_inference_flags(args, alternative=None):
     """The weights must be given (or `alternative`, another flag that replaces them);
-    output files must be writable where asked. Returns the image size."""
+    output files must be writable where asked; the network flags left out come from
+    the weights' record (dml.recorded_flags). Returns the image size."""
     given_alternative = alternative and getattr(args, alternative, None) is not None
     if not args.pretrained_model and not given_alternative:
         also = f" or --{alternative}" if alternative else ""
         raise UserError(f"--pretrained_model{also} is required: the checkpoint or weights to use "
                         f"(e.g. output/ResNet50/30000)")
+    check_test_lists(args)
     for flag in ("save_json", "save_features"):
         check_output_file(getattr(args, flag, None), "--" + flag)
+    if args.pretrained_model:
+        recorded_flags.settle_from_weights(args)
     return models.check_image_size(args.model, imgtool.parse_image_shape(args.image_shape)[1])
+
+
+def check_test_lists(args):
+    """--test_list is not read when --query_list/--gallery_list are: refuse it beside them."""
+    pair = [f"--{flag}" for flag in ("query_list", "gallery_list") if getattr(args, flag, None) is not None]
+    if pair and given(args, "test_list"):
+        raise UserError(f"--test_list is not used with {' and '.join(pair)} (queries search the gallery list): "
+                        f"leave it out, or leave out {' and '.join(pair)} to test the list all against all")
 
 
 def check_output_file(path, flag):

@@ -3,9 +3,17 @@ import os
 import subprocess
 import sys
 
+import environment
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_configure(config):
+    """The suite's environment (tests/environment.py), before any test module imports
+    Paddle; then dml, which reads it at import (its thread count: dml.runtime.threads)."""
+    environment.scrub_this_process()
+    import dml  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -15,7 +23,7 @@ def demo_dir(tmp_path_factory):
     subprocess.run(
         [sys.executable, os.path.join(ROOT, "data", "make_demo.py"), "--out", str(out),
          "--train_classes", "12", "--test_classes", "10", "--images_per_class", "4", "--size", "48"],
-        check=True, capture_output=True,
+        check=True, capture_output=True, env=environment.clean(),
     )
     return str(out)
 

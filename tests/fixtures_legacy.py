@@ -9,10 +9,10 @@ loader's name map against the original convention rather than against itself.
 Run as a script in a fresh process with FLAGS_enable_pir_api=0 (see `build_legacy_dir`):
     python fixtures_legacy.py OUTDIR NPZ MODEL EMBEDDING_SIZE SEED [--extras]
 """
-import os
 import subprocess
 import sys
 
+import environment
 import numpy as np
 
 DEPTHS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
@@ -117,7 +117,7 @@ def main(argv):
 def build_legacy_dir(outdir, model_name, embedding_size=0, seed=0, extras=False):
     """Write a legacy directory in a fresh process; return the arrays it holds."""
     npz_path = str(outdir) + ".npz"
-    env = dict(os.environ, FLAGS_enable_pir_api="0", CUDA_VISIBLE_DEVICES="")
+    env = environment.clean(FLAGS_enable_pir_api="0")
     cmd = [sys.executable, __file__, str(outdir), npz_path, model_name, str(embedding_size), str(seed)]
     proc = subprocess.run(cmd + (["--extras"] if extras else []), env=env, capture_output=True, text=True)
     if proc.returncode != 0:

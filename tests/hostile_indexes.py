@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
+import environment
 import numpy as np
 from PIL import Image
 
@@ -104,7 +105,7 @@ def build_index(directory, given, backend="flat", flags=()):
     index_dir = os.path.join(directory, f"index_{backend}")
     argv = [sys.executable, os.path.join(ROOT, "index.py"), "build", "--index_dir", index_dir,
             "--features", given["gallery"], "--backend", backend, *flags]
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT)
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT, env=environment.clean())
     if proc.returncode:
         raise RuntimeError(proc.stderr)
     return index_dir

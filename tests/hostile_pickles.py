@@ -17,6 +17,7 @@ import time
 import zipfile
 import zlib
 
+import environment
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -312,7 +313,7 @@ print(json.dumps({{"outcome": outcome, "message": message, "seconds": seconds,
 def read_in_child(path):
     """Read `path` with dml.weights in a child process under MEMORY_LIMIT and TIMEOUT:
     {outcome, message, seconds, peak_mib, returncode, stderr}."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env = environment.clean(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     code = CHILD.format(limit=MEMORY_LIMIT, root=ROOT)
     begin = time.perf_counter()
     try:
@@ -349,7 +350,8 @@ def baseline_mib():
     """Peak memory of the child that reads nothing (interpreter and numpy)."""
     code = PEAK + (f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))\n"
                    f"sys.path.insert(0, {ROOT!r}); import dml.weights; print(peak_mib())")
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                env=environment.clean()).stdout)
 
 
 def main():

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import environment
 import numpy as np
 import pytest
 
@@ -32,10 +33,10 @@ def test_benchmark_batches_fit_the_loss(loss):
 def test_the_loss_flag_reaches_the_worker():
     done = subprocess.run([sys.executable, "-m", "bench.train_throughput", "--worker", "ours",
                            "--configs", "r18", "--iters", "1", "--threads", "1", "--loss", "nonsense"],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=environment.clean())
     assert done.returncode != 0 and "nonsense" in done.stderr
     done = subprocess.run([sys.executable, "-m", "bench.train_throughput", "--worker", "ours",
                            "--configs", "r18", "--iters", "1", "--threads", "1", "--loss", "triplet"],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=environment.clean())
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["images_per_second"] > 0

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import environment
 import pytest
 
 from dml.commands import eval as eval_script
@@ -48,5 +49,5 @@ def test_pair_script_has_no_arc_flags():
 @pytest.mark.parametrize("script", ["train_elem.py", "train_pair.py", "eval.py", "infer.py", "export_model.py"])
 def test_help_lists_flags(script):
     out = subprocess.run([sys.executable, os.path.join(ROOT, script), "--help"], capture_output=True,
-                         text=True, check=True).stdout
+                         text=True, check=True, env=environment.clean()).stdout
     assert "--model" in out and "--use_gpu" in out and "Default:" in out

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import environment
 import numpy as np
 import paddle
 import pytest
@@ -16,7 +17,7 @@ WORKERS = os.path.join(ROOT, "tests", "workers")
 
 
 def launch(tmp_path, script, *args, nproc=2):
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = environment.with_root_on_path()
     cmd = [sys.executable, "-m", "paddle.distributed.launch", f"--nproc_per_node={nproc}",
            f"--log_dir={tmp_path / 'launch_logs'}", os.path.join(WORKERS, script), *args]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
@@ -27,7 +28,7 @@ def launch(tmp_path, script, *args, nproc=2):
 
 
 def single(tmp_path, script, *args):
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = environment.with_root_on_path()
     subprocess.run([sys.executable, os.path.join(WORKERS, script), *args], cwd=tmp_path, env=env, check=True,
                    capture_output=True, timeout=1800)
 
@@ -74,7 +75,7 @@ def test_two_process_gradients_equal_one_process(tmp_path, loss_name):
 
 
 def start_launcher(tmp_path, script, *args, nproc=2):
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = environment.with_root_on_path()
     cmd = [sys.executable, "-m", "paddle.distributed.launch", f"--nproc_per_node={nproc}",
            f"--log_dir={tmp_path / 'launch_logs'}", os.path.join(WORKERS, script), *args]
     return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -105,7 +106,8 @@ def rank_flags(demo_dir, out, **extra):
 
 def rank_pids(proc):
     """The training processes the launcher started (its children), not their decode workers."""
-    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True,
+                              env=environment.clean()).stdout.split()
     return [int(pid) for pid in children]
 
 
@@ -153,7 +155,7 @@ def test_sigterm_stops_every_rank_after_the_same_step_with_workers(tmp_path, dem
 
 
 def test_nan_on_rank_1_ends_every_rank_and_is_reported_by_rank_0(tmp_path, demo_dir):
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = environment.with_root_on_path()
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node=2",
            f"--log_dir={tmp_path / 'launch_logs'}", os.path.join(WORKERS, "rank_train.py"), str(tmp_path),
            "--nan_at=1:2", *rank_flags(demo_dir, tmp_path / "ckpt", total_iter_num=30, num_workers=0)]

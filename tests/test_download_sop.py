@@ -8,6 +8,7 @@ import subprocess
 import threading
 import zipfile
 
+import environment
 import pytest
 
 pytestmark = pytest.mark.slow  # every test here starts processes or runs commands end to end
@@ -19,7 +20,7 @@ ZIP = "Stanford_Online_Products.zip"
 
 def run(target, url):
     return subprocess.run(["bash", SCRIPT, str(target)], capture_output=True, text=True, timeout=1800,
-                          env=dict(os.environ, SOP_URL=url))
+                          env=environment.clean(SOP_URL=url))
 
 
 @pytest.fixture

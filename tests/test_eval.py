@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import environment
 import numpy as np
 import paddle
 import pytest
@@ -41,7 +42,7 @@ def ckpt(tmp_path_factory):
 
 def run_script(script, *flags):
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *flags], capture_output=True, text=True,
-                          cwd=ROOT)
+                          cwd=ROOT, env=environment.clean())
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 import re
 import time
 
+import environment
 import numpy as np
 import paddle
 import pytest
@@ -382,8 +383,9 @@ def test_a_worker_ignores_sigterm_from_others_and_ends_on_its_parents():
     worker.start()
     try:
         assert ready.wait(30)
-        subprocess.run(["kill", "-TERM", str(worker.pid)], check=True)  # sent by another process
-        subprocess.run(["kill", "-INT", str(worker.pid)], check=True)
+        # sent by another process
+        subprocess.run(["kill", "-TERM", str(worker.pid)], check=True, env=environment.clean())
+        subprocess.run(["kill", "-INT", str(worker.pid)], check=True, env=environment.clean())
         time.sleep(0.5)
         assert worker.is_alive()
         worker.terminate()  # sent by the parent

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import environment
 import numpy as np
 import paddle
 import pytest
@@ -29,7 +30,7 @@ RUN = ["--use_gpu", "False", "--num_workers", "0", "--engine", "dygraph"]
 
 def run(script, *flags):
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *flags], capture_output=True, text=True,
-                          cwd=ROOT)
+                          cwd=ROOT, env=environment.clean())
 
 
 def unit(x):
@@ -231,7 +232,7 @@ def test_kill_9_during_changes_leaves_old_or_new(tmp_path):
     for _ in range(40):
         worker = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "workers", "index_churn.py"),
                                    index_dir, str(tmp_path / "extra.npy")], cwd=ROOT, stdout=subprocess.PIPE,
-                                  text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+                                  text=True, env=environment.with_root_on_path())
         first = worker.stdout.readline()  # started and committed once: kill it mid-stream
         time.sleep(rng.uniform(0, 0.5))
         worker.send_signal(signal.SIGKILL)
@@ -254,7 +255,7 @@ def test_reader_sees_a_consistent_index_during_changes(tmp_path):
     np.save(str(tmp_path / "extra.npy"), extra)
     worker = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "workers", "index_churn.py"),
                                index_dir, str(tmp_path / "extra.npy")], cwd=ROOT, stdout=subprocess.PIPE,
-                              text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+                              text=True, env=environment.with_root_on_path())
     sizes, deadline = set(), time.time() + 6
     try:
         while time.time() < deadline:

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import environment
 import numpy as np
 import paddle
 import pytest
@@ -48,7 +49,7 @@ def image_tree(demo_dir, tmp_path_factory):
 
 def run_infer(*flags):
     return subprocess.run([sys.executable, os.path.join(ROOT, "infer.py"), *MODEL_FLAGS, *flags],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=environment.clean())
 
 
 @pytest.mark.slow

@@ -104,7 +104,8 @@ def test_memory_changes_the_training(tmp_path, demo_dir):
 @pytest.mark.parametrize("extra, message", [
     (dict(loss_name="eml", xbm_size=24), "--xbm_size works with the losses that compare"),
     (dict(loss_name="supcon", xbm_size=8), "--xbm_size=8 is smaller than a device batch (12 images)"),
-    (dict(loss_name="trihard", xbm_size=24, checkpoint="CKPT"), "was written with --xbm_size=0, not 24"),
+    (dict(loss_name="trihard", xbm_size=24, checkpoint="CKPT"),
+     "--xbm_size=24 differs from --xbm_size=0 that the checkpoint"),
 ])
 @pytest.mark.slow
 def test_memory_mistakes_stop_before_training(tmp_path, demo_dir, extra, message):

@@ -127,7 +127,7 @@ def test_a_failed_check_writes_nothing_and_installs_nothing(tmp_path, monkeypatc
     (out / "export_info.json").write_text("{}")
     with pytest.raises(UserError, match=r"differs from the Paddle predictor by \d\.\d\de-\d\d \(max relative "
                                         r"difference; at most 0e\+00\): nothing written"):
-        export_model.export(export_args(tmp_path, "--format", "onnx"))
+        export_model.export(export_args(tmp_path, "--format", "onnx", "--overwrite"))
     assert os.listdir(out) == ["export_info.json"] and (out / "export_info.json").read_text() == "{}"
 
 

@@ -1,6 +1,7 @@
 """Outputs written as a whole: infer.py's feature set and eval.py's retrieval grids leave
 nothing of an older run beside the new files, and a failed write leaves the older set
 as it was."""
+import json
 import os
 
 import numpy as np
@@ -47,7 +48,8 @@ def test_features_from_a_folder_after_an_sop_list_drop_the_old_labels(weights, d
     assert np.load(out).shape == (5, 8)
     assert len(open(str(tmp_path / "X.paths.txt")).read().splitlines()) == 5
     assert not os.path.exists(str(tmp_path / "X.labels.npy")), "labels of the older set, 4 for 5 rows"
-    assert sorted(os.listdir(tmp_path)) == ["X.npy", "X.paths.txt", "four.txt", "photos"]
+    assert sorted(os.listdir(tmp_path)) == ["X.meta.json", "X.npy", "X.paths.txt", "four.txt", "photos"]
+    assert json.loads(open(str(tmp_path / "X.meta.json")).read())["count"] == 5
 
 
 def solid(tmp_path, count):

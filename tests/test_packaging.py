@@ -1,13 +1,13 @@
 """The installable package: pyproject.toml against the requirements files, the wheel's
 contents, the `dml` command, the root names of the original example, the import graph."""
 import ast
-import os
 import pathlib
 import re
 import subprocess
 import sys
 import zipfile
 
+import environment
 import pytest
 import tomllib
 from packaging.requirements import Requirement
@@ -20,7 +20,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PROJECT = PYPROJECT["project"]
 #: requirements file -> the pyproject group whose dependencies it pins exactly
 GROUPS = {"requirements.txt": None, "requirements-index.txt": "index", "requirements-onnx.txt": "onnx",
-          "requirements-test.txt": "test", "requirements-bench.txt": "bench"}
+          "requirements-test.txt": "test", "requirements-bench.txt": "bench", "requirements-serve.txt": "serve"}
 ROOT_NAMES = ("losses", "models", "reader", "imgtool", "utility")
 
 
@@ -62,7 +62,8 @@ def test_the_version_is_the_packages():
 @pytest.mark.slow
 def test_the_wheel_holds_only_the_dml_package_and_the_dml_command(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600,
+                          env=environment.clean())
     assert done.returncode == 0, done.stderr[-3000:]
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -70,13 +71,15 @@ def test_the_wheel_holds_only_the_dml_package_and_the_dml_command(tmp_path):
     (dist_info,) = [top for top in tops if top.endswith(".dist-info")]
     assert tops == {"dml", dist_info}, "only the dml package is installed, no generic top-level names"
     assert "dml/losses/arcmarginloss.py" in names and "dml/weights/__init__.py" in names
+    assert "dml/serve/page.html" in names
     entry_points = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt").decode()
     assert re.search(r"^dml = dml\.console:main$", entry_points, re.M)
     assert f"{dist_info}/licenses/LICENSE" in names
 
 
 def run(*args, **kwargs):
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=300, **kwargs)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env=environment.clean(), **kwargs)
 
 
 def test_dml_command_lists_the_commands_and_its_version(capsys):
@@ -107,7 +110,7 @@ def flags_of(help_text):
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(root_scripts()))
 def test_each_root_script_and_its_dml_subcommand_share_one_main(script):
-    assert len(root_scripts()) == 7
+    assert len(root_scripts()) == 8
     by_script, by_command = run(script, "--help"), run("-m", "dml", root_scripts()[script], "--help")
     assert by_script.returncode == by_command.returncode == 0, by_script.stderr + by_command.stderr
     assert flags_of(by_script.stdout) == flags_of(by_command.stdout) != []
@@ -220,5 +223,5 @@ def test_no_sys_path_edits_outside_the_tests():
 @pytest.mark.slow
 def test_ruff_finds_nothing():
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300, env=dict(os.environ, NO_COLOR="1"))
+                          cwd=ROOT, timeout=300, env=environment.clean(NO_COLOR="1"))
     assert done.returncode == 0, done.stdout[-3000:]

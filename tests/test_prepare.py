@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import cv2
+import environment
 import numpy as np
 import official_archives as oa
 import pytest
@@ -19,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def prepare(*args):
     return subprocess.run([sys.executable, os.path.join(ROOT, "data", "prepare.py"), *map(str, args)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=environment.clean())
 
 
 def read_list(out, name):
@@ -326,7 +327,7 @@ def test_count_check_against_the_literature(dataset):
 ])
 def test_failed_download_leaves_no_file_where_the_user_puts_one(tmp_path, script, env, placed):
     done = subprocess.run(["bash", os.path.join(ROOT, "data", script), str(tmp_path)],
-                          capture_output=True, text=True, env=dict(os.environ, **env), timeout=120)
+                          capture_output=True, text=True, env=environment.clean(**env), timeout=120)
     assert done.returncode == 1
     assert "error: could not download" in done.stderr and "run this script again" in done.stderr
     assert not os.path.exists(tmp_path / placed)
@@ -334,7 +335,7 @@ def test_failed_download_leaves_no_file_where_the_user_puts_one(tmp_path, script
 
 def test_inshop_download_prints_the_manual_steps(tmp_path):
     done = subprocess.run(["bash", os.path.join(ROOT, "data", "download_inshop.sh"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=environment.clean())
     assert done.returncode == 1
     assert "Google Drive" in done.stderr and "list_eval_partition.txt" in done.stderr
     assert os.listdir(tmp_path / "inshop") == []

@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import environment
 import numpy as np
 import paddle
 import pytest
@@ -76,7 +77,8 @@ def test_overlap_as_a_script_is_one_line(demo_dir, weights, tmp_path):
     query, _, query_rows, _ = split_lists(demo_dir, tmp_path)
     done = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), "--model=ResNet18", "--use_gpu=False",
                            f"--image_shape=3,{SIZE},{SIZE}", f"--data_dir={demo_dir}", f"--pretrained_model={weights}",
-                           f"--query_list={query}", f"--gallery_list={query}"], capture_output=True, text=True)
+                           f"--query_list={query}", f"--gallery_list={query}"], capture_output=True, text=True,
+                          env=environment.clean())
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert f"share {len(query_rows)}" in done.stderr, done.stderr
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import environment
 import numpy as np
 import paddle
 import pytest
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.slow  # every test here starts processes or runs comman
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_WORKER = os.path.join(ROOT, "tests", "workers", "kill_train.py")
-ENV = dict(os.environ, PYTHONPATH=ROOT)
+ENV = environment.with_root_on_path()
 
 
 def start(argv):
@@ -140,7 +141,8 @@ def test_latest_picks_newest_complete_and_ignores_temporaries(tmp_path):
 
 
 def test_stale_temporaries_are_removed_and_live_ones_kept(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          env=environment.clean())
     dead_pid = int(dead.stdout)
     live_pid = os.getppid()
     for name in (f".4.tmp-{dead_pid}", f".4.tmp-{dead_pid}.old", f".8.tmp-{live_pid}", "4"):

@@ -5,6 +5,7 @@ import pickle
 import subprocess
 import sys
 
+import environment
 import numpy as np
 import paddle
 import pytest
@@ -58,7 +59,8 @@ def test_the_payloads_are_real(tmp_path):
     """Control: plain unpickling of the same bytes does run the code."""
     marker = tmp_path / "ran"
     path = evil_files(tmp_path, marker)["os.system-p4.pdparams"]
-    subprocess.run([sys.executable, "-c", f"import pickle; pickle.load(open({str(path)!r}, 'rb'))"], check=True)
+    subprocess.run([sys.executable, "-c", f"import pickle; pickle.load(open({str(path)!r}, 'rb'))"], check=True,
+                   env=environment.clean())
     assert marker.exists()
 
 
@@ -101,7 +103,7 @@ def test_malicious_file_through_the_eval_script(tmp_path, demo_dir):
     path = evil_files(tmp_path, marker)["subprocess.call-p4.pdparams"]
     done = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), "--model=ResNet18", "--use_gpu=False",
                            "--image_shape=3,32,32", f"--data_dir={demo_dir}", f"--pretrained_model={path}"],
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=1800, env=environment.clean())
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "refusing to load" in done.stderr and "subprocess" in done.stderr
     assert not marker.exists()

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import environment
 import pytest
 
 from dml.commands import flag_table
@@ -70,7 +71,7 @@ def fake_checkout(tmp_path):
 @pytest.mark.slow
 def test_setup_env_installs_the_requirements_named_by_REQUIREMENTS(fake_checkout):
     done = subprocess.run(["bash", str(fake_checkout / "scripts" / "setup_env.sh")], capture_output=True, text=True,
-                          env=dict(os.environ, REQUIREMENTS="requirements-gpu.txt"), timeout=120)
+                          env=environment.clean(REQUIREMENTS="requirements-gpu.txt"), timeout=120)
     assert done.returncode == 0, done.stderr
     calls = (fake_checkout / ".venv" / "bin" / "calls.log").read_text().splitlines()
     assert "-m pip uninstall --quiet --yes paddlepaddle" in calls, calls
@@ -83,7 +84,7 @@ def test_setup_env_installs_the_requirements_named_by_REQUIREMENTS(fake_checkout
 @pytest.mark.slow
 def test_setup_env_names_a_missing_requirements_file(fake_checkout):
     done = subprocess.run(["bash", str(fake_checkout / "scripts" / "setup_env.sh")], capture_output=True, text=True,
-                          env=dict(os.environ, REQUIREMENTS="requirements-cuda.txt"), timeout=120)
+                          env=environment.clean(REQUIREMENTS="requirements-cuda.txt"), timeout=120)
     assert done.returncode == 2 and "requirements-cuda.txt not found" in done.stderr
 
 
@@ -92,6 +93,6 @@ def test_the_readme_device_check_prints_the_device_the_scripts_use():
     line = re.search(r'^\.venv/bin/python -c "([^"]+)"', README, re.M)
     assert line, "README shows the one-line device check"
     done = subprocess.run([sys.executable, "-c", line.group(1)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=1800)
+                          timeout=1800, env=environment.clean())
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == ("gpu" if cuda_available() else "cpu")

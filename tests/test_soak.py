@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import environment
 import pytest
 
 pytestmark = pytest.mark.slow  # every test here starts processes or runs commands end to end
@@ -15,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_short_soak_with_workers_does_not_grow_or_leak(demo_dir):
     done = subprocess.run([sys.executable, "-m", "bench.soak", "--iterations=80", "--early=20",
                            "--batch=6", "--test_every=40", "--display=40", f"--data_dir={demo_dir}"],
-                          capture_output=True, text=True, timeout=1800, cwd=ROOT)
+                          capture_output=True, text=True, timeout=1800, cwd=ROOT, env=environment.clean())
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads([line for line in done.stdout.splitlines() if line.startswith("soak: ")][-1][6:])
     assert report["rss_ratio"] <= 1.3, report  # a short run still warms up; bench/soak.py holds 1.2 over 2000

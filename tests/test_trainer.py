@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import environment
 import numpy as np
 import paddle
 import pytest
@@ -67,7 +68,7 @@ def test_every_loss_trains_end_to_end(tmp_path, demo_dir, capsys, loss_name):
 def test_script_prints_configuration_first_and_fails_cleanly(tmp_path, demo_dir):
     argv = [sys.executable, os.path.join(ROOT, "train_elem.py")] + flags(
         demo_dir, tmp_path, loss_name="arcmargin", total_iter_num=2, display_iter_step=1)
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=1800, env=environment.clean())
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout.splitlines()
     assert out[0] == "-----------  Configuration Arguments -----------"
@@ -75,7 +76,7 @@ def test_script_prints_configuration_first_and_fails_cleanly(tmp_path, demo_dir)
     assert sum(bool(ELEM_LINE.match(line)) for line in out) == 2
 
     argv = [sys.executable, os.path.join(ROOT, "train_pair.py")] + flags(str(tmp_path / "missing"), tmp_path)
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=1800, env=environment.clean())
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "download_sop.sh" in done.stderr
     assert "Traceback" not in done.stderr

@@ -1,7 +1,9 @@
 import argparse
+import shlex
 import subprocess
 import sys
 
+import environment
 import pytest
 
 import utility
@@ -43,7 +45,8 @@ def test_fmt_time_format():
 @pytest.mark.slow
 def test_cpu_fallback_announced_in_one_line():
     code = "import utility; from dml.runtime.device import choose_device; print(choose_device(True))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=environment.clean()).stdout
     lines = out.strip().splitlines()
     assert lines[-1] == "cpu"
     assert sum("running on CPU" in line for line in lines) == 1
@@ -67,3 +70,14 @@ def test_recall_topk_keeps_its_original_home():
     # nearest pairs by cosine: 0-1 and 2-3 share a label, 4-5 do not
     assert utility.recall_topk(fea, lab, k=1) == 4 / 6
     assert utility.recall_topk(fea, lab, k=5) == 4 / 6
+
+
+@pytest.mark.slow
+def test_a_closed_pipe_ends_the_command_quietly():
+    """`infer.py ... | head`: the reader leaves early; no traceback, the shell's SIGPIPE status."""
+    code = "from dml.cli import run_cli\nrun_cli(lambda: [print('Test-%d-feature' % i) for i in range(10 ** 6)])"
+    command = f"{sys.executable} -c {shlex.quote(code)} | head -n 2; echo \"status ${{PIPESTATUS[0]}}\" >&2"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300,
+                          env=environment.clean())
+    assert done.stdout.splitlines() == ["Test-0-feature", "Test-1-feature"]
+    assert done.stderr.strip() == "status 141", done.stderr

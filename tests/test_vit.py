@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import environment
 import numpy as np
 import paddle
 import pytest
@@ -19,7 +20,7 @@ FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 
 def run_script(script, *flags):
     return subprocess.run([sys.executable, os.path.join(ROOT, script), "--use_gpu", "False", *flags],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=environment.clean())
 
 
 def assert_one_line_exit_2(proc, pattern):

@@ -16,7 +16,6 @@ from dml.cli import ArgumentParser, add_arguments, fmt_time, print_arguments, ru
 from dml.data import reader
 from dml.flag_types import positive_int
 from dml.outputs import write_json_atomic
-from dml.recorded_flags import settle_embedding_size
 from dml.retrieval import grid, metrics, rerank
 from dml.retrieval.test_set import read_test_set, score_network
 from dml.runtime.device import choose_device
@@ -80,7 +79,7 @@ def evaluate(args):
     device = choose_device(args.use_gpu)
     test_set = read_test_set(args.data_dir, args.test_list, args.query_list, args.gallery_list)
     rerank.check_sizes(settings, *[len(image_list) for image_list in test_set.lists])
-    model = models.create(args.model, settle_embedding_size(args))
+    model = models.create(args.model, args.embedding_size)
     report = models.load_pretrained(model, args.pretrained_model, strict=True)
 
     scored = score_network(model, test_set, size, args.batch_size, args.num_workers, args.engine, ks, map_at_r=True,
@@ -141,7 +140,8 @@ def reranked(settings, queries, gallery, k, query_rows=None):
 
 def main():
     args = build_parser().parse_args()
-    check_inference_flags(args)  # a flag mistake is the one line printed, before the configuration
+    check_inference_flags(args)  # a flag mistake is the one line printed, before the configuration;
+    # the network flags left out are taken from the weights' record here
     print_arguments(args)
     evaluate(args)
 

@@ -7,7 +7,7 @@ import re
 from dml.console import COMMANDS
 
 #: the commands whose flags the table compares, in the README's order
-SCRIPTS = ("train_elem", "train_pair", "eval", "infer", "export_model", "index", "search")
+SCRIPTS = ("train_elem", "train_pair", "eval", "infer", "export_model", "index", "search", "serve")
 
 
 def parsers():

@@ -5,15 +5,19 @@
     python index.py remove --index_dir DIR (--paths_file F | --prefix P)
     python index.py info   --index_dir DIR
 
-build from infer.py's --save_features output (F.npy with F.paths.txt, and F.labels.npy
-when present), or from images embedded like infer.py with --model/--pretrained_model/
---image_shape/--embedding_size (recorded in the index; give them with --features too
-to search the index with images later). add embeds only the images not yet in the
-index; a path already present is an error unless --replace. Every change is written
-beside the live index and switched in atomically: a kill leaves the old or the new one.
+build from infer.py's --save_features output (F.npy with F.paths.txt, F.meta.json and
+F.labels.npy when present), or from images embedded like infer.py with --pretrained_model
+(and --model/--image_shape/--embedding_size, which come from the weights' record when
+left out). index.json records the network (dml.run_record): F.meta.json's, or the
+weights', which must be the network that made the features. Features made by another
+network than the index's are refused by build, add and search. add embeds only the
+images not yet in the index; a path already present is an error unless --replace. Every
+change is written beside the live index and switched in atomically: a kill leaves the
+old or the new one.
 """
 import argparse
 import os
+import sys
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
 from dml.cli import ArgumentParser, run_cli
@@ -32,7 +36,8 @@ def build_parser():
     add = commands.add_parser("add", help="Add features or images (only new ones are embedded).")
     for sub in (build, add):
         flags.add_index_dir(sub)
-        flags.add_image_inputs(sub, "infer.py's features (.npy, with its .paths.txt and optional .labels.npy).")
+        flags.add_image_inputs(sub, "infer.py's features (.npy, with its .paths.txt, .meta.json and optional "
+                                    ".labels.npy).")
         flags.add_network_arguments(sub, building=sub is build)
         flags.add_backend_arguments(sub, building=sub is build)
     flags.add_dba_arguments(build)
@@ -76,7 +81,7 @@ def check_features_dim(vectors, meta):
 
 
 def cmd_build(args):
-    record = manifest.model_record(args)
+    record = manifest.model_record(args, args.features)
     if not args.features and record["weights"] is None:
         raise UserError("building from images needs --pretrained_model (and --model/--image_shape/--embedding_size)")
     options, session = backends.options(args)
@@ -93,6 +98,7 @@ def cmd_build(args):
 
 
 def cmd_add(args):
+    note = None
     with store.writer(args.index_dir) as writer:
         snapshot = writer.current()
         session = backends.session(args, snapshot.meta, args.index_dir)
@@ -101,6 +107,7 @@ def cmd_add(args):
         if args.features:
             vectors, paths, labels = source
             check_features_dim(vectors, snapshot.meta)
+            note = manifest.check_same_vectors(snapshot.meta, args.features, len(vectors), args.index_dir)
         else:
             images, labelled = source
             gallery.plan_add(snapshot, images.paths, args.replace)
@@ -109,6 +116,8 @@ def cmd_add(args):
         snapshot = gallery.add(writer, snapshot, vectors, paths, labels, args.replace, session)
     print(f"index {args.index_dir}: {len(snapshot) - before} added, {len(paths) - (len(snapshot) - before)} "
           f"replaced, {len(snapshot)} in all")
+    if note:
+        print(note, file=sys.stderr)
 
 
 def cmd_remove(args):
@@ -134,8 +143,8 @@ def cmd_remove(args):
 
 def cmd_info(args):
     snapshot = store.open_index(args.index_dir)
-    for key in ("count", "dim", "metric", "backend", "backend_options", "labelled", "model", "embedding_size",
-                "image_shape", "weights", "weights_sha256", "dba", "created", "updated", "format_version"):
+    for key in ("count", "dim", "metric", "backend", "backend_options", "labelled", *manifest.MODEL_KEYS, "dba",
+                "created", "updated", "format_version"):
         print(f"{key}: {snapshot.meta.get(key)}")
     print(f"generation: {snapshot.directory}")
 

@@ -11,8 +11,10 @@ Prints `Test-<r>-feature: <first five values> <image path>` for each readable im
 r counting the rows written (from 0): line r describes row r of the saved features.
 `--save_features PATH` writes the features of every readable image to PATH (.npy,
 float32 [N, D], raw network outputs, not normalised) and their paths, one a line, in
-the same order, to PATH with `.paths.txt` instead of `.npy` (plus `.labels.npy` when
-the input is an SOP list). An unreadable image is reported with its path and left out
+the same order, to PATH with `.paths.txt` instead of `.npy`, the network's record
+(dml.run_record) to `.meta.json` (plus `.labels.npy` when the input is an SOP list).
+The network flags left out come from the checkpoint's or the exported model's record;
+given, they must equal it. An unreadable image is reported with its path and left out
 of every file, so row r of the .npy is always line r of the paths file. The files are
 written as one set: a `.labels.npy` of an earlier run to the same name is removed when
 the new input has no labels. When no image at all can be read, nothing is written and
@@ -23,13 +25,13 @@ import sys
 
 import numpy as np
 
-from dml import models
+from dml import models, run_record
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
 from dml.cli import ArgumentParser, add_arguments, print_arguments, run_cli
-from dml.data import imgtool, reader
+from dml.data import reader
 from dml.errors import UserError
-from dml.recorded_flags import settle_embedding_size
+from dml.recorded_flags import settle_network
 from dml.retrieval import features, image_inputs, predictor
 from dml.retrieval.feature_files import save_features
 from dml.runtime.device import choose_device
@@ -51,20 +53,26 @@ def build_parser():
     add_arguments("image_dir", str, None, "Embed every image under this directory (sorted by path).", parser)
     add_arguments("inference_model", str, None,
                   "Directory written by export_model.py, run through paddle.inference, or onnxruntime for an "
-                  "ONNX model (then --model, --embedding_size and --pretrained_model are not used).", parser)
+                  "ONNX model, instead of --pretrained_model; --model, --embedding_size and --image_shape come "
+                  "from its export_info.json (given, they must equal it).", parser)
     add_arguments("save_features", str, None,
-                  "Write the features (float32 [N, D]) to this .npy file, the image paths to <name>.paths.txt "
-                  "and, for SOP lists, the labels to <name>.labels.npy, as one set (an older set's "
-                  ".labels.npy is removed).", parser)
+                  "Write the features (float32 [N, D]) to this .npy file, the image paths to <name>.paths.txt, "
+                  "the network's record to <name>.meta.json and, for SOP lists, the labels to <name>.labels.npy, "
+                  "as one set (an older set's .labels.npy is removed).", parser)
     return parser
 
 
 def check_flags(args):
-    """The rules that tie infer.py's flags together; returns the image size."""
+    """The rules that tie infer.py's flags together; the network flags left out come
+    from the weights' or the exported model's record. Returns the image size."""
     if args.image_list and args.image_dir:
         raise UserError("give either --image_list or --image_dir, not both")
     if args.inference_model is not None:
+        if args.pretrained_model is not None:
+            raise UserError("give either --inference_model or --pretrained_model, not both: the exported model "
+                            "holds its weights")
         predictor.model_format(args.inference_model)
+        settle_network(args, predictor.read_record(args.inference_model))
     return check_inference_flags(args, alternative="inference_model")
 
 
@@ -75,26 +83,29 @@ def input_images(args):
     return reader.read_list(args.data_dir, args.test_list, "test"), True
 
 
-def build_network(args, size):
-    """(network, image size): the dynamic-graph model with its weights, or the exported model."""
+def build_network(args):
+    """The dynamic-graph model with its weights, or the exported model."""
     choose_device(args.use_gpu)
     if args.inference_model:
-        exported = predictor.read_info(args.inference_model).get("image_shape")
-        if exported and imgtool.parse_image_shape(exported)[1] != size:
-            print(f"--inference_model was exported for image_shape {exported}: using it instead of "
-                  f"{args.image_shape}")
-            size = imgtool.parse_image_shape(exported)[1]
-        return predictor.load(args.inference_model, args.use_gpu), size
-    model = models.create(args.model, settle_embedding_size(args))
+        return predictor.load(args.inference_model, args.use_gpu)
+    model = models.create(args.model, args.embedding_size)
     models.load_pretrained(model, args.pretrained_model, strict=True)
-    return model, size
+    return model
+
+
+def network_record(args):
+    """The record written beside the features: the exported model's, or the settled
+    flags with the weights' path and sha256."""
+    if args.inference_model:
+        return predictor.read_record(args.inference_model)
+    return run_record.describe(args.model, args.embedding_size, args.image_shape, args.pretrained_model)
 
 
 def infer(args):
     """Embed the input images; return (features of readable images, their paths, labels)."""
     size = check_flags(args)
     images, labelled = input_images(args)
-    network, size = build_network(args, size)
+    network = build_network(args)
     loader = reader.test_loader(images, size, args.batch_size, args.num_workers)
     fea, lab, skipped = features.extract_features(network, loader, engine=args.engine)
     reader.SkipReport(images).note(np.flatnonzero(skipped).tolist())
@@ -105,7 +116,8 @@ def infer(args):
     for row, (i, path) in enumerate(zip(kept, paths)):
         print("Test-{0}-feature: {1} {2}".format(row, first_values(fea[i]), path))
     if args.save_features:
-        save_features(args.save_features, fea[kept], paths, lab[kept] if labelled else None)
+        save_features(args.save_features, fea[kept], paths, lab[kept] if labelled else None,
+                      network_record(args))
     return fea[kept], paths, lab[kept]
 
 

@@ -4,13 +4,15 @@
                      [--topk 10] [--threshold 0.5] [--save_json R.json] [--save_retrievals GRIDS]
 
 Query images are embedded by the network recorded in the index (network flags, when
-given, must equal it). Prints one tab-separated line per hit: query, rank, score
-(cosine similarity), path, and the label when the index has labels. --save_retrievals
-draws eval.py's grids: each query, then its hits (green: same label, red: another,
-grey: label unknown). --rerank re-orders the hits (qe, dba with the vectors the index
-stores, kreciprocal); scores and --threshold stay the cosine similarity to the query.
+given, must equal it); query features made by another network are refused. Prints one
+tab-separated line per hit: query, rank, score (cosine similarity), path, and the label
+when the index has labels. --save_retrievals draws eval.py's grids: each query, then its
+hits (green: same label, red: another, grey: label unknown). --rerank re-orders the hits
+(qe, dba with the vectors the index stores, kreciprocal); scores and --threshold stay the
+cosine similarity to the query.
 """
 import argparse
+import sys
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
 from dml.cli import ArgumentParser, add_arguments, run_cli
@@ -51,12 +53,16 @@ def search(args):
     if not args.features:
         choose_device(args.use_gpu)
     vectors, names, labels = query.query_features(args, snapshot)
+    note = manifest.check_same_vectors(snapshot.meta, args.features, len(vectors), args.index_dir) \
+        if args.features else None
     results = query.run(snapshot, vectors, args.topk, args.threshold, session, settings)
     query.print_hits(snapshot, names, results)
     if args.save_json:
         query.save_json(args.save_json, query.as_json(snapshot, names, results, args.topk, args.threshold, settings))
     if args.save_retrievals:
         query.save_grids(args.save_retrievals, snapshot, names, labels, results)
+    if note:
+        print(note, file=sys.stderr)
     return names, results
 
 

@@ -7,11 +7,13 @@ gallery at build time; additions are encoded with that training, removals and
 replacements retrain.
 """
 import contextlib
+import logging
 import os
 
 import numpy as np
 
 from dml.errors import UserError, first_line
+from dml.runtime import threads
 
 from . import faiss_file, untrusted
 
@@ -19,8 +21,13 @@ _ADD_ROWS = 1 << 16
 
 
 def faiss():
-    """The faiss module (its spec entry checked that it is installed)."""
+    """The faiss module (its spec entry checked that it is installed), its OpenMP
+    threads set for the calling thread to the toolkit's count (its own default is
+    whatever OMP_NUM_THREADS held when it was loaded, which Paddle's import rewrites)."""
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs each SIMD variant it tries
     import faiss as module
+
+    module.omp_set_num_threads(threads.count())
     return module
 
 
@@ -80,6 +87,7 @@ class _FaissBackend:
         cls.tune(index, snapshot.meta["backend_options"])
 
         def search(queries, k):
+            faiss()  # the thread searching may not be the one that loaded the index
             k = min(k, len(snapshot.vectors))
             cls.tune(index, snapshot.meta["backend_options"], k)
             with faiss_errors(f"searching {os.path.join(snapshot.directory, cls.file)!r}"):

@@ -5,6 +5,7 @@
     labels.npy   [count] integers, -1 unknown (optional)
     dba.npy      float32 [count, dim]: database-side augmented vectors (when index.json's
                  `dba` says so; search.py --rerank dba searches them)
+    classes.txt  `id name` of each class, one a line (optional)
     index.json   what the generation holds (manifest.py), with every other file's size
     the backend's own file (e.g. hnsw.faiss), checked by the backend (check_file)
 
@@ -29,6 +30,8 @@ VECTORS = "vectors.npy"
 PATHS = "paths.txt"
 LABELS = "labels.npy"
 DBA = "dba.npy"
+#: id and name of each class, one a line (optional; shown beside labels)
+CLASSES = "classes.txt"
 META_BYTES = 1 << 20
 PATH_BYTES = 4096  # one path (Linux's PATH_MAX)
 
@@ -55,7 +58,7 @@ def read_meta(directory):
         meta = json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
         raise UserError(f"{path!r} is not valid JSON ({first_line(err)[:200]}): the index is damaged") from None
-    manifest.check_meta(meta, path, (VECTORS, PATHS), (LABELS, DBA))
+    manifest.check_meta(meta, path, (VECTORS, PATHS), (LABELS, CLASSES, DBA))
     return meta
 
 

@@ -12,24 +12,23 @@ weights whose bytes changed since the build (another sha256) are refused too.
 index.json is data: check_meta checks every field before anything uses it, and nothing
 in it says where to connect (see backends.session).
 """
-import hashlib
 import os
 import re
-import stat
 import time
 
+from dml import recorded_flags, run_record
 from dml.errors import UserError
+from dml.retrieval import feature_files
+from dml.run_record import weights_sha256 as sha256_of
 
 from . import backends, untrusted
 
 FORMAT_VERSION = 1
-MODEL_KEYS = ("model", "embedding_size", "image_shape", "weights", "weights_sha256")
+MODEL_KEYS = run_record.FIELDS
 MAX_COUNT = 1 << 40
 MAX_DIM = 1 << 16
 MAX_FILE_BYTES = 1 << 62
 MAX_TEXT = 4096
-MAX_WEIGHT_FILES = 10_000
-MAX_WEIGHT_BYTES = 16 << 30  # as the weights parser
 MAX_ALPHA = 1000.0  # the power of the DBA weights
 _SHA256 = re.compile("[0-9a-f]{64}")
 _IMAGE_SHAPE = re.compile("3,[1-9][0-9]{0,4},[1-9][0-9]{0,4}")
@@ -39,59 +38,36 @@ def now():
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def weight_files(path, what):
-    """The files of a weights path: itself, or a directory's regular files (sorted)."""
-    try:
-        info = os.stat(path)
-    except OSError as err:
-        raise UserError(f"{what} {path!r}: {err.strerror}") from None
-    if stat.S_ISREG(info.st_mode):
-        return [path]
-    if not stat.S_ISDIR(info.st_mode):
-        raise UserError(f"{what} {path!r} is {untrusted.kind(info.st_mode)}, not a weights file or directory "
-                        f"(refused)")
-    found = []
-    for directory, _, names in os.walk(path):
-        found += [os.path.join(directory, n) for n in names]
-        if len(found) > MAX_WEIGHT_FILES:
-            raise UserError(f"{what} {path!r} holds more than {MAX_WEIGHT_FILES} files: not a weights directory")
-    return sorted(found)
-
-
-def sha256_of(path, what="--pretrained_model"):
-    """sha256 of a weights file, or of a directory's files (names and bytes, sorted);
-    only regular files are read, at most MAX_WEIGHT_BYTES in all."""
-    digest, total = hashlib.sha256(), 0
-    for name in weight_files(path, what):
-        if name != path:
-            digest.update(os.path.relpath(name, path).encode() + b"\0")
-        try:
-            fd, size = untrusted.open_regular(name, follow=True)
-        except FileNotFoundError:
-            raise UserError(f"{what} {name!r} does not exist") from None
-        except UserError as err:
-            raise UserError(f"{what}: {err}") from None
-        try:
-            total += size
-            if total > MAX_WEIGHT_BYTES:
-                raise UserError(f"{what} {path!r} has more than {MAX_WEIGHT_BYTES} bytes: not a weights file")
-            for offset in range(0, size, 1 << 20):
-                digest.update(untrusted.read_exactly(fd, min(1 << 20, size - offset), offset, name))
-        finally:
-            os.close(fd)
-    return digest.hexdigest()
-
-
-def model_record(args):
-    """The network flags of a build as index.json stores them (all None without weights)."""
+def model_record(args, features=None):
+    """The network of a build as index.json stores it: the weights' (flags left out
+    from their record, then from the features' record), which must be the network
+    that made the features; else the features' record; else all None."""
+    features_record = feature_files.read_record(features) if features else None
+    if getattr(args, "pretrained_model", None):
+        if not os.path.exists(args.pretrained_model):
+            raise UserError(f"--pretrained_model {args.pretrained_model!r} does not exist")
+        recorded_flags.settle_from_weights(args)
+    recorded_flags.settle_network(args, features_record)
     if not getattr(args, "pretrained_model", None):
-        return dict.fromkeys(MODEL_KEYS)
-    if not os.path.exists(args.pretrained_model):
-        raise UserError(f"--pretrained_model {args.pretrained_model!r} does not exist")
-    return {"model": args.model or "ResNet50", "embedding_size": args.embedding_size or 0,
-            "image_shape": args.image_shape or "3,224,224",
-            "weights": os.path.abspath(args.pretrained_model),
-            "weights_sha256": sha256_of(args.pretrained_model, "--pretrained_model")}
+        return features_record.as_dict() if features_record else dict.fromkeys(MODEL_KEYS)
+    record = run_record.describe(args.model or "ResNet50", args.embedding_size or 0,
+                                 args.image_shape or "3,224,224", args.pretrained_model)
+    if features_record:
+        run_record.check_same_network(record, features_record, f"--features {features}")
+    return record.as_dict()
+
+
+def check_same_vectors(meta, features, rows, index_dir):
+    """Refuse features whose record names another network than the index's. Returns
+    a note to print once the command succeeded when they have no record, else None."""
+    record = feature_files.read_record(features, rows)
+    if record is None:
+        return (f"note: {features} does not record the network that made it (written before infer.py "
+                f"recorded it): not checked against the index's")
+    if any(meta.get(key) is not None for key in MODEL_KEYS):
+        run_record.check_same_network(run_record.from_mapping(meta, "the index", index_dir), record,
+                                      f"--features {features}")
+    return None
 
 
 def new_meta(record, backend, options, dim, count, labelled, dba=None):
@@ -123,24 +99,25 @@ def check_same_network(meta, args, index_dir):
     if weights is not None:
         if meta.get("weights_sha256") is None:
             raise UserError(f"--pretrained_model: the index {index_dir} records no network (built from features)")
-        if not os.path.exists(weights) or sha256_of(weights, "--pretrained_model") != meta["weights_sha256"]:
+        if not os.path.exists(weights) or meta["weights_sha256"] not in {
+                sha256_of(weights, "--pretrained_model"),
+                sha256_of(run_record.canonical_weights(weights), "--pretrained_model")}:
             raise UserError(f"--pretrained_model {weights} is not the weights the index was built with "
                             f"({meta['weights']}, sha256 {meta['weights_sha256'][:12]}...)")
 
 
-def check_exported_network(meta, info, model_dir, index_dir):
-    """Refuse an exported model (its export_info.json `info`) that is not the index's
-    network: other weights (sha256), model, embedding size or image shape."""
+def check_exported_network(meta, record, model_dir, index_dir):
+    """Refuse an exported model (the record of its export_info.json, or None) that is
+    not the index's network: other weights (sha256), model, embedding size, image shape
+    or preprocessing."""
     if meta.get("weights_sha256") is None:
         raise UserError(f"index {index_dir!r} was built from features without a network: --inference_model "
                         f"{model_dir!r} cannot be checked against it; query with --features")
-    if info.get("weights_sha256") != meta["weights_sha256"]:
+    if record is None or record.weights_sha256 != meta["weights_sha256"]:
         raise UserError(f"--inference_model {model_dir!r} was not exported from the weights the index was built with "
                         f"({meta['weights']}, sha256 {meta['weights_sha256'][:12]}...)")
-    for key in ("model", "embedding_size", "image_shape"):
-        if str(info.get(key)) != str(meta[key]):
-            raise UserError(f"--inference_model {model_dir!r} records {key} {str(info.get(key))[:40]}, the index "
-                            f"{meta[key]}: queries must be embedded by the network that built the index")
+    run_record.check_same_network(run_record.from_mapping(meta, "the index", index_dir), record,
+                                  f"the features of --inference_model {model_dir!r}")
 
 
 def network_of(meta, index_dir):
@@ -216,8 +193,14 @@ def check_meta(meta, path, required_files, optional_files):
         _text(meta, key, where)
     _text(meta, "image_shape", where, _IMAGE_SHAPE)
     _text(meta, "weights_sha256", where, _SHA256)
+    problem = run_record.record_problem(meta)
+    if problem:
+        _fail(where, problem)
     if (meta.get("weights") is None) != (meta.get("weights_sha256") is None):
         _fail(where, "weights and weights_sha256 must be given together")
+    threshold = meta.get("threshold")
+    if threshold is not None and (type(threshold) not in (int, float) or not -1.0 <= threshold <= 1.0):
+        _fail(where, "threshold must be a number in [-1, 1] (the cosine below which a search answers no match)")
     _check_dba(meta, where)
 
 

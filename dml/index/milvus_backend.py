@@ -50,12 +50,16 @@ def collection_name(text):
 
 
 def client(uri):
+    """A MilvusClient for `uri`. Milvus Lite (a file URI) serves on 127.0.0.1 inside this
+    process, so its connection ignores the user's http_proxy / https_proxy / grpc_proxy,
+    which gRPC would otherwise send it through; a server URI keeps them."""
     for name in _QUIET:  # Milvus Lite's server logs every start, and a harmless unimplemented call
         logging.getLogger(name).setLevel(logging.CRITICAL)
     from pymilvus import MilvusClient
 
+    direct = {} if "://" in uri else {"grpc_options": {"grpc.enable_http_proxy": 0}}
     with milvus_errors(f"cannot connect to Milvus at {uri!r}"):
-        return MilvusClient(uri)
+        return MilvusClient(uri, **direct)
 
 
 @contextlib.contextmanager

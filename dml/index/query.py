@@ -41,7 +41,7 @@ def query_network(args, snapshot):
         meta = manifest.network_of(snapshot.meta, args.index_dir)
         return embed.load_network(meta), embed.image_size(meta)
     predictor.model_format(model_dir)
-    manifest.check_exported_network(snapshot.meta, predictor.read_info(model_dir), model_dir, args.index_dir)
+    manifest.check_exported_network(snapshot.meta, predictor.read_record(model_dir), model_dir, args.index_dir)
     return predictor.load(model_dir, args.use_gpu), embed.image_size(snapshot.meta)
 
 
@@ -66,11 +66,12 @@ def searcher(snapshot, session=None):
     return checked
 
 
-def run(snapshot, queries, k, threshold, session=None, settings=None):
+def run(snapshot, queries, k, threshold, session=None, settings=None, gallery_lists=None):
     """[(scores, rows)] per query: the top k of the index, at least `threshold` similar
     (`session`: the backend's per-command flag values, see backends.session), re-ranked
     as `settings` (dml.retrieval.rerank.Settings) says: the order is the re-ranking's,
-    the scores (and the threshold) stay each hit's cosine similarity to the query."""
+    the scores (and the threshold) stay each hit's cosine similarity to the query.
+    `gallery_lists`: kreciprocal's lists of the index's rows, when the caller keeps them."""
     if queries.shape[1] != snapshot.meta["dim"]:
         raise UserError(f"query vectors have dimension {queries.shape[1]}, the index {snapshot.meta['dim']}")
     search = searcher(snapshot, session)
@@ -78,7 +79,8 @@ def run(snapshot, queries, k, threshold, session=None, settings=None):
         if settings.method == "dba" and snapshot.dba is None:
             raise UserError(f"index {snapshot.directory!r} stores no database-side augmentation: build it with "
                             f"`index.py build --dba_n N` to search it with --rerank dba")
-        found = rerank.rerank(settings, queries, snapshot.vectors, k, search=search, dba_vectors=snapshot.dba)
+        found = rerank.rerank(settings, queries, snapshot.vectors, k, search=search, dba_vectors=snapshot.dba,
+                              gallery_lists=gallery_lists)
         scores, rows = found.scores, found.rows
     else:
         scores, rows = search(queries, k)

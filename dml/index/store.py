@@ -158,15 +158,21 @@ def open_lock(path):
     return fd
 
 
+class IndexBusy(UserError):
+    """Another writer holds the index's lock (raised only when not waiting for it)."""
+
+
 class Writer:
     """The one writer of an index directory (holds DIR/.lock): reads the live
     generation, and commits a new one. Nothing it writes or removes is outside the
     index directory: generations/ and each generation it prunes are real directories
     of it, and only entries named NNNNNN (or a killed writer's NNNNNN.tmp-PID) are
-    removed."""
+    removed. wait=False: raise IndexBusy at once when another writer (another process,
+    or another thread's Writer) holds the lock."""
 
-    def __init__(self, index_dir):
+    def __init__(self, index_dir, wait=True):
         self.index_dir = index_dir
+        self.wait = wait
         self._lock = None
         self._previous = None
 
@@ -243,7 +249,12 @@ class Writer:
         os.makedirs(self.index_dir, exist_ok=True)
         self._lock = open_lock(os.path.join(self.index_dir, LOCK))
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX)
+            fcntl.flock(self._lock, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock)
+            raise IndexBusy(f"index {self.index_dir!r} is being changed by another writer ({LOCK} is held): "
+                            f"try again when that change is done") from None
+        try:
             if self.exists():
                 self._previous = generation_name(self.index_dir)
         except BaseException:
@@ -257,6 +268,6 @@ class Writer:
 
 
 @contextlib.contextmanager
-def writer(index_dir):
-    with Writer(index_dir) as w:
+def writer(index_dir, wait=True):
+    with Writer(index_dir, wait) as w:
         yield w

@@ -17,6 +17,7 @@ import numpy as np
 import paddle
 import paddle.utils.download as paddle_download
 
+from dml import run_record
 from dml.errors import UserError, first_line
 from dml.train.checkpoint import LOSS_PREFIX
 from dml.train.checkpoint import PARAMS as CHECKPOINT_FILE
@@ -72,18 +73,25 @@ def read_state(path):
     return fmt, state
 
 
-def load_pretrained(model, path, verbose=True, strict=False):
+def load_pretrained(model, path, verbose=True, strict=False, drop_embedding=False):
     """Copy every fitting weight of `path` into `model` (an EmbeddingNet); print and
-    return a LoadReport. Loading nothing at all is a UserError.
+    return a LoadReport. Loading nothing at all is a UserError, and so are weights
+    whose record (a checkpoint's state.json) names another network.
+
+    A trained embedding layer of a toolkit checkpoint that does not fit the model (of
+    another size, or one the model lacks) is a UserError: it would be dropped and the
+    model's layer left random. drop_embedding=True allows that for a fine-tune that
+    trains a new embedding layer. (A legacy Fluid `fc_0` may as well be the ImageNet
+    classifier of the original's ResNet50_pretrained: skipped and listed.)
 
     strict=True (evaluating, extracting, exporting): the network must come out of the
-    file whole, so a network tensor the file lacks (it would keep random values) or a
-    network tensor of the file that does not fit (e.g. an embedding layer of another
-    size) is a UserError. Fine-tuning leaves it off: a new embedding layer starts from
-    its initial values there."""
+    file whole, so a network tensor the file lacks (it would keep random values) is a
+    UserError too; fine-tuning leaves it off, so a new embedding layer starts from its
+    initial values there."""
     path = str(path)
     if path == "imagenet":
         path = _fetch_imagenet(model.spec)
+    _check_recorded_model(model, path)
     legacy_names = model.spec.legacy_names() if model.spec.legacy_names else {}
     fmt, state, unread = _read(path, legacy_names)
     fmt = _format_for(model, path, fmt, state)
@@ -97,12 +105,32 @@ def load_pretrained(model, path, verbose=True, strict=False):
             f"{len(report.skipped)} tensors skipped, e.g. {_examples(report.skipped)})"
         )
     _check_same_backbone(model, path, fmt, report, clashes)
+    width = _embedding_width(state, targets)
     if strict:
-        _check_whole_network(model, path, report, _embedding_width(state, targets))
+        _check_whole_network(model, path, report, width)
+    elif report.unfit and not drop_embedding and fmt in (CHECKPOINT, CHECKPOINT_DIR):
+        _refuse_dropped_layer(model, path, report, width)
     _copy(model, copies)
     if verbose:
         print("\n".join(report.lines()), flush=True)
     return report
+
+
+def _check_recorded_model(model, path):
+    """Weights recorded as another network (ViT_S16 as ViT_S16_avg: same tensors,
+    other vectors) are refused."""
+    record = run_record.of_weights(path)
+    if record is not None and record.model is not None and record.model != model.model_name:
+        raise UserError(f"{path} holds a {record.model} network ({record.source}), not {model.model_name}: "
+                        f"use --model={record.model}")
+
+
+def _refuse_dropped_layer(model, path, report, source_width):
+    width = model.embedding.weight.shape[1] if model.embedding is not None else 0
+    size = f"embedding_size={source_width}" if source_width else "the file's embedding size"
+    raise UserError(f"{path} holds a trained embedding layer ({', '.join(report.unfit[:3])}) that does not fit "
+                    f"{model.model_name} with embedding_size={width}: it would be dropped and a random one "
+                    f"trained; use {size}, or --drop_embedding (drop_embedding=True) to do that")
 
 
 def _format_for(model, path, fmt, state):

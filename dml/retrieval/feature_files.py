@@ -1,12 +1,17 @@
 """infer.py's feature files: `F.npy` (float32 [N, D]), `F.paths.txt` (row r's image on
-line r) and, for labelled inputs, `F.labels.npy` ([N] int64). Written as one set by
-infer.py, read back and checked by index.py."""
+line r), `F.meta.json` (the record of the network that made them, dml.run_record, with
+the row count and dimension) and, for labelled inputs, `F.labels.npy` ([N] int64).
+Written as one set by infer.py, read back and checked by index.py and search.py."""
+import json
 import os
 
 import numpy as np
 
+from dml import run_record
 from dml.errors import UserError, first_line
 from dml.outputs import write_set
+
+META = ".meta.json"
 
 
 def companion(npy_path, suffix):
@@ -22,17 +27,36 @@ def write_paths(handle, paths):
     handle.write("".join(p + "\n" for p in paths).encode())
 
 
-def save_features(path, fea, paths, labels=None):
-    """Write features (.npy), their paths (.paths.txt) and labels (.labels.npy) as one
-    set; without labels, an older set's .labels.npy is removed."""
+def save_features(path, fea, paths, labels=None, record=None):
+    """Write features (.npy), their paths (.paths.txt), the network's record
+    (.meta.json) and labels (.labels.npy) as one set; an older set's .labels.npy or
+    .meta.json that this one lacks is removed."""
     path = features_path(path)
     writers = {path: lambda handle: np.save(handle, fea),
                companion(path, ".paths.txt"): lambda handle: write_paths(handle, paths)}
+    if record is not None:
+        meta = dict(record.as_dict(), count=int(len(fea)), dim=int(fea.shape[1]))
+        text = json.dumps(meta, indent=1, sort_keys=True) + "\n"
+        writers[companion(path, META)] = lambda handle: handle.write(text.encode())
     if labels is not None:
         writers[companion(path, ".labels.npy")] = lambda handle: np.save(handle, labels)
-    write_set(writers, stale=[companion(path, ".labels.npy")])
+    write_set(writers, stale=[companion(path, ".labels.npy"), companion(path, META)])
     print(f"{len(fea)} features of dimension {fea.shape[1]} written to {path} "
           f"(paths: {companion(path, '.paths.txt')})")
+
+
+def read_record(path, rows=None):
+    """The record of the network that made the features at `path` (its .meta.json),
+    or None for features written without one; `rows`: the feature count it must state."""
+    meta_file = companion(features_path(path), META)
+    if not os.path.lexists(meta_file):
+        return None
+    meta = run_record.read_json(meta_file, "the features' record")
+    record = run_record.from_mapping(meta, "the features' record", meta_file)
+    if rows is not None and meta.get("count") != rows:
+        raise UserError(f"{meta_file!r} describes {meta.get('count')!r} rows, {path!r} holds {rows}: "
+                        f"the files are not one set")
+    return record
 
 
 def read_paths(path):

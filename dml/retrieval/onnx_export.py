@@ -1,6 +1,7 @@
 """export_model.py --format onnx: the network exported for paddle.inference (to a
 temporary directory), converted by paddle2onnx, and checked against that Paddle
 predictor on the same images before anything is written."""
+import json
 import os
 import tempfile
 
@@ -70,8 +71,8 @@ def export_onnx(model, image_size, directory, info):
                         "onnxruntime": ort.__version__, "checked_images": len(images),
                         "max_relative_difference": difference})
     os.makedirs(directory, exist_ok=True)
-    text = predictor.info_text(record)
+    text = (json.dumps(record, indent=1, sort_keys=True) + "\n").encode()
     write_set({os.path.join(directory, onnx_model.MODEL_FILE): lambda handle: handle.write(data),
                os.path.join(directory, predictor.INFO_FILE): lambda handle: handle.write(text)},
-              stale=[os.path.join(directory, name) for name in predictor.PADDLE_FILES])
+              stale=[os.path.join(directory, name) for name in predictor.export_files(directory)])
     return sorted([onnx_model.MODEL_FILE, predictor.INFO_FILE]), difference

@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from dml.errors import UserError, first_line
+from dml.runtime import threads
 from dml.weights.errors import Refused
 from dml.weights.regular_file import read_whole
 
@@ -59,7 +60,7 @@ class OnnxPredictor:
         data = read_model(directory) if data is None else data
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: no notice per unused initializer
-        options.intra_op_num_threads = cpu_threads or len(os.sched_getaffinity(0))
+        options.intra_op_num_threads = cpu_threads or threads.count()
         options.inter_op_num_threads = 1
         gpu = use_gpu and "CUDAExecutionProvider" in ort.get_available_providers()
         providers = ([("CUDAExecutionProvider", {"device_id": device_id or 0})] if gpu else []) + \

@@ -5,12 +5,13 @@ An exported directory holds:
   inference.json (or inference.pdmodel on older Paddle) + inference.pdiparams
       the static graph and its weights, input `image` [N, 3, S, S] float32;
   export_info.json
-      what was exported: model name, embedding size, image shape, source weights.
+      what was exported: the network's record (dml.run_record: model name, embedding
+      size, image shape, preprocessing, source weights and their sha256), feature size.
 An ONNX export (onnx_export.py) holds model.onnx in place of the graph and weights, run
-by onnx_model.OnnxPredictor; `load` picks the predictor a directory needs.
+by onnx_model.OnnxPredictor, with the same record; `load` picks the predictor a
+directory needs.
 """
 import contextlib
-import json
 import os
 import re
 import tempfile
@@ -18,9 +19,11 @@ import tempfile
 import numpy as np
 import paddle
 
+from dml import run_record
 from dml.cli import fmt_time
 from dml.errors import UserError, first_line
-from dml.outputs import write_atomic
+from dml.outputs import write_json_atomic
+from dml.runtime import threads
 from dml.runtime.device import cuda_available, gpu_id
 from dml.weights.fluid_tensor import check_tensor_sequence
 from dml.weights.json_file import read_json
@@ -31,7 +34,6 @@ from . import onnx_model
 PREFIX = "inference"
 PARAMS_FILE = PREFIX + ".pdiparams"
 GRAPH_FILES = (PREFIX + ".json", PREFIX + ".pdmodel")
-PADDLE_FILES = GRAPH_FILES + (PARAMS_FILE,)
 INFO_FILE = "export_info.json"
 MAX_INFO_BYTES = 1 << 20
 MAX_GRAPH_BYTES = 64 << 20  # a ResNet18's graph has 65 KB
@@ -48,16 +50,33 @@ def export(model, image_size, directory, info):
     paddle.jit.save(model, os.path.join(directory, PREFIX), input_spec=[spec])
     info = dict(info, image_shape=f"3,{image_size},{image_size}", input_name="image",
                 paddle=paddle.__version__, exported_at=fmt_time())
-    text = info_text(info)
-    write_atomic(os.path.join(directory, INFO_FILE), lambda handle: handle.write(text))
-    if os.path.lexists(os.path.join(directory, onnx_model.MODEL_FILE)):  # an earlier ONNX export's
-        os.remove(os.path.join(directory, onnx_model.MODEL_FILE))
+    write_json_atomic(os.path.join(directory, INFO_FILE), info)
     return sorted(os.listdir(directory))
 
 
-def info_text(info):
-    """export_info.json's bytes (indented, sorted keys)."""
-    return (json.dumps(info, indent=1, sort_keys=True) + "\n").encode()
+def export_into(model, image_size, directory, info):
+    """export() into a temporary sibling of `directory`, then its files moved in, the
+    record (export_info.json) last: a failure leaves `directory` as it was. Files of an
+    earlier export that the new one lacks are removed; other files are left alone."""
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{os.path.basename(os.path.abspath(directory))}.tmp-",
+                                     dir=parent) as tmp:
+        files = export(model, image_size, tmp, info)
+        os.makedirs(directory, exist_ok=True)
+        for name in sorted(files, key=lambda n: n == INFO_FILE):
+            os.replace(os.path.join(tmp, name), os.path.join(directory, name))
+    for name in export_files(directory):
+        if name not in files:
+            os.remove(os.path.join(directory, name))
+    return files
+
+
+def export_files(directory):
+    """The names in `directory` that an export writes (its graph, weights and record, or
+    an ONNX export's model.onnx)."""
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    return [n for n in names if n.startswith(PREFIX + ".") or n in (INFO_FILE, onnx_model.MODEL_FILE)]
 
 
 @contextlib.contextmanager
@@ -90,6 +109,14 @@ def read_info(directory):
         raise UserError(f"--inference_model {directory!r}: {INFO_FILE} records image_shape {str(shape)[:40]!r}, "
                         f"not '3,S,S' with S from 1 to {MAX_IMAGE_SIZE}")
     return info
+
+
+def read_record(directory):
+    """The record of an exported model's network (None when it has no export_info.json)."""
+    path = os.path.join(directory, INFO_FILE)
+    if not os.path.lexists(path):
+        return None
+    return run_record.from_mapping(run_record.read_json(path, "--inference_model's"), "the exported model", path)
 
 
 def model_files(directory):
@@ -157,7 +184,7 @@ class Predictor:
             self.device = "gpu"
         else:
             config.disable_gpu()
-            config.set_cpu_math_library_num_threads(cpu_threads or len(os.sched_getaffinity(0)))
+            config.set_cpu_math_library_num_threads(cpu_threads or threads.count())
             config.enable_onednn()
             if bf16:
                 config.enable_onednn_bfloat16()

@@ -3,7 +3,8 @@
 What Paddle 3.3 on an x86 CPU offers, and what we do with it:
 
 * Threads: Paddle's CPU kernels use one thread unless told; `configure_cpu` gives
-  them every core the process may run on.
+  them the toolkit's count (dml.runtime.threads: OMP_NUM_THREADS, else every core the
+  process may run on).
 * Inference (feature extraction in eval.py, infer.py and the trainer's periodic test):
   the eval-mode network is exported with `paddle.jit.save` and run by a
   `paddle.inference` predictor in the same process (engine "static", the default).
@@ -64,8 +65,9 @@ _configured_threads = None
 
 
 def configure_cpu(num_threads=None):
-    """Use every allowed core and keep oneDNN off in the dynamic graph (it silently
-    breaks training, see the module docstring). Returns the thread count."""
+    """Set the CPU threads (by default dml.runtime.threads.count()) and keep oneDNN off
+    in the dynamic graph (it silently breaks training, see the module docstring).
+    Returns the thread count."""
     global _configured_threads
     paddle.set_flags({ONEDNN_FLAG: False})
     _configured_threads = set_cpu_threads(num_threads)

@@ -1,15 +1,13 @@
 """Which device the scripts run on, and how many CPU threads Paddle's kernels use."""
-import os
-
 import paddle
 
-from . import paddle_compat
+from . import paddle_compat, threads
 
 
 def set_cpu_threads(num_threads=None):
-    """Let Paddle's CPU kernels use every core this process may run on (Paddle
-    defaults to one thread); return the count."""
-    count = num_threads or len(os.sched_getaffinity(0))
+    """Set the threads of Paddle's CPU kernels (Paddle defaults to one), by default
+    to dml.runtime.threads.count(); return the count."""
+    count = num_threads or threads.count()
     paddle_compat.set_cpu_threads(count)
     return count
 

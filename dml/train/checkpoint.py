@@ -17,6 +17,7 @@ import time
 import numpy as np
 import paddle
 
+from dml import run_record
 from dml.errors import UserError, first_line
 from dml.runtime import paddle_compat
 from dml.weights import safe_load
@@ -30,6 +31,8 @@ LOSS_PREFIX = "loss."
 TMP_MARK = ".tmp-"
 #: A numbered checkpoint directory: ASCII digits only.
 _ITERATION = re.compile(r"[0-9]{1,19}")
+#: A run's id (uuid4 hex), recorded in each of its checkpoints' state.json.
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
 #: state.json is a few kilobytes; anything far larger is not one.
 MAX_STATE_BYTES = 1 << 20
 #: The largest embedding a state.json may record (a larger one would ask for gigabytes).
@@ -163,17 +166,18 @@ def check_writable(model_save_dir):
                         f"choose another directory") from None
 
 
-def numbered_checkpoints(root):
+def numbered_checkpoints(root, complete_only=True):
     """Complete checkpoints directly under `root`, as (iteration, path), oldest first.
 
-    Temporary (`.<iter>.tmp-<pid>`) and incomplete directories are never listed.
+    Temporary (`.<iter>.tmp-<pid>`) directories are never listed, incomplete ones only
+    with complete_only=False.
     """
     if not os.path.isdir(root):
         return []
     found = []
     for name in os.listdir(root):
         path = os.path.join(root, name)
-        if _ITERATION.fullmatch(name) and os.path.isdir(path) and is_complete(path):
+        if _ITERATION.fullmatch(name) and os.path.isdir(path) and (is_complete(path) or not complete_only):
             found.append((int(name), path))
     return sorted(found)
 
@@ -234,14 +238,20 @@ def read_run_state(directory):
         raise UserError(
             f"--checkpoint {directory!r} is not a complete checkpoint (needs {PARAMS}, {OPTIMIZER}, {STATE})"
         )
-    path = os.path.join(directory, STATE)
+    return read_state_file(os.path.join(directory, STATE), f"--checkpoint {directory!r}")
+
+
+def read_state_file(path, what=None):
+    """A checkpoint's state.json, parsed and checked against the schema (state_problem);
+    UserError naming `what` (default: the file) and the problem otherwise."""
+    what = what or path
     try:
         state = read_json(path, MAX_STATE_BYTES)
     except (OSError, ValueError) as err:
-        raise UserError(f"--checkpoint {directory!r}: cannot read {STATE}: {first_line(err)}") from None
+        raise UserError(f"{what}: cannot read {STATE}: {first_line(err)}") from None
     problem = state_problem(state)
     if problem:
-        raise UserError(f"--checkpoint {directory!r}: {STATE} is not a checkpoint state ({problem})")
+        raise UserError(f"{what}: {STATE} is not a checkpoint state ({problem})")
     return state
 
 
@@ -265,6 +275,12 @@ def state_problem(state):
     size = state.get("embedding_size", 0)
     if type(size) is not int or not 0 <= size <= MAX_EMBEDDING_SIZE:
         return f"embedding_size must be an integer from 0 to {MAX_EMBEDDING_SIZE}"
+    run_id = state.get("run_id")
+    if run_id is not None and not (isinstance(run_id, str) and _RUN_ID.fullmatch(run_id)):
+        return "run_id must be 32 hexadecimal digits"
+    record = run_record.record_problem(state)
+    if record:
+        return record
     meter = state.get("meter", {})
     if not isinstance(meter, dict) or not all(
             isinstance(seq, list) and all(type(v) in (int, float) for v in seq) for seq in meter.values()):
@@ -281,24 +297,17 @@ def restore_memory(directory, memory, rank, nranks):
     try:
         memory.load(read_saved(path, memory.size, memory.dim, rank, nranks))
     except FileNotFoundError:
-        raise UserError(f"--checkpoint {directory!r} holds no cross-batch memory ({MEMORY}): it was not written "
-                        f"with --xbm_size; resume without it, or use --pretrained_model") from None
+        raise UserError(f"--checkpoint {directory!r} holds no cross-batch memory ({MEMORY}) for its --xbm_size, "
+                        f"so the resumed run would not be the same; start a new run from its weights with "
+                        f"--pretrained_model") from None
     except (OSError, ValueError, KeyError) as err:
         raise UserError(f"--checkpoint {directory!r}: cannot restore the cross-batch memory ({MEMORY}): "
                         f"{err}") from None
 
 
-def restore(directory, model, loss, same_run):
-    """Load the network and loss parameters of a checkpoint into `model` and `loss`;
-    return its state.json. `same_run` ({flag: value}) must match what the checkpoint
-    was written with, else UserError saying which flag differs."""
-    state = read_run_state(directory)
-    recorded_flags = state.get("flags") if isinstance(state.get("flags"), dict) else {}
-    for key, value in same_run.items():
-        recorded = state.get(key, recorded_flags.get(key))
-        if recorded != value:
-            raise UserError(f"--checkpoint {directory!r} was written with --{key}={recorded}, not {value}; "
-                            f"resume with --{key}={recorded}, or use --pretrained_model to start a new run from it")
+def restore(directory, model, loss):
+    """Load the network and loss parameters of a checkpoint into `model` and `loss`
+    (built with the flags the checkpoint records: dml.train.resume)."""
     params = safe_load.load(os.path.join(directory, PARAMS), return_numpy=True)
     if not isinstance(params, dict):
         raise UserError(f"--checkpoint {directory!r}: {PARAMS} holds no state dict")
@@ -309,4 +318,3 @@ def restore(directory, model, loss, same_run):
         if missing or unexpected:
             raise UserError(f"--checkpoint {directory!r} does not fit this network "
                             f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
-    return state

@@ -3,12 +3,20 @@ the loss flags come from the loss specs. `check` holds the rules that tie severa
 flags together; every single-flag rule is in the flag's type."""
 import argparse
 
-from dml import losses, models
-from dml.cli import add_arguments
+from dml import losses, models, recorded_flags, run_record
+from dml.cli import add_arguments, given
 from dml.data import imgtool
 from dml.errors import UserError
-from dml.flag_types import choice, increasing_ints, nonnegative_int, parse_increasing_ints, positive_float, positive_int
-from dml.script_flags import add_data_arguments, add_engine_argument, add_model_arguments
+from dml.flag_types import (
+    choice,
+    increasing_ints,
+    nonnegative_float,
+    nonnegative_int,
+    parse_increasing_ints,
+    positive_float,
+    positive_int,
+)
+from dml.script_flags import add_data_arguments, add_engine_argument, add_model_arguments, check_test_lists
 
 LR_STRATEGIES = ("piecewise_decay", "cosine_decay")
 BATCH_RULES = {"elem": ".", "pair": "; each device's share must be divisible by 3 for triplet, and by "
@@ -18,7 +26,8 @@ BATCH_RULES = {"elem": ".", "pair": "; each device's share must be divisible by 
 def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, total_iter_num,
                            test_iter_step, save_iter_step, loss_name):
     """Every flag of a training script of `family` ("elem" or "pair"), with its defaults."""
-    add_model_arguments(parser)
+    add_model_arguments(parser, "Left out when resuming, or when fine-tuning a checkpoint of this toolkit: the "
+                                "value recorded in its state.json.")
     add_arguments("train_batch_size", positive_int, train_batch_size,
                   "Images per training step, over all devices (split evenly between them, so a multiple of "
                   "their number)" + BATCH_RULES[family], parser)
@@ -47,11 +56,19 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
                   "Network weights to start from (fine-tuning): a checkpoint directory or .pdparams of this "
                   "toolkit, a paddle.vision state dict, a legacy Fluid directory, a PyTorch .pth/.safetensors "
                   "state dict (timm/DINO ViT, torchvision ResNet), or 'imagenet'.", parser)
+    add_arguments("drop_embedding", bool, False,
+                  "Fine-tuning a checkpoint with another --embedding_size: drop its trained embedding layer and "
+                  "train a new one (without this flag that is refused).", parser, nargs="?", const=True)
     add_arguments("checkpoint", str, None,
                   "Resume a run: a checkpoint directory, a directory of numbered checkpoints (its newest), "
-                  "or 'latest' (the newest under --model_save_dir/--model).", parser)
+                  "or 'latest' (the newest under --model_save_dir/--model). The flags left out are the "
+                  "checkpoint's; a flag that changes what the run computes must equal it.", parser)
     add_arguments("model_save_dir", str, "output",
-                  "Checkpoints go to <model_save_dir>/<model>/<iteration>/.", parser)
+                  "Checkpoints go to <model_save_dir>/<model>/<iteration>/ (refused when it holds another "
+                  "run's checkpoints, unless --overwrite).", parser)
+    add_arguments("overwrite", bool, False,
+                  "Remove the checkpoints another run left in <model_save_dir>/<model>/ before training.",
+                  parser, nargs="?", const=True)
     family_losses = losses.names(family)
     add_arguments("loss_name", loss_name_of(family), loss_name,
                   f"Loss: one of {', '.join(family_losses)}. "
@@ -61,6 +78,9 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
     add_arguments("loss_lr_mult", positive_float, 1.0,
                   "Learning-rate multiplier for the loss layer's own parameters (class weights, proxies; "
                   "Proxy-Anchor's authors train proxies at 100).", parser)
+    add_arguments("loss_weight_decay", nonnegative_float, 1e-4,
+                  "L2 decay of the loss layer's own parameters (class weights, proxies); the network's is 1e-4. "
+                  "0: not decayed, as pytorch-metric-learning's examples train proxies.", parser)
     if family == "pair":
         memory_losses = ", ".join(n for n in losses.names("pair") if losses.spec(n).reference_set)
         add_arguments("xbm_size", nonnegative_int, 0,
@@ -116,13 +136,36 @@ def loss_params(args):
 
 
 def run_identity(args):
-    """What a checkpoint must have been written with to be resumed by this run."""
-    identity = {"model": args.model, "embedding_size": args.embedding_size, "loss_name": args.loss_name}
+    """What state.json records at its top level besides the flags: the network's
+    record (dml.run_record, without weights: they are the checkpoint) and the loss."""
+    record = run_record.describe(args.model, args.embedding_size, args.image_shape).as_dict()
+    identity = {key: record[key] for key in ("model", "embedding_size", "image_shape", "preprocessing")}
+    identity["loss_name"] = args.loss_name
     if losses.spec(args.loss_name).classes:
         identity["class_dim"] = args.class_dim
     if getattr(args, "xbm_size", 0):
         identity["xbm_size"] = args.xbm_size
     return identity
+
+
+def settle_fine_tune(args):
+    """A fine-tune of a checkpoint of this toolkit builds the network its record
+    describes: the network flags left out come from it; another --image_shape is
+    allowed, and so is an embedding layer on a checkpoint without one (the
+    configuration block shows both); another --embedding_size would drop the trained
+    embedding layer, so it needs --drop_embedding."""
+    if args.pretrained_model == "imagenet":
+        return
+    record = run_record.of_weights(args.pretrained_model)
+    if record is None:
+        return
+    recorded = record.embedding_size
+    if given(args, "embedding_size") and recorded and args.embedding_size != recorded and not args.drop_embedding:
+        raise UserError(f"--embedding_size={args.embedding_size} differs from {recorded} recorded in "
+                        f"{record.where()}: its trained embedding layer would be dropped; leave the flag out to "
+                        f"fine-tune it, or pass --drop_embedding to train a new one")
+    changeable = ("image_shape", "embedding_size") if args.drop_embedding or recorded == 0 else ("image_shape",)
+    recorded_flags.settle_network(args, record, changeable)
 
 
 def lr_steps(args):
@@ -136,6 +179,7 @@ def image_size(args):
 def check(args, family):
     """The rules that tie several flags together (each flag's own range is in its type)."""
     models.check_image_size(args.model, image_size(args))
+    check_test_lists(args)
     spec = losses.spec(args.loss_name)
     if spec.family != family:
         raise UserError(f"--loss_name={args.loss_name} is trained by {spec.script}")

@@ -11,13 +11,13 @@ import paddle
 from paddle import nn
 
 from dml import losses, models
-from dml.cli import print_arguments
+from dml.cli import flag_values, print_arguments
 from dml.data import reader
 from dml.retrieval.test_set import read_test_set
 from dml.runtime import acceleration, data_workers, paddle_compat
 from dml.runtime.device import choose_device
 
-from . import amp, checkpoint, interrupts
+from . import amp, checkpoint, interrupts, resume, run_dir
 from . import flags as train_flags
 from .memory import CrossBatchMemory
 from .monitor import CheckpointWriter, PeriodicTest, Run, Schedule
@@ -84,11 +84,32 @@ def init_distributed():
 
 def main(parser, family):
     """A training script: parse and check the flags (so a mistake is the one line
-    printed), print the configuration block, train."""
+    printed), take what a resume or fine-tune inherits, print the configuration
+    block, train."""
     args = parser.parse_args()
-    check_flags(args, family, paddle.distributed.get_world_size())
+    prepare(args, family)
     print_arguments(args)
     return train(args, family)
+
+
+def prepare(args, family):
+    """Once per parsed flags: resolve --checkpoint and take the flags the run inherits
+    from it (dml.train.resume), or from a fine-tuned checkpoint's record; then check
+    every rule that ties flags together, before anything is read or built. Returns
+    (checkpoint directory, its state) to resume from, or None for a new run."""
+    if hasattr(args, "_resume_point"):
+        return args._resume_point
+    point = None
+    if args.checkpoint:
+        directory = resolve_checkpoint(args, paddle.distributed.get_rank())
+        state = checkpoint.read_run_state(directory)
+        resume.settle(args, state, family, directory)
+        point = (directory, state)
+    elif args.pretrained_model:
+        train_flags.settle_fine_tune(args)
+    check_flags(args, family, paddle.distributed.get_world_size())
+    args._resume_point = point
+    return point
 
 
 def check_flags(args, family, nranks):
@@ -101,7 +122,8 @@ def check_flags(args, family, nranks):
 
 def train(args, family):
     """Run the whole training job described by the parsed flags of a training script."""
-    check_flags(args, family, paddle.distributed.get_world_size())
+    point = prepare(args, family)
+    resume_from, resumed = point or (None, {})
     device = choose_device(args.use_gpu)
     if device == "cpu":
         acceleration.configure_cpu()
@@ -114,31 +136,34 @@ def train(args, family):
                         len(np.unique(train_list.labels)), args.class_dim)
     sampler = reader.make_sampler(spec.sampler, train_list, args.train_batch_size, args.seed,
                                   samples_each_class or 2)
-    resume_from = resolve_checkpoint(args, rank)
+    run_id = resumed.get("run_id") if resume_from else run_dir.new_run_id()
     if rank == 0:
         checkpoint.check_writable(args.model_save_dir)
+        run_dir.claim(args.model_save_dir, args.model, run_id, args.overwrite)
 
     paddle.seed(args.seed)
     model = models.create(args.model, args.embedding_size)
     loss = losses.create(args.loss_name, model.feature_dim, class_dim=args.class_dim,
                          **train_flags.loss_params(args))
-    start, resumed = 0, {}
+    start = 0
+    scaler = amp.make_scaler(args.amp, device)
     if resume_from:
-        resumed = checkpoint.restore(resume_from, model, loss, same_run=train_flags.run_identity(args))
+        resume.check_restorable(resumed, resume_from, scaler is not None)
+        checkpoint.restore(resume_from, model, loss)
         start = resumed["next_iter"]
         if rank == 0:
             print(f"Resuming {resume_from} at iteration {start}")
     elif args.pretrained_model:
-        models.load_pretrained(model, args.pretrained_model, verbose=rank == 0)
+        models.load_pretrained(model, args.pretrained_model, verbose=rank == 0, drop_embedding=args.drop_embedding)
     memory = CrossBatchMemory(args.xbm_size, model.feature_dim) if getattr(args, "xbm_size", 0) else None
     if memory is not None and resume_from:
         checkpoint.restore_memory(resume_from, memory, rank, nranks)
-    scaler = amp.make_scaler(args.amp, device)
     amp.restore_scaler(scaler, resumed.get("grad_scaler"))
     train_step = TrainStep(model, loss, acceleration.training_features(model, args.engine, device), memory,
                            autocast=amp.network_autocast(scaler))
-    optimizer, schedule = make_optimizer(parameter_groups(model, loss, args.loss_lr_mult), args.lr,
-                                         args.lr_strategy, train_flags.lr_steps(args), args.total_iter_num)
+    groups = parameter_groups(model, loss, args.loss_lr_mult, args.loss_weight_decay)
+    optimizer, schedule = make_optimizer(groups, args.lr, args.lr_strategy, train_flags.lr_steps(args),
+                                         args.total_iter_num)
     if resume_from:
         checkpoint.restore_optimizer(optimizer, model, loss, resume_from)
     step = paddle.DataParallel(train_step) if nranks > 1 else train_step
@@ -149,8 +174,9 @@ def train(args, family):
                                 args.total_iter_num),
               tester=PeriodicTest(test_set, size, args.test_batch_size,
                                   data_workers.worker_count(args.num_workers, device, nranks), args.engine),
-              writer=CheckpointWriter(args.model_save_dir, args.model, train_flags.run_identity(args),
-                                      flags=vars(args), last_saved=resume_from),
+              writer=CheckpointWriter(args.model_save_dir, args.model,
+                                      dict(train_flags.run_identity(args), run_id=run_id),
+                                      flags=flag_values(args), last_saved=resume_from),
               log_dir=args.log_dir, enable_ce=args.enable_ce, memory=memory, scaler=scaler,
               skips=reader.SkipReport(train_list))
     run.meter.restore(resumed.get("meter"))
@@ -178,13 +204,15 @@ def train(args, family):
     return run
 
 
-def parameter_groups(model, loss, loss_lr_mult=1.0):
-    """The parameters to optimise: the network's, then the loss layer's (class weights,
-    proxies) at `loss_lr_mult` times the learning rate."""
+def parameter_groups(model, loss, loss_lr_mult=1.0, loss_weight_decay=1e-4):
+    """The parameters to optimise: the network's (the optimizer's L2 decay of 1e-4), then
+    the loss layer's own (class weights, proxies) at `loss_lr_mult` times the learning
+    rate with L2 decay `loss_weight_decay` (by default the network's, as the original)."""
     own = loss.parameters()
-    if loss_lr_mult == 1.0 or not own:
-        return model.parameters() + own
-    return [{"params": model.parameters()}, {"params": own, "learning_rate": loss_lr_mult}]
+    if not own:
+        return model.parameters()
+    return [{"params": model.parameters()},
+            {"params": own, "learning_rate": loss_lr_mult, "weight_decay": loss_weight_decay}]
 
 
 def resolve_checkpoint(args, rank):

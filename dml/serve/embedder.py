@@ -1,0 +1,60 @@
+"""Query and gallery images -> unit vectors through the index's network: loaded once,
+run by one worker thread on batches of concurrent requests' images (batching.py), the
+way infer.py runs it (the exported predictor under --engine static)."""
+import contextlib
+
+import numpy as np
+import paddle
+
+from dml.index import embed, flat, manifest
+from dml.runtime import acceleration
+from dml.runtime.device import choose_device
+
+from .batching import Batcher
+from .errors import ApiError
+
+
+class Embedder:
+    """embed(images [N, 3, S, S]) -> unit vectors [N, D], batched with other requests'."""
+
+    def __init__(self, meta, index_dir, engine, use_gpu, max_batch, max_wait, on_batch=None):
+        record = manifest.network_of(meta, index_dir)
+        self.record = {key: record.get(key) for key in manifest.MODEL_KEYS}
+        self.size = embed.image_size(record)
+        choose_device(use_gpu)
+        self._network = embed.load_network(record)
+        self._engine = engine
+        self._stack = contextlib.ExitStack()
+        self._forward = None
+        self.batcher = Batcher(self._run, max_batch, max_wait, "embedder", setup=self._start, on_batch=on_batch)
+        self.batcher.wait_ready()
+
+    def _start(self):
+        """In the worker thread: the network ready to run (under "static" exported to a
+        predictor, warmed by one image so the first request does not pay for it)."""
+        self._network.eval()
+        forward = self._stack.enter_context(acceleration.inference_forward(self._network, self._engine))
+        self._forward = getattr(forward, "numpy_features", None) or self._dynamic_graph(forward)
+        self._forward(np.zeros((1, 3, self.size, self.size), np.float32))
+
+    @staticmethod
+    def _dynamic_graph(model):
+        def features(images):
+            with paddle.no_grad():
+                return model(paddle.to_tensor(images)).numpy()
+        return features
+
+    def _run(self, items):
+        fea = flat.normalised(np.asarray(self._forward(np.concatenate(items)), dtype=np.float32))
+        bounds = np.cumsum([len(item) for item in items])[:-1]
+        return np.split(fea, bounds)
+
+    def same_network(self, meta):
+        """ApiError when a generation was made by another network than the one loaded."""
+        if any(meta.get(key) != value for key, value in self.record.items()):
+            raise ApiError(409, "the index's network changed since the service started (another model or "
+                                "weights): restart the service to query it with images")
+
+    def close(self):
+        self.batcher.close()
+        self._stack.close()

@@ -1,0 +1,82 @@
+"""The generation each request works on.
+
+Every request takes one `Served` generation at its start and uses only it: the hits'
+rows, paths and labels all come from that generation, and the reply names it. Taking
+it costs one read of CURRENT; when CURRENT names another generation (a commit by this
+service or by index.py in another process), that generation is opened and served from
+then on. Generations are never modified once committed, and an open one's vectors stay
+mapped even after a later commit prunes its directory.
+"""
+import collections
+import os
+import threading
+from dataclasses import dataclass
+
+from dml.errors import UserError
+from dml.index import store
+
+from . import annotations
+from .errors import ApiError
+
+RECENT = 4  # generations whose paths stay known to /thumb after they are replaced
+
+
+@dataclass
+class Served:
+    snapshot: object  # dml.index store Snapshot
+    generation: str
+    class_names: object  # {label: name} or None
+    threshold: object  # stored "no match" threshold or None
+
+    @property
+    def count(self):
+        return len(self.snapshot)
+
+
+def served(snapshot):
+    return Served(snapshot, os.path.basename(snapshot.directory),
+                  annotations.class_names(snapshot.directory, snapshot.meta),
+                  annotations.stored_threshold(snapshot.meta))
+
+
+class LiveIndex:
+    def __init__(self, index_dir, on_change=None):
+        self.index_dir = index_dir
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._served = None
+        self._recent = collections.OrderedDict()
+
+    def current(self):
+        """The live generation (ApiError 503 when the index cannot be read)."""
+        try:
+            directory = store.current_generation(self.index_dir)
+            now = self._served
+            if now is not None and now.snapshot.directory == directory:
+                return now
+            with self._lock:
+                if self._served is None or self._served.snapshot.directory != store.current_generation(
+                        self.index_dir):
+                    self._switch(served(store.open_index(self.index_dir)))
+                return self._served
+        except (UserError, OSError) as err:
+            raise ApiError(503, f"the index cannot be read: {err}") from None
+
+    def _switch(self, new):
+        self._served = new
+        self._recent[new.generation] = new.snapshot.paths
+        while len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
+        if self._on_change is not None:
+            self._on_change(new)
+
+    def paths_of(self, generation):
+        """The paths of the live generation (None) or of a recent one; ApiError 404."""
+        if generation is None:
+            return self.current().snapshot.paths
+        self.current()
+        with self._lock:
+            paths = self._recent.get(generation)
+        if paths is None:
+            raise ApiError(404, f"generation {generation!r} is no longer served: search again")
+        return paths
