@@ -3,11 +3,13 @@ model gives the Paddle predictor's features (max relative difference <= 1e-4, ch
 here on other images than the export's own check), infer.py's features from it equal
 the Paddle predictor's, and the mistakes (onnxruntime missing, a damaged model, a
 failed check) are one line with nothing written."""
+import hashlib
 import json
 import os
 import subprocess
 import sys
 
+import environment
 import numpy as np
 import paddle
 import pytest
@@ -61,7 +63,7 @@ def test_every_backbone_exports_to_onnx_with_the_paddle_predictors_features(name
 
 def run_script(script, *flags):
     return subprocess.run([sys.executable, os.path.join(ROOT, script), "--use_gpu", "False", *flags],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=environment.clean())
 
 
 @pytest.mark.slow
@@ -86,6 +88,15 @@ def test_infer_features_from_the_onnx_model_equal_the_paddle_predictors(demo_dir
           f"{difference:.2e}, max absolute {np.abs(features['onnx'] - features['paddle']).max():.2e}")
     assert difference <= 1e-4
     assert open(str(tmp_path / "onnx.paths.txt")).read() == open(str(tmp_path / "paddle.paths.txt")).read()
+    # both exports, and the features made with them, carry the same network record
+    with open(weights, "rb") as handle:
+        sha256 = hashlib.sha256(handle.read()).hexdigest()
+    records = [json.load(open(str(tmp_path / name))) for name in
+               ("paddle/export_info.json", "onnx/export_info.json", "paddle.meta.json", "onnx.meta.json")]
+    for key, value in {"model": "ResNet18", "embedding_size": 16, "image_shape": f"3,{SIZE},{SIZE}",
+                       "weights": os.path.abspath(weights), "weights_sha256": sha256}.items():
+        assert [record[key] for record in records] == [value] * 4, key
+    assert len({json.dumps(record["preprocessing"], sort_keys=True) for record in records}) == 1
 
 
 def export_args(tmp_path, *flags):
