@@ -20,7 +20,7 @@ COMMANDS = {
     "index": ("dml.commands.index", "build / add / remove / info of a gallery index (index.py)"),
     "search": ("dml.commands.search", "search a gallery index with images or vectors (search.py)"),
     "serve": ("dml.commands.serve", "serve a gallery index over HTTP: JSON API and web page (serve.py)"),
-    "prepare": ("dml.data.prepare", "lists of a benchmark archive (data/prepare.py)"),
+    "prepare": ("dml.data.prepare", "lists of a benchmark archive or of your own images (data/prepare.py)"),
     "make-demo": ("dml.data.demo", "write the synthetic demo data set (data/make_demo.py)"),
 }
 

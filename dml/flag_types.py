@@ -32,6 +32,11 @@ positive_int = int_at_least(1)
 nonnegative_int = int_at_least(0)
 
 
+class DefaultSeed(int):
+    """The default of --seed: an int (printed and saved as the number), marked so the
+    training scripts can tell "not given" from the same value on the command line."""
+
+
 def int_in(low, high):
     """An integer in [low, high]."""
     def parse(text):

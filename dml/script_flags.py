@@ -7,7 +7,7 @@ from dml import models, recorded_flags
 from dml.cli import add_arguments, given
 from dml.data import imgtool
 from dml.errors import UserError
-from dml.flag_types import choice, nonnegative_int, positive_int
+from dml.flag_types import DefaultSeed, choice, nonnegative_int, positive_int
 from dml.runtime.acceleration import ENGINES
 from dml.runtime.data_workers import DefaultWorkers
 
@@ -54,7 +54,8 @@ def add_engine_argument(parser, training):
 
 
 def add_data_arguments(parser, train=True, query_gallery=True,
-                       seed_help="Random seed for weights, sampling and augmentation.",
+                       seed_help="Random seed for weights, sampling and augmentation (given on a GPU: "
+                                 "deterministic cuDNN kernels, slower).",
                        test_list_help="Test list, relative to data_dir."):
     """Flags every data-reading script shares beyond the original's."""
     add_arguments("data_dir", str, "data/Stanford_Online_Products",
@@ -69,7 +70,7 @@ def add_data_arguments(parser, train=True, query_gallery=True,
                       parser)
     add_arguments("num_workers", nonnegative_int, DefaultWorkers(2), "Image decoding worker processes (0: decode "
                   "in the main process); when not given, on a GPU: the cores per rank less one.", parser)
-    add_arguments("seed", nonnegative_int, 90, seed_help, parser)
+    add_arguments("seed", nonnegative_int, DefaultSeed(90), seed_help, parser)
 
 
 def add_inference_arguments(parser, batch_size, weights_help):
@@ -117,3 +118,12 @@ def check_output_file(path, flag):
         raise UserError(f"{flag} {path!r}: directory {parent!r} does not exist")
     if os.path.isdir(path):
         raise UserError(f"{flag} {path!r} is a directory; give a file name")
+
+
+def check_output_dir(path, flag):
+    """An output directory: made when missing, but not a file already there."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path!r} is a file; give a directory")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UserError(f"{flag} {path!r}: directory {parent!r} does not exist")

@@ -143,8 +143,7 @@ def overlapping_npz(members):
 def memory_files(good):
     """{label: memory.npz content} from `good`, the {name: array} of a memory.npz."""
     bomb = npy(np.zeros(0, np.uint8), "{'descr': '|u1', 'fortran_order': False, 'shape': (1073741824,), }\n")
-    embeddings = good["embeddings"]
-    huge = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 24, 1099511627776), }\n"
+    huge = "{'descr': '<f4', 'fortran_order': False, 'shape': (24, 1099511627776), }\n"
     return {
         "memory-fifo": FIFO,
         "memory-deflated-1GiB-member": npz(good, extra=[("bomb.npy",) + deflated_member(bomb, 1 << 30)]),
@@ -152,8 +151,8 @@ def memory_files(good):
         "memory-object-array": npz(dict(good, labels=npy(np.array([None, 1], dtype=object)))),
         "memory-header-nested": npz(dict(good, position=npy(good["position"], "(" * 3000 + ")" * 3000 + "\n"))),
         "memory-huge-shape": npz(dict(good, embeddings=npy(np.zeros(0, np.float32), huge))),
-        "memory-two-ranks": npz(dict(good, embeddings=np.concatenate([embeddings, embeddings]))),
-        "memory-position-past-end": npz(dict(good, position=np.array([[10**9, 10**9]], np.int64))),
+        "memory-two-ranks": npz({name: np.stack([value, value]) for name, value in good.items()}),  # one per rank
+        "memory-position-past-end": npz(dict(good, position=np.array([10**9, 10**9], np.int64))),
         "memory-overlapping-members": overlapping_npz(good),
     }
 

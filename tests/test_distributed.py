@@ -1,5 +1,8 @@
-"""Data parallel training through paddle.distributed.launch with two CPU processes."""
+"""Data parallel training through paddle.distributed.launch with two CPU processes: the
+ranks in step, stop signals and NaN agreed, the cross-batch memory shared, the periodic
+test on every rank."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,6 +12,9 @@ import environment
 import numpy as np
 import paddle
 import pytest
+
+from dml import losses
+from dml.data import reader
 
 pytestmark = pytest.mark.slow  # every test here starts processes or runs commands end to end
 
@@ -164,3 +170,92 @@ def test_nan_on_rank_1_ends_every_rank_and_is_reported_by_rank_0(tmp_path, demo_
     assert codes == ["2", "2"]
     assert "the loss became nan at iteration 2 on rank 1; last good checkpoint: none" in rank_log(tmp_path, 0)
     assert "trainbatch 2," not in rank_log(tmp_path, 0)
+
+
+def read_memory(path):
+    with np.load(path) as saved:
+        return {name: saved[name] for name in saved.files}
+
+
+def test_cross_batch_memory_holds_the_global_batch_on_every_rank_and_resumes_exactly(tmp_path, demo_dir):
+    """Two ranks, global batch 12 (6 each), memory of 24: after 4 steps both ranks hold
+    the same memory, the last two global batches in rank order (labels from the
+    sampler, rows the ranks' last embeddings made unit length), which is what the
+    checkpoint saves; a run stopped at 2 and resumed ends with the same network and
+    memory. The periodic test ran on both ranks (24 + 16 of the 40 test images) and
+    printed the Recall@1 eval.py gives one process for the checkpoint."""
+    common = dict(loss_name="multisimilarity", xbm_size=24, xbm_start_iter=0, save_iter_step=2, test_iter_step=2,
+                  test_batch_size=6, num_workers=0)
+    straight, parts = tmp_path / "straight", tmp_path / "parts"
+    for folder in (straight, parts):
+        folder.mkdir()
+    logs = launch(straight, "rank_train.py", str(straight),
+                  *rank_flags(demo_dir, straight / "ckpt", total_iter_num=4, **common))
+    memories = [read_memory(straight / f"memory{r}.npz") for r in range(2)]
+    saved = read_memory(straight / "ckpt" / "ResNet18" / "4" / "memory.npz")
+    for name, value in saved.items():
+        assert np.array_equal(memories[0][name], value) and np.array_equal(memories[1][name], value), name
+    assert saved["position"].tolist() == [0, 24]
+
+    train_list = reader.read_list(demo_dir, "Ebay_train.txt", "train")
+    sampler = reader.make_sampler(losses.spec("multisimilarity").sampler, train_list, 12, 90, 2)
+    global_batches = [batch for _, batch in zip(range(4), sampler.batches(0))]
+    assert saved["labels"].tolist() == train_list.labels[np.concatenate(global_batches[2:])].tolist()
+    last = [np.load(straight / f"last_step{r}.npz") for r in range(2)]
+    assert np.concatenate([s["labels"].reshape(-1) for s in last]).tolist() == saved["labels"][12:].tolist()
+    rows = np.concatenate([s["embeddings"] for s in last])
+    np.testing.assert_allclose(saved["embeddings"][12:], rows / np.linalg.norm(rows, axis=1, keepdims=True),
+                               rtol=1e-5, atol=1e-6)
+
+    assert [(straight / f"embedded{r}.txt").read_text().split() for r in range(2)] == [["24", "24"], ["16", "16"]]
+    recalls = re.findall(r"test_img_num 40, trainbatch 2, test_recall ([\d.]+)", (logs / "workerlog.0").read_text())
+    assert len(recalls) == 1 and "test_recall" not in (logs / "workerlog.1").read_text()
+    evaluated = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "eval.py"), "--model=ResNet18", "--image_shape=3,32,32", "--use_gpu=False",
+         f"--data_dir={demo_dir}", "--num_workers=0", "--batch_size=6",
+         f"--pretrained_model={straight / 'ckpt' / 'ResNet18' / '2'}"],
+        cwd=tmp_path, env=environment.with_root_on_path(), capture_output=True, text=True, timeout=600)
+    assert f"End test 40, test_recall {recalls[0]}" in evaluated.stdout, evaluated.stdout + evaluated.stderr
+
+    launch(parts, "rank_train.py", str(parts), *rank_flags(demo_dir, parts / "ckpt", total_iter_num=2, **common))
+    launch(parts, "rank_train.py", str(parts), *rank_flags(demo_dir, parts / "ckpt", total_iter_num=4,
+                                                           checkpoint="latest", **common))
+    resumed = read_memory(parts / "ckpt" / "ResNet18" / "4" / "memory.npz")
+    for name, value in saved.items():
+        assert np.array_equal(resumed[name], value), name
+    a = paddle.load(str(straight / "ckpt" / "ResNet18" / "4" / "model.pdparams"))
+    b = paddle.load(str(parts / "ckpt" / "ResNet18" / "4" / "model.pdparams"))
+    assert sorted(a) == sorted(b)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.mark.parametrize("phase", ["embedding", "metrics"])
+def test_a_stop_during_a_long_periodic_test_is_saved_within_the_launchers_grace(tmp_path, demo_dir, phase):
+    """The periodic test takes minutes (each test image 2 s to decode, or metrics that
+    run until cancelled): SIGTERM to the launcher while both ranks test ends the test
+    unscored and every rank with exit code 143 after rank 0's checkpoint, well within
+    the 30 s the launcher waits before killing the ranks."""
+    out = tmp_path / "ckpt"
+    proc = start_launcher(tmp_path, "rank_train.py", str(tmp_path), f"--slow_test={phase}",
+                          *rank_flags(demo_dir, out, test_iter_step=3, test_batch_size=4))
+    try:
+        end = time.time() + 300
+        while time.time() < end and proc.poll() is None and not all(
+                (tmp_path / f"test_started{r}").exists() for r in range(2)):
+            time.sleep(0.2)
+        assert proc.poll() is None, rank_log(tmp_path, 0)[-3000:]
+        time.sleep(4)  # well into the test
+        signalled = time.time()
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=120)
+        took = time.time() - signalled
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    logs = [rank_log(tmp_path, r) for r in range(2)]
+    assert [(tmp_path / f"exit{r}.txt").read_text() for r in range(2)] == ["143", "143"], logs[0][-3000:]
+    assert took < 25, took
+    assert "test at trainbatch 3 stopped by SIGTERM: not scored" in logs[0] and "test_recall" not in logs[0]
+    assert "stopped by SIGTERM after 3 iterations" in logs[0] and "Traceback" not in logs[0] + logs[1]
+    assert os.listdir(out / "ResNet18") == ["3"]

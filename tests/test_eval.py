@@ -18,7 +18,7 @@ from dml.commands import eval as eval_script
 from dml.data import reader
 from dml.errors import UserError
 from dml.retrieval import grid, metrics, test_set
-from dml.train import checkpoint, monitor
+from dml.train import checkpoint, periodic_test
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 40
@@ -94,9 +94,9 @@ def test_eval_prints_the_same_recall_as_the_training_test(ckpt, demo_dir, eval_r
     model = models.create("ResNet18", 16)
     models.load_pretrained(model, ckpt, verbose=False)
     test_list = reader.read_list(demo_dir, "Ebay_test.txt", "test")
-    periodic_test = monitor.PeriodicTest(test_set.TestSet(test_list), SIZE, batch_size=10, num_workers=0,
-                                         engine="static")
-    recall, count = periodic_test(model)
+    tester = periodic_test.PeriodicTest(test_set.TestSet(test_list), SIZE, batch_size=10, num_workers=0,
+                                        engine="static")
+    recall, count = tester(model)
     assert int(match.group(1)) == count == 40
     assert match.group(2) == "%.5f" % recall
 

@@ -15,6 +15,7 @@ from test_trainer import flags, run
 
 from dml import losses, models
 from dml.data import reader
+from dml.errors import UserError
 from dml.retrieval import features, metrics, predictor
 from dml.runtime import acceleration, data_workers, device
 from dml.train import amp, checkpoint, loop
@@ -28,12 +29,11 @@ def logged(text):
     return {int(m.group(1)): m.groups()[1:] for m in LINE.finditer(text)}
 
 
-def amp_on_cpu(monkeypatch, dtype):
-    """--amp as it runs on a GPU (autocast + GradScaler), on CPU tensors."""
+def amp_on_cpu(monkeypatch):
+    """--amp as it runs on a GPU (autocast, and a GradScaler for float16), on CPU tensors."""
     pretend_gpu_amp(monkeypatch)
-    monkeypatch.setattr(amp, "AMP_DTYPE", dtype)
-    real_make = amp.make_scaler
-    monkeypatch.setattr(amp, "make_scaler", lambda on, _device: real_make(on, "gpu"))
+    real_dtype = amp.autocast_dtype
+    monkeypatch.setattr(amp, "autocast_dtype", lambda on, dtype, _device: real_dtype(on, dtype, "gpu"))
 
 
 def wrap_forward(layer, wrapper):
@@ -42,14 +42,14 @@ def wrap_forward(layer, wrapper):
     return layer
 
 
-# bfloat16 autocast stands in for float16 on the CPU
-@pytest.mark.filterwarnings("ignore:It is not recommended to use dynamic loss scaling for bfloat16:UserWarning")
 def test_amp_runs_the_network_under_autocast_and_the_loss_and_figures_in_float32(tmp_path, demo_dir, monkeypatch,
                                                                                  capsys):
-    """bfloat16 autocast: the network's output comes back in bfloat16 (emulated: the CPU
-    kernels do not cast), the loss gets float32 embeddings with autocast off, and the
-    accuracy of the log line is computed with autocast off from float32 probabilities."""
-    amp_on_cpu(monkeypatch, "bfloat16")
+    """--amp_dtype=bfloat16: the network's output comes back in bfloat16 (emulated: the
+    CPU kernels do not cast), the loss gets float32 embeddings with autocast off, the
+    accuracy of the log line is computed with autocast off from float32
+    probabilities, and no loss scaler is made (bfloat16 has float32's range)."""
+    amp_on_cpu(monkeypatch)
+    monkeypatch.setattr(paddle.amp, "GradScaler", None)  # calling it would fail the run
     seen = {"network": [], "loss": [], "accuracy": []}
 
     def low_precision_network(real, images):
@@ -72,7 +72,8 @@ def test_amp_runs_the_network_under_autocast_and_the_loss_and_figures_in_float32
     monkeypatch.setattr(models, "create", lambda *a, **k: wrap_forward(real_model(*a, **k), low_precision_network))
     monkeypatch.setattr(losses, "create", lambda *a, **k: wrap_forward(real_loss(*a, **k), recording_loss))
     monkeypatch.setattr(paddle.metric, "accuracy", recording_accuracy)
-    run("elem", flags(demo_dir, tmp_path, loss_name="softmax", total_iter_num=2, amp=True, engine="dygraph"))
+    run("elem", flags(demo_dir, tmp_path, loss_name="softmax", total_iter_num=2, amp=True, amp_dtype="bfloat16",
+                      engine="dygraph"))
     assert seen["network"] == [("O1", "bfloat16")] * 2
     assert seen["loss"] == [(paddle.float32, ("O0", "float32"))] * 2
     assert seen["accuracy"] == [(paddle.float32, ("O0", "float32"))] * 4  # top-1 and top-5, two steps
@@ -97,7 +98,7 @@ def test_amp_skipped_step_keeps_the_schedule_and_the_scaler_state_is_resumed(tmp
     """A float16 GradScaler skips step 1 (infinite gradients): the learning rate falls
     after 2 updates, so at iteration 3, not 2; the halved scale and the counters are in
     the checkpoint, and a resumed run continues from them."""
-    amp_on_cpu(monkeypatch, "float16")
+    amp_on_cpu(monkeypatch)
     calls = []
 
     def overflowing_loss(real, embeddings, labels, *rest):
@@ -394,3 +395,160 @@ def test_a_worker_ignores_sigterm_from_others_and_ends_on_its_parents():
     finally:
         if worker.is_alive():
             worker.kill()
+
+
+@pytest.mark.slow
+def test_float16_reads_its_inf_flag_every_step_and_bfloat16_reads_nothing_more(tmp_path, demo_dir, monkeypatch):
+    """10 steps, logged at 0 and 5, saved at 10: float32 training reads the device only
+    at those three steps; bfloat16 autocast adds nothing; float16's GradScaler adds one
+    read of its inf/NaN flag per step."""
+    amp_on_cpu(monkeypatch)
+    counter = SyncCounter(monkeypatch)
+    real_step, real_save = loop.forward_backward, checkpoint.save_checkpoint
+
+    def counted_step(*args):
+        counter.active = True
+        return real_step(*args)
+
+    def uncounted_save(*args, **kwargs):
+        was, counter.active = counter.active, False
+        try:
+            return real_save(*args, **kwargs)
+        finally:
+            counter.active = was
+
+    monkeypatch.setattr(loop, "forward_backward", counted_step)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", uncounted_save)
+    reads = {}
+    for dtype in ("float32", "bfloat16", "float16"):
+        counter.reads = []
+        amp_flags = {} if dtype == "float32" else dict(amp=True, amp_dtype=dtype)
+        run("elem", flags(demo_dir, tmp_path / dtype, loss_name="softmax", total_iter_num=10, display_iter_step=5,
+                          engine="dygraph", **amp_flags))
+        counter.active = False
+        reads[dtype] = list(counter.reads)
+    assert reads["bfloat16"] == reads["float32"]
+    extra = list(reads["float16"])
+    for name in reads["float32"]:
+        extra.remove(name)
+    assert extra == ["__bool__"] * 10 + ["numpy"], extra  # and the scale, saved with the checkpoint
+
+
+def test_bfloat16_amp_on_a_gpu_without_it_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(paddle.amp, "is_bfloat16_supported", lambda device=None: False)
+    with pytest.raises(UserError, match="--amp_dtype=bfloat16 needs a GPU that computes in bfloat16") as err:
+        amp.autocast_dtype(True, "bfloat16", "gpu")
+    assert "\n" not in str(err.value)
+    assert amp.autocast_dtype(True, "float16", "gpu") == "float16"
+    assert amp.autocast_dtype(False, "bfloat16", "gpu") is None
+
+
+def test_a_seed_given_on_a_gpu_makes_cudnn_deterministic(tmp_path, demo_dir, monkeypatch):
+    """The flag is set through paddle.set_flags on a GPU when --seed is on the command
+    line (or --enable_ce), never on the CPU (the CPU build has no such flag)."""
+    from dml.commands import train_elem
+    from dml.train import flags as train_flags
+
+    set_flags = []
+    monkeypatch.setattr(paddle, "set_flags", lambda values: set_flags.append(dict(values)))
+    monkeypatch.setattr(loop, "choose_device", lambda use_gpu: "gpu")
+    deterministic = {device.CUDNN_DETERMINISTIC: True}
+    for case, (extra, expected) in enumerate(((dict(seed=90), True), ({}, False), (dict(enable_ce=True), True))):
+        set_flags.clear()
+        run("elem", flags(demo_dir, tmp_path / str(case), loss_name="softmax", total_iter_num=1,
+                          engine="dygraph", **extra))
+        assert (deterministic in set_flags) == expected, (extra, set_flags)
+    parse = train_elem.build_parser().parse_args
+    assert train_flags.repeatable(parse(["--seed=90"])) and not train_flags.repeatable(parse([]))
+    set_flags.clear()
+    assert not device.make_deterministic("cpu", True) and set_flags == []
+
+
+def test_eval_and_infer_on_a_gpu_take_the_gpu_worker_count(demo_dir, monkeypatch, tmp_path):
+    """Without --num_workers, a GPU rank decodes with the cores less one (8 cores: 7)."""
+    from dml.commands import eval as eval_script
+    from dml.commands import infer as infer_script
+
+    weights = tmp_path / "r18.pdparams"
+    paddle.save(models.create("ResNet18", 0).state_dict(), str(weights))
+    asked = []
+    real_loader = reader.test_loader
+
+    def recording_loader(image_list, size, batch_size, num_workers=0, shared_memory=None):
+        asked.append(num_workers)
+        return real_loader(image_list, size, batch_size, 0, shared_memory)
+
+    monkeypatch.setattr(reader, "test_loader", recording_loader)
+    monkeypatch.setattr(data_workers.os, "sched_getaffinity", lambda pid: set(range(8)))
+    for script in (eval_script, infer_script):
+        monkeypatch.setattr(script, "choose_device", lambda use_gpu: "gpu")
+    common = ["--model=ResNet18", "--image_shape=3,32,32", f"--data_dir={demo_dir}", f"--pretrained_model={weights}",
+              "--batch_size=20"]
+    eval_script.evaluate(eval_script.build_parser().parse_args(common))
+    infer_script.infer(infer_script.build_parser().parse_args(common))
+    infer_script.infer(infer_script.build_parser().parse_args(common + ["--num_workers=1"]))
+    assert asked == [7, 7, 1]
+
+
+def test_test_batches_stay_on_the_host_and_reach_the_gpu_once(demo_dir, monkeypatch):
+    """The test loader keeps batches on the host: the dynamic graph copies each to the
+    rank's GPU once; a predictor gets the host array (its own one copy), no GPU tensor."""
+    loader = reader.test_loader(reader.read_list(demo_dir, "Ebay_test.txt", "test"), 32, 16)
+    assert all(place.is_cpu_place() for place in loader.places)
+    network = models.create("ResNet18", 0)
+    copies, fed = [], []
+    monkeypatch.setattr(paddle, "get_device", lambda: "gpu:1")
+    monkeypatch.setattr(paddle.Tensor, "cuda", lambda tensor, device_id=None, blocking=True:
+                        copies.append(device_id) or tensor)
+    fea, _, _ = features.extract_features(network, loader, show_progress=False, engine="dygraph")
+    assert copies == [1, 1, 1] and fea.shape == (40, 512)
+
+    class Recording:
+        def __init__(self, directory, **kwargs):
+            pass
+
+        def run(self, images):
+            fed.append(type(images))
+            return np.zeros((len(images), 2), np.float32)
+
+    monkeypatch.setattr(predictor, "Predictor", Recording)
+    copies.clear()
+    features.extract_features(network, loader, show_progress=False, engine="static")
+    assert copies == [] and fed == [np.ndarray] * 3
+
+
+def test_dev_shm_need_counts_every_local_rank_and_both_loaders(monkeypatch, capsys):
+    """2 (margin) x 2 (prefetched per worker) x workers x batch bytes, summed over the
+    training and test loaders, times the ranks on this machine."""
+    monkeypatch.setattr(data_workers, "_said", set())
+    train, test = (4, 32 * 3 * 224 * 224 * 4), (4, 50 * 3 * 224 * 224 * 4)
+    one_rank = 2 * 2 * (4 * train[1] + 4 * test[1])
+    assert data_workers.shm_needed([train, test]) == one_rank
+    assert data_workers.use_shared_memory([train, test], free_bytes=2 * one_rank, local_ranks=2)
+    assert not data_workers.use_shared_memory([train, test], free_bytes=2 * one_rank, local_ranks=8)
+    monkeypatch.setenv("PADDLE_LOCAL_SIZE", "3")
+    assert not data_workers.use_shared_memory([train, test], free_bytes=2 * one_rank)
+    assert data_workers.use_shared_memory([train], free_bytes=2 * one_rank)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and "4+4 decode workers on each of 8 ranks" in out[0] and "of 3 ranks" in out[1]
+
+
+@pytest.mark.slow
+def test_training_decides_dev_shm_for_its_training_and_test_loaders_together(tmp_path, demo_dir, monkeypatch):
+    """1 worker, batches of 12 and 16 images at 32 px: 0.59 MB in flight for training,
+    0.79 MB for the test. With 1 MB free, both loaders pass batches through pipes."""
+    decided = []
+    real_loader = paddle.io.DataLoader
+
+    def recording_loader(*args, **kwargs):
+        decided.append(kwargs["use_shared_memory"])
+        return real_loader(*args, **kwargs)
+
+    monkeypatch.setattr(paddle.io, "DataLoader", recording_loader)
+    monkeypatch.setattr(data_workers, "_said", set())
+    for free, expected in ((1_000_000, False), (2_000_000, True)):
+        decided.clear()
+        monkeypatch.setattr(data_workers, "shm_free_bytes", lambda path=None, free=free: free)
+        run("elem", flags(demo_dir, tmp_path / str(free), loss_name="softmax", total_iter_num=1, test_iter_step=1,
+                          num_workers=1))
+        assert decided == [expected, expected], free

@@ -12,7 +12,7 @@ from test_trainer import final_params, flags, run
 from dml import losses
 from dml.errors import UserError
 from dml.train import loop
-from dml.train.memory import CrossBatchMemory, gathered_state, rank_state
+from dml.train.memory import CrossBatchMemory
 from tests import loss_reference as ref
 
 
@@ -40,19 +40,16 @@ def test_memory_holds_the_last_rows_pushed(size, batches):
     np.testing.assert_allclose(got_rows[order_got], expected_rows[order_expected], rtol=1e-5, atol=1e-6)
 
 
-def test_memory_state_round_trip_and_rank_checks():
+def test_memory_state_round_trip():
     memory = CrossBatchMemory(4, 2)
     memory.push(paddle.to_tensor(np.eye(3, 2, dtype=np.float32) + 1), paddle.to_tensor(np.arange(3)))
-    stacked = gathered_state(memory, 1)
     copy = CrossBatchMemory(4, 2)
-    copy.load(rank_state(stacked, 0, 1))
+    copy.load(memory.state())
     for a, b in zip(memory.view(), copy.view()):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert (copy.head, copy.filled) == (3, 3)
-    with pytest.raises(ValueError, match="saved by 1 ranks, not 2"):
-        rank_state(stacked, 0, 2)
     with pytest.raises(ValueError, match="does not fit"):
-        CrossBatchMemory(5, 2).load(rank_state(stacked, 0, 1))
+        CrossBatchMemory(5, 2).load(memory.state())
 
 
 def test_objective_adds_the_batch_against_the_memory_before_it_joins():
@@ -80,7 +77,7 @@ def test_resume_with_memory_is_bit_for_bit(tmp_path, demo_dir):
     run("pair", xbm_flags(demo_dir, straight, total_iter_num=5, save_iter_step=5))
     run("pair", xbm_flags(demo_dir, parts, total_iter_num=5, save_iter_step=2))
     saved = np.load(parts / "ResNet18" / "2" / "memory.npz")
-    assert saved["embeddings"].shape == (1, 24, 512) and saved["position"].tolist() == [[12, 12]]
+    assert saved["embeddings"].shape == (24, 512) and saved["position"].tolist() == [12, 12]
     for name in os.listdir(parts / "ResNet18"):
         if name != "2":
             shutil.rmtree(parts / "ResNet18" / name)
@@ -103,7 +100,7 @@ def test_memory_changes_the_training(tmp_path, demo_dir):
 
 @pytest.mark.parametrize("extra, message", [
     (dict(loss_name="eml", xbm_size=24), "--xbm_size works with the losses that compare"),
-    (dict(loss_name="supcon", xbm_size=8), "--xbm_size=8 is smaller than a device batch (12 images)"),
+    (dict(loss_name="supcon", xbm_size=8), "--xbm_size=8 is smaller than a batch (--train_batch_size=12)"),
     (dict(loss_name="trihard", xbm_size=24, checkpoint="CKPT"),
      "--xbm_size=24 differs from --xbm_size=0 that the checkpoint"),
 ])

@@ -54,13 +54,22 @@ def test_missing_data_dir_and_list(tmp_path):
 
 @pytest.mark.parametrize(
     "row, why",
-    [("4 1 1", "4 fields"), ("4 x 1 a.jpg", "integers"), ("4 0 1 a.jpg", "class_id must be >= 1"),
-     ("4 1 1 a.jpg extra", "4 fields")],
+    [("4 1 1", "4 fields"), ("4 x 1 a.jpg", "integers"), ("4 0 1 a.jpg", "class_id must be >= 1")],
 )
 def test_malformed_row_names_file_and_line(tmp_path, row, why):
     (tmp_path / "l.txt").write_text("image_id class_id super_class_id path\n1 1 1 a.jpg\n\n" + row + "\n")
     with pytest.raises(UserError, match=r"l.txt, line 4: .*" + why):
         reader.read_list(str(tmp_path), "l.txt", "train")
+
+
+def test_the_path_is_the_rest_of_the_row(tmp_path):
+    """Folder and file names with spaces (a catalogue's "red shoe/IMG 1.JPG"); the
+    line's trailing whitespace is not part of the path."""
+    (tmp_path / "l.txt").write_text("image_id class_id super_class_id path\n"
+                                    "1 3 1 red shoe/IMG 1.JPG  \r\n2 4 1 a.jpg\n")
+    images = reader.read_list(str(tmp_path), "l.txt", "test")
+    assert images.paths == [os.path.join(str(tmp_path), "red shoe/IMG 1.JPG"), os.path.join(str(tmp_path), "a.jpg")]
+    assert images.labels.tolist() == [3, 4]
 
 
 def test_elem_sampler_passes_are_permutations_reshuffled(tmp_path):

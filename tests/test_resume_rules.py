@@ -97,6 +97,20 @@ def test_loss_parameters_and_the_schedule_length_count_where_they_shape_the_run(
                      lr_steps="9"))
 
 
+def test_amp_dtype_shapes_the_run_only_under_amp(tmp_path, demo_dir):
+    """Another --amp_dtype is refused for a checkpoint trained with --amp (recorded even
+    on the CPU, which ignores it) and taken for one trained without."""
+    for amp in (True, False):
+        out = tmp_path / str(amp)
+        run("elem", flags(demo_dir, out, total_iter_num=2, amp=amp, **RUN_FLAGS))
+        resumed = bare(demo_dir, out, total_iter_num=2, checkpoint=out / "ResNet18" / "2", amp_dtype="bfloat16")
+        if amp:
+            with pytest.raises(UserError, match="--amp_dtype=bfloat16 differs from --amp_dtype=float16"):
+                run("elem", resumed)
+        else:
+            run("elem", resumed)
+
+
 def test_a_resume_without_xbm_size_keeps_the_memory(tmp_path, demo_dir):
     common = dict(loss_name="multisimilarity", xbm_size=24, xbm_start_iter=1)
     run("pair", flags(demo_dir, tmp_path / "whole", total_iter_num=4, **common))

@@ -123,7 +123,7 @@ def test_image_query_hits_equal_the_independent_ranking(client, gallery_images, 
         assert [h["label"] for h in hits] == [int(gallery_images.labels[r]) for r in rows[0]]
         assert body["generation"] == os.path.basename(store.current_generation(index_dir))
         assert body["results"][0]["query"] == os.path.basename(gallery_images.paths[query])
-        assert body["results"][0]["no_match"] is False and body["topk"] == 6
+        assert body["results"][0]["match"] is True and body["topk"] == 6
 
 
 def test_vector_queries_topk_and_threshold(client, reference):
@@ -136,9 +136,9 @@ def test_vector_queries_topk_and_threshold(client, reference):
     cut = float((scores[0, 1] + scores[0, 2]) / 2)
     body = client.post("/search", json={"vectors": queries[:1].tolist(), "topk": 4, "threshold": cut}).json()
     assert [h["row"] for h in body["results"][0]["hits"]] == rows[0, :2].tolist()
-    assert body["threshold"] == cut
+    assert body["threshold"] == cut and body["threshold_source"] == "request"
     body = client.post("/search", json={"vectors": queries[:1].tolist(), "threshold": 1.5}).json()
-    assert body["results"][0] == {"query": "vectors[0]", "hits": [], "no_match": True}
+    assert body["results"][0] == {"query": "vectors[0]", "hits": [], "match": False}
 
 
 def test_concurrent_image_queries_each_get_their_own_hits(client, service, gallery_images, reference):
@@ -186,19 +186,33 @@ def test_class_names_and_the_stored_threshold(client, index_dir, gallery_images,
     names = {label: f"product {label} blue" for label in labels}
     rows, scores = ranking(reference[:32], reference[3:4], 10)
     stored = float((scores[0, 2] + scores[0, 3]) / 2)
-    text = "id name\n" + "".join(f"{label} {name}\n" for label, name in names.items())
+    text = "".join(f"{label} {name}\n" for label, name in names.items())
     add_generation(index_dir, {"threshold": stored}, text)
     body = search_image(client, gallery_images.paths[3], topk=10).json()
     hits = body["results"][0]["hits"]
     assert [h["row"] for h in hits] == rows[0, :3].tolist() and body["threshold"] == stored
-    assert [h["class"] for h in hits] == [names[int(gallery_images.labels[r])] for r in rows[0, :3]]
+    assert body["threshold_source"] == "index"
+    assert [h["class_name"] for h in hits] == [names[int(gallery_images.labels[r])] for r in rows[0, :3]]
     everything = search_image(client, gallery_images.paths[3], topk=10, threshold="none").json()
     assert [h["row"] for h in everything["results"][0]["hits"]] == rows[0].tolist()
     assert client.get("/info").json()["threshold"] == stored
     assert client.get("/info").json()["classes"] == len(names)
     far = client.post("/search", json={"vectors": (-reference[3:4]).tolist()}).json()
-    assert far["results"][0]["no_match"] is True
+    assert far["results"][0]["match"] is False
     add_generation(index_dir, {"threshold": None})
+    assert client.get("/info").json()["classes"] == 0
+
+
+def test_a_damaged_classes_txt_is_refused_as_search_py_refuses_it(client, index_dir):
+    add_generation(index_dir, classes="7 red shoe\nseven blue bag\n")
+    reply = client.get("/info")
+    assert reply.status_code == 503
+    assert "classes.txt" in reply.json()["error"] and "line 2" in reply.json()["error"]
+    damaged = os.path.join(store.current_generation(index_dir), "classes.txt")
+    with open(damaged, "w") as handle:  # the same size as recorded: read again by the next request
+        handle.write("7 red shoe\n8 blue bag tag\n")
+    assert client.get("/info").json()["classes"] == 2
+    add_generation(index_dir)  # the module's index without class names again
     assert client.get("/info").json()["classes"] == 0
 
 

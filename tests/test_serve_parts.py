@@ -1,6 +1,6 @@
 """Parts of the search service on their own: the batcher (each item's own result,
 concurrent items in shared batches, no wait for work nobody announced), the request
-time limit, keys read from files, the annotations an index may carry."""
+time limit, keys read from files, the threshold a request or the index gives."""
 import asyncio
 import concurrent.futures
 import threading
@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from dml.errors import UserError
-from dml.serve import annotations, auth, batching, limits
+from dml.serve import auth, batching, inputs, limits
+from dml.serve.errors import ApiError
 
 
 def test_batcher_gives_each_item_its_own_result_in_shared_batches():
@@ -100,18 +101,15 @@ def test_key_files(tmp_path):
     assert auth.bearer_token({"authorization": "Basic abc"}) is None
 
 
-def test_annotations(tmp_path):
-    text = "id name\n3 red shoe\n4,blue bag\n5\tgreen hat\nnot a line\n"
-    (tmp_path / "classes.txt").write_text(text)
-    listed = {"files": {"classes.txt": len(text)}}
-    assert annotations.class_names(str(tmp_path), listed) == {3: "red shoe", 4: "blue bag", 5: "green hat"}
-    assert annotations.class_names(str(tmp_path), {"files": {}}) is None  # not in index.json: not read
-    assert annotations.class_names(str(tmp_path), {"files": {"classes.txt": len(text) + 1}}) is None
-    assert annotations.class_names(str(tmp_path / "none"), listed) is None
-    assert annotations.stored_threshold({"threshold": 0.62}) == 0.62
-    assert annotations.stored_threshold({"threshold": {"threshold": 0.5, "precision": 0.95}}) is None
-    for bad in (None, "0.5", True, float("nan"), 7.0):
-        assert annotations.stored_threshold({"threshold": bad}) is None
+def test_the_requests_threshold_else_the_index():
+    assert inputs.threshold_of({}, 0.62) == (0.62, "index")
+    assert inputs.threshold_of({"threshold": ""}, None) == (None, None)
+    assert inputs.threshold_of({"threshold": "0.3"}, 0.62) == (0.3, "request")  # a form field is text
+    assert inputs.threshold_of({"threshold": -1}, 0.62) == (-1.0, "request")
+    assert inputs.threshold_of({"threshold": "none"}, 0.62) == (None, None)
+    for bad in ("high", True, float("nan"), [0.5]):
+        with pytest.raises(ApiError, match="threshold must be a number"):
+            inputs.threshold_of({"threshold": bad}, 0.62)
 
 
 def test_the_load_benchmark_catches_a_reply_mixing_generations():

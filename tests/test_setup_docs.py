@@ -96,3 +96,55 @@ def test_the_readme_device_check_prints_the_device_the_scripts_use():
                           timeout=1800, env=environment.clean())
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == ("gpu" if cuda_available() else "cpu")
+
+
+def included_pins(path, paddle_file):
+    """pins() of a requirements file and every file it includes (`-r`), with
+    requirements.txt read as `paddle_file`."""
+    found = pins(path)
+    for line in open(os.path.join(ROOT, path)):
+        if line.startswith("-r "):
+            name = line.split()[1]
+            found.update(included_pins(paddle_file if name == "requirements.txt" else name, paddle_file))
+    return found
+
+
+def inclusions_of_requirements(path):
+    """How many times `path` includes requirements.txt, directly or through other files."""
+    count = 0
+    for line in open(os.path.join(ROOT, path)):
+        if line.startswith("-r "):
+            name = line.split()[1]
+            count += 1 if name == "requirements.txt" else inclusions_of_requirements(name)
+    return count
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wheel", ["paddlepaddle-gpu", "paddlepaddle"])
+def test_setup_env_adds_test_requirements_to_the_installed_paddle(fake_checkout, wheel):
+    """scripts/test.sh on a GPU install: the test requirements (which include
+    requirements.txt, also through requirements-index.txt) are installed with the GPU
+    wheel's pins in place of the CPU wheel's, and nothing is uninstalled; on a CPU
+    install, with the CPU wheel's."""
+    for name in os.listdir(ROOT):
+        if name.startswith("requirements") and name.endswith(".txt"):
+            shutil.copy(os.path.join(ROOT, name), fake_checkout)
+    bin_dir = fake_checkout / ".venv" / "bin"
+    (bin_dir / "python").write_text(
+        '#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls.log"\n'
+        f'[ "$3" = show ] && [ "$5" = {wheel} ] && exit 0\n[ "$3" = show ] && exit 1\n'
+        '[ "$3" = install ] && [ "$6" = -r ] && cp "$7" "$(dirname "$0")/installed.txt"\nexit 0\n')
+    done = subprocess.run(["bash", str(fake_checkout / "scripts" / "setup_env.sh"), "requirements-test.txt"],
+                          capture_output=True, text=True, timeout=120, env=environment.clean())
+    assert done.returncode == 0, done.stderr
+    calls = (bin_dir / "calls.log").read_text().splitlines()
+    assert not any("uninstall" in call for call in calls), calls
+    installed = [line for line in (bin_dir / "installed.txt").read_text().splitlines()
+                 if line.strip() and not line.startswith("#")]
+    expected = included_pins("requirements-test.txt",
+                             "requirements-gpu.txt" if wheel == "paddlepaddle-gpu" else "requirements.txt")
+    assert {line.split("==")[0]: line.split("==")[1] for line in installed if "==" in line} == expected
+    options = [line.split() for line in installed if line.startswith("-")]
+    assert options == ([["--extra-index-url", "https://www.paddlepaddle.org.cn/packages/stable/cu126/"]]
+                       * inclusions_of_requirements("requirements-test.txt") if wheel == "paddlepaddle-gpu" else [])
+    assert (fake_checkout / ".venv" / ".installed-requirements-test.txt").exists()

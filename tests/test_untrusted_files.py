@@ -38,30 +38,43 @@ def test_a_checkpoint_memory_is_read_back_exactly(tmp_path):
     memory = xbm.CrossBatchMemory(6, 4)
     memory.push(paddle.to_tensor(np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32)),
                 paddle.to_tensor(np.arange(4)))
-    np.savez(tmp_path / "memory.npz", **xbm.gathered_state(memory, 1))
-    state = xbm.read_saved(str(tmp_path / "memory.npz"), 6, 4, 0, 1)
+    np.savez(tmp_path / "memory.npz", **memory.state())
+    state = xbm.read_saved(str(tmp_path / "memory.npz"), 6, 4)
     for key, value in memory.state().items():
         assert np.array_equal(state[key], value), key
-    with pytest.raises(ValueError, match=r"embeddings is float32 \(1, 6, 4\), not float32 \(1, 8, 4\)"):
-        xbm.read_saved(str(tmp_path / "memory.npz"), 8, 4, 0, 1)
-    with pytest.raises(ValueError, match="saved by 1 ranks, not 2"):
-        xbm.read_saved(str(tmp_path / "memory.npz"), 6, 4, 0, 2)
+    with pytest.raises(ValueError, match=r"embeddings is float32 \(6, 4\), not float32 \(8, 4\)"):
+        xbm.read_saved(str(tmp_path / "memory.npz"), 8, 4)
+
+
+def test_an_earlier_versions_memory_of_one_rank_is_read_and_of_several_refused(tmp_path):
+    """Earlier versions saved one memory per rank along a leading axis."""
+    memory = xbm.CrossBatchMemory(6, 4)
+    memory.push(paddle.to_tensor(np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)),
+                paddle.to_tensor(np.arange(5)))
+    np.savez(tmp_path / "one.npz", **{key: value[None] for key, value in memory.state().items()})
+    state = xbm.read_saved(str(tmp_path / "one.npz"), 6, 4)
+    for key, value in memory.state().items():
+        assert np.array_equal(state[key], value), key
+    np.savez(tmp_path / "two.npz", **{key: np.stack([value, value]) for key, value in memory.state().items()})
+    with pytest.raises(ValueError, match="holds 2 memories, one per rank") as err:
+        xbm.read_saved(str(tmp_path / "two.npz"), 6, 4)
+    assert "\n" not in str(err.value) and "--pretrained_model" in str(err.value)
 
 
 @pytest.fixture(scope="module")
 def memory_files():
-    return hostile_directories.memory_files({"embeddings": np.zeros((1, 24, 8), np.float32),
-                                             "labels": np.zeros((1, 24), np.int64),
-                                             "position": np.array([[3, 3]], np.int64)})
+    return hostile_directories.memory_files({"embeddings": np.zeros((24, 8), np.float32),
+                                             "labels": np.zeros(24, np.int64),
+                                             "position": np.array([3, 3], np.int64)})
 
 
 @pytest.mark.parametrize("label, message", [
     ("memory-deflated-1GiB-member", "bomb.npy.* is compressed"),
-    ("memory-0d-position", r"position is int64 \(\), not int64 \(1, 2\)"),
+    ("memory-0d-position", r"position is int64 \(\), not int64 \(2,\)"),
     ("memory-object-array", "holds object values"),
     ("memory-header-nested", "no .npy header numpy reads"),
     ("memory-huge-shape", r"of more than 2\^40 elements"),
-    ("memory-two-ranks", "saved by 2 ranks, not 1"),
+    ("memory-two-ranks", "holds 2 memories, one per rank"),
     ("memory-position-past-end", r"position \[1000000000, 1000000000\]"),
     ("memory-overlapping-members", r"overlap \(a zip bomb\)"),
 ])
@@ -69,7 +82,7 @@ def test_hostile_memory_files_are_refused(label, message, memory_files, tmp_path
     path = tmp_path / "memory.npz"
     hostile_directories.write(str(path), memory_files[label])
     with pytest.raises((ValueError, WeightsFileError), match=message) as err:
-        xbm.read_saved(str(path), 24, 8, 0, 1)
+        xbm.read_saved(str(path), 24, 8)
     assert "\n" not in str(err.value)
 
 

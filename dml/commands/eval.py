@@ -3,6 +3,10 @@
 Prints the original line `[<time>] End test <n>, test_recall <Recall@1>`, then a table
 of every metric. Unreadable images are reported and left out, as in training's
 periodic test, so both print the same Recall@1 for the same weights.
+
+--calibrate DIR also scores the set as open-set search and writes the "no match"
+threshold for --target_precision (DIR/threshold.json, DIR/calibration.png; see
+dml/retrieval/calibration.py), for `index.py set-threshold` or `build --threshold_file`.
 """
 import argparse
 import os
@@ -13,13 +17,14 @@ from dml import models
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
 from dml.cli import ArgumentParser, add_arguments, fmt_time, print_arguments, run_cli
-from dml.data import reader
-from dml.flag_types import positive_int
+from dml.data import class_names, reader
+from dml.flag_types import float_in, positive_int
 from dml.outputs import write_json_atomic
-from dml.retrieval import grid, metrics, rerank
+from dml.retrieval import calibration_plot, grid, metrics, rerank, threshold_file
 from dml.retrieval.test_set import read_test_set, score_network
+from dml.runtime import data_workers, ranks
 from dml.runtime.device import choose_device
-from dml.script_flags import add_data_arguments, add_inference_arguments, check_inference_flags
+from dml.script_flags import add_data_arguments, add_inference_arguments, check_inference_flags, check_output_dir
 
 
 def build_parser():
@@ -42,7 +47,25 @@ def build_parser():
                   parser)
     add_arguments("topk", positive_int, 5, "Results shown per query by --save_retrievals.", parser)
     rerank.add_rerank_arguments(parser)
+    add_arguments("calibrate", str, None,
+                  "Directory for the match threshold: the test set scored as open-set search (each query's best "
+                  "hit with its class in the gallery and with its class left out), threshold.json and "
+                  "calibration.png (needs matplotlib).", parser)
+    add_arguments("target_precision", float_in(0, 1, low_inclusive=False, high_inclusive=True), 0.95,
+                  "Precision the --calibrate threshold must reach: the share of accepted queries answered with "
+                  "their own class.", parser)
+    add_arguments("unknown_share", float_in(0, 1), 0.5,
+                  "Share of the queries whose item is not in the gallery, as --calibrate weighs them.", parser)
     return parser
+
+
+def check_flags(args):
+    """The flags' rules, checked before the long run; returns the image size."""
+    size = check_inference_flags(args)
+    if args.calibrate is not None:
+        check_output_dir(args.calibrate, "--calibrate")
+        calibration_plot.check_available()
+    return size
 
 
 def parse_recall_k(text):
@@ -72,18 +95,23 @@ def metrics_table(result, ks):
     return "\n".join(lines)
 
 
-def evaluate(args):
-    """Run the whole evaluation described by the parsed flags; return the JSON summary."""
-    size, ks = check_inference_flags(args), parse_recall_k(args.recall_k)
+def evaluate(args, world=ranks.SINGLE):
+    """Run the whole evaluation described by the parsed flags; return the JSON summary
+    (on rank 0; None on the other ranks, which only embed their share of the images)."""
+    size, ks = check_flags(args), parse_recall_k(args.recall_k)
     settings = rerank.Settings.from_args(args)
     device = choose_device(args.use_gpu)
     test_set = read_test_set(args.data_dir, args.test_list, args.query_list, args.gallery_list)
     rerank.check_sizes(settings, *[len(image_list) for image_list in test_set.lists])
+    names = class_names.in_directory(args.data_dir)
     model = models.create(args.model, args.embedding_size)
     report = models.load_pretrained(model, args.pretrained_model, strict=True)
 
-    scored = score_network(model, test_set, size, args.batch_size, args.num_workers, args.engine, ks, map_at_r=True,
-                           rerank=settings)
+    workers = data_workers.worker_count(args.num_workers, device, world.nranks)
+    scored = score_network(model, test_set, size, args.batch_size, workers, args.engine, ks, map_at_r=True,
+                           ranks=world, rerank=settings)
+    if not world.leader:
+        return None
     for image_list, skipped in zip(test_set.lists, scored.skipped):
         reader.SkipReport(image_list).note(np.flatnonzero(skipped).tolist())
     result = scored.result
@@ -104,15 +132,17 @@ def evaluate(args):
         "num_skipped": int(sum(s.sum() for s in scored.skipped)), "device": device, "evaluated_at": fmt_time(),
         "rerank": settings.record(),
     }
+    if args.calibrate:
+        summary["calibration"] = threshold_file.calibrate(args, scored, summary)
     if args.save_json:
         write_json_atomic(args.save_json, summary)
         print(f"metrics written to {args.save_json}")
     if args.save_retrievals:
-        save_retrievals(args, test_set, scored, settings)
+        save_retrievals(args, test_set, scored, settings, names)
     return summary
 
 
-def save_retrievals(args, test_set, scored, settings):
+def save_retrievals(args, test_set, scored, settings, names=None):
     """Grids of queries and their nearest gallery items (with --gallery_list: items of
     the gallery, which follow the queries in the rows given to the grid), re-ranked as
     the metrics were."""
@@ -127,7 +157,7 @@ def save_retrievals(args, test_set, scored, settings):
         gallery = np.arange(scored.num_queries, len(fea))
         neighbours = gallery[grid.nearest_in(fea[queries], fea[gallery], args.topk) if not settings.active else
                              reranked(settings, scored.fea[0], scored.fea[1], args.topk)[queries]]
-    for path in grid.save_grids(args.save_retrievals, rows, lab, queries, neighbours):
+    for path in grid.save_grids(args.save_retrievals, rows, lab, queries, neighbours, names=names):
         print(f"retrieval grid written to {path}")
 
 
@@ -140,10 +170,12 @@ def reranked(settings, queries, gallery, k, query_rows=None):
 
 def main():
     args = build_parser().parse_args()
-    check_inference_flags(args)  # a flag mistake is the one line printed, before the configuration;
+    check_flags(args)  # a flag mistake is the one line printed, before the configuration;
     # the network flags left out are taken from the weights' record here
-    print_arguments(args)
-    evaluate(args)
+    world = ranks.current()
+    with ranks.leader_prints(world):
+        print_arguments(args)
+        evaluate(args, world)
 
 
 if __name__ == "__main__":

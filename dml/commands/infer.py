@@ -12,7 +12,8 @@ r counting the rows written (from 0): line r describes row r of the saved featur
 `--save_features PATH` writes the features of every readable image to PATH (.npy,
 float32 [N, D], raw network outputs, not normalised) and their paths, one a line, in
 the same order, to PATH with `.paths.txt` instead of `.npy`, the network's record
-(dml.run_record) to `.meta.json` (plus `.labels.npy` when the input is an SOP list).
+(dml.run_record) to `.meta.json` (plus `.labels.npy` when the input is an SOP list,
+and `.classes.txt`, the class names, when --data_dir has a classes.txt).
 The network flags left out come from the checkpoint's or the exported model's record;
 given, they must equal it. An unreadable image is reported with its path and left out
 of every file, so row r of the .npy is always line r of the paths file. The files are
@@ -29,11 +30,12 @@ from dml import models, run_record
 
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
 from dml.cli import ArgumentParser, add_arguments, print_arguments, run_cli
-from dml.data import reader
+from dml.data import class_names, reader
 from dml.errors import UserError
 from dml.recorded_flags import settle_network
-from dml.retrieval import features, image_inputs, predictor
+from dml.retrieval import image_inputs, predictor, sharded
 from dml.retrieval.feature_files import save_features
+from dml.runtime import data_workers, ranks
 from dml.runtime.device import choose_device
 from dml.script_flags import add_data_arguments, add_inference_arguments, check_inference_flags
 
@@ -84,13 +86,14 @@ def input_images(args):
 
 
 def build_network(args):
-    """The dynamic-graph model with its weights, or the exported model."""
-    choose_device(args.use_gpu)
+    """(network, device): the dynamic-graph model with its weights, or the exported
+    model."""
+    device = choose_device(args.use_gpu)
     if args.inference_model:
-        return predictor.load(args.inference_model, args.use_gpu)
+        return predictor.load(args.inference_model, args.use_gpu), device
     model = models.create(args.model, args.embedding_size)
     models.load_pretrained(model, args.pretrained_model, strict=True)
-    return model
+    return model, device
 
 
 def network_record(args):
@@ -101,13 +104,15 @@ def network_record(args):
     return run_record.describe(args.model, args.embedding_size, args.image_shape, args.pretrained_model)
 
 
-def infer(args):
-    """Embed the input images; return (features of readable images, their paths, labels)."""
+def infer(args, world=ranks.SINGLE):
+    """Embed the input images (each rank its share); return (features of readable
+    images, their paths, labels), on every rank. Rank 0 prints and writes them."""
     size = check_flags(args)
     images, labelled = input_images(args)
-    network = build_network(args)
-    loader = reader.test_loader(images, size, args.batch_size, args.num_workers)
-    fea, lab, skipped = features.extract_features(network, loader, engine=args.engine)
+    names = class_names.in_directory(args.data_dir) if labelled and args.save_features else None
+    network, device = build_network(args)
+    workers = data_workers.worker_count(args.num_workers, device, world.nranks)
+    fea, lab, skipped = sharded.extract_list(network, images, size, args.batch_size, workers, args.engine, world)
     reader.SkipReport(images).note(np.flatnonzero(skipped).tolist())
     kept = np.flatnonzero(~skipped)
     if len(kept) == 0:
@@ -115,9 +120,9 @@ def infer(args):
     paths = [images.paths[i] for i in kept]
     for row, (i, path) in enumerate(zip(kept, paths)):
         print("Test-{0}-feature: {1} {2}".format(row, first_values(fea[i]), path))
-    if args.save_features:
+    if args.save_features and world.leader:
         save_features(args.save_features, fea[kept], paths, lab[kept] if labelled else None,
-                      network_record(args))
+                      network_record(args), class_names.render(names) if names else None)
     return fea[kept], paths, lab[kept]
 
 
@@ -129,8 +134,10 @@ def first_values(feature, count=5):
 def main():
     args = build_parser().parse_args()
     check_flags(args)  # a flag mistake is the one line printed, before the configuration
-    print_arguments(args)
-    infer(args)
+    world = ranks.current()
+    with ranks.leader_prints(world):
+        print_arguments(args)
+        infer(args, world)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,13 @@
 
 Query images are embedded by the network recorded in the index (network flags, when
 given, must equal it); query features made by another network are refused. Prints one
-tab-separated line per hit: query, rank, score (cosine similarity), path, and the label
-when the index has labels. --save_retrievals draws eval.py's grids: each query, then its
-hits (green: same label, red: another, grey: label unknown). --rerank re-orders the hits
-(qe, dba with the vectors the index stores, kreciprocal); scores and --threshold stay the
-cosine similarity to the query.
+tab-separated line per hit: query, rank, score (cosine similarity), path, the label
+when the index has labels and the class name when it has class names. A query whose
+best hit scores below the threshold (--threshold, or else the index's stored match
+threshold) prints `query - - no match`. --save_retrievals draws eval.py's grids: each
+query, then its hits (green: same label, red: another, grey: label unknown). --rerank re-orders the hits
+(qe, dba with the vectors the index stores, kreciprocal); scores and the threshold stay
+the cosine similarity to the query.
 """
 import argparse
 import sys
@@ -36,7 +38,9 @@ def build_parser():
                   "the index's network (weights sha256, model, embedding size, image shape).", parser)
     flags.add_backend_arguments(parser, building=False)
     add_arguments("topk", positive_int, 10, "Hits per query.", parser)
-    add_arguments("threshold", finite_float, None, "Keep only hits at least this cosine-similar.", parser)
+    add_arguments("threshold", finite_float, None, "Keep only hits at least this cosine-similar (a query with none "
+                  "is 'no match'); overrides the index's stored match threshold (-1 keeps every hit); None: the "
+                  "index's stored threshold, when it has one.", parser)
     add_arguments("save_json", str, None, "Also write every hit to this JSON file.", parser)
     add_arguments("save_retrievals", str, None, "Directory for PNG grids of the queries and their hits.", parser)
     rerank.add_rerank_arguments(parser, dba_flags=False)
@@ -55,10 +59,12 @@ def search(args):
     vectors, names, labels = query.query_features(args, snapshot)
     note = manifest.check_same_vectors(snapshot.meta, args.features, len(vectors), args.index_dir) \
         if args.features else None
-    results = query.run(snapshot, vectors, args.topk, args.threshold, session, settings)
-    query.print_hits(snapshot, names, results)
+    threshold, source = query.threshold_in_effect(args.threshold, snapshot)
+    results = query.run(snapshot, vectors, args.topk, threshold, session, settings)
+    query.print_hits(snapshot, names, results, threshold)
     if args.save_json:
-        query.save_json(args.save_json, query.as_json(snapshot, names, results, args.topk, args.threshold, settings))
+        query.save_json(args.save_json, query.as_json(snapshot, names, results, args.topk, threshold, source,
+                                                      settings))
     if args.save_retrievals:
         query.save_grids(args.save_retrievals, snapshot, names, labels, results)
     if note:

@@ -7,6 +7,11 @@ classes are disjoint. The output is the same on every run for the same arguments
 
     python data/make_demo.py                      # -> data/demo/
     python data/make_demo.py --out DIR --train_classes 100 --test_classes 100
+    python data/make_demo.py --layout folders --out data/shop   # a folder per class, no lists
+
+--layout folders writes every class (train and test classes alike) as a folder named
+after it ("chair 0002", "coffee maker 0003", ...), the way a catalogue of your own
+arrives: `data/prepare.py folders` then checks and splits it.
 """
 import argparse
 import os
@@ -16,6 +21,8 @@ import cv2
 import numpy as np
 
 NUM_SUPER_CLASSES = 12  # SOP's super classes: bicycle, cabinet, chair, ...
+SUPER_NAMES = ("bicycle", "cabinet", "chair", "coffee maker", "fan", "kettle", "lamp", "mug", "sofa", "stapler",
+               "table", "toaster")
 
 
 def object_spec(class_seed):
@@ -91,23 +98,46 @@ def render(shapes, image_seed, size):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def write_images(out_dir, rel_dir, class_seed, per_class, size):
+    """Write one class's images into out_dir/rel_dir; return their paths relative to out_dir."""
+    shapes = object_spec(class_seed)
+    os.makedirs(os.path.join(out_dir, rel_dir), exist_ok=True)
+    written = []
+    for i in range(per_class):
+        ext = ".png" if (class_seed + i) % 5 == 0 else ".jpg"
+        rel = os.path.join(rel_dir, f"{class_seed:04d}_{i}{ext}")
+        rgb = render(shapes, class_seed * 1000 + i, size)
+        params = [cv2.IMWRITE_JPEG_QUALITY, 90] if ext == ".jpg" else []
+        cv2.imwrite(os.path.join(out_dir, rel), rgb[..., ::-1], params)
+        written.append(rel)
+    return written
+
+
+def super_class(class_seed):
+    return class_seed % NUM_SUPER_CLASSES + 1
+
+
 def write_split(out_dir, split, first_class, num_classes, per_class, size):
     """Write the images of one split; return list rows (image_id, class_id, super, path)."""
     rows = []
     for c in range(num_classes):
         class_seed = first_class + c
-        shapes = object_spec(class_seed)
-        super_id = class_seed % NUM_SUPER_CLASSES + 1
+        super_id = super_class(class_seed)
         rel_dir = os.path.join(f"super{super_id:02d}_final", f"{split}_{class_seed:04d}")
-        os.makedirs(os.path.join(out_dir, rel_dir), exist_ok=True)
-        for i in range(per_class):
-            ext = ".png" if (class_seed + i) % 5 == 0 else ".jpg"
-            rel = os.path.join(rel_dir, f"{class_seed:04d}_{i}{ext}")
-            rgb = render(shapes, class_seed * 1000 + i, size)
-            params = [cv2.IMWRITE_JPEG_QUALITY, 90] if ext == ".jpg" else []
-            cv2.imwrite(os.path.join(out_dir, rel), rgb[..., ::-1], params)
+        for rel in write_images(out_dir, rel_dir, class_seed, per_class, size):
             rows.append((len(rows) + 1, c + 1, super_id, rel))
     return rows
+
+
+def class_folder_name(class_seed):
+    """A product-like class name, e.g. "coffee maker 0003"."""
+    return f"{SUPER_NAMES[super_class(class_seed) - 1]} {class_seed:04d}"
+
+
+def write_folders(out_dir, num_classes, per_class, size):
+    """Every class as a folder named after it; return the number of images."""
+    return sum(len(write_images(out_dir, class_folder_name(seed), seed, per_class, size))
+               for seed in range(num_classes))
 
 
 def write_list(path, rows):
@@ -124,8 +154,16 @@ def main(argv=None):
     parser.add_argument("--test_classes", type=int, default=100)
     parser.add_argument("--images_per_class", type=int, default=6)
     parser.add_argument("--size", type=int, default=96, help="image side in pixels")
+    parser.add_argument("--layout", choices=("lists", "folders"), default="lists",
+                        help="lists: SOP-style folders with Ebay_train.txt / Ebay_test.txt (default); folders: one "
+                             "folder per class named after it, no lists (for data/prepare.py folders)")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    if args.layout == "folders":
+        num_classes = args.train_classes + args.test_classes
+        count = write_folders(args.out, num_classes, args.images_per_class, args.size)
+        print(f"demo data: {count} images of {num_classes} classes in {args.out}, one folder per class")
+        return
     train = write_split(args.out, "train", 0, args.train_classes, args.images_per_class, args.size)
     test = write_split(
         args.out, "test", args.train_classes, args.test_classes, args.images_per_class, args.size

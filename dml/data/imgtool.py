@@ -9,11 +9,15 @@ import math
 import numpy as np
 from PIL import Image, ImageFile
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "CROP_AREA", "CROP_ASPECT", "DecodeError", "parse_image_shape",
-           "decode_rgb", "random_crop_box", "train_image", "eval_image", "normalize", "process_image"]
+__all__ = ["IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "CROP_AREA", "CROP_ASPECT", "DecodeError",
+           "parse_image_shape", "decode_rgb", "random_crop_box", "train_image", "eval_image", "normalize",
+           "process_image"]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+#: File name endings (compared in lower case) that directory scans take for images.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 CROP_AREA = (0.08, 1.0)
 CROP_ASPECT = (3.0 / 4.0, 4.0 / 3.0)

@@ -1,4 +1,4 @@
-"""Turn an official metric-learning archive (downloaded and unpacked) into this toolkit's lists.
+"""Turn an official metric-learning archive, or your own catalogue, into this toolkit's lists.
 
     python data/prepare.py cub    --src data/CUB_200_2011  --out data/cub
     python data/prepare.py cars   --src data/cars196       --out data/cars
@@ -13,28 +13,73 @@ query.txt and gallery.txt) into --out, with paths relative to --out: pass
 --data_dir=OUT to the training and evaluation scripts. The images stay where they are
 (the paths reach back into --src) unless --crop_boxes writes cropped copies under OUT/crops/.
 Every listed image must exist; counts are compared with the literature's.
+
+Your own catalogue (dml/data/catalogue/): a folder per class, or a CSV of path and label
+columns, checked image by image and split into lists, with classes.txt and a report:
+
+    python data/prepare.py folders --src photos/ --out data/shop
+    python data/prepare.py csv --src catalogue.csv --image_root photos/ --out data/shop
 """
-import argparse
 import importlib
 import os
 import sys
 
+from dml.cli import ArgumentParser
 from dml.data.converters import counts, image_lists
 from dml.data.converters.errors import ArchiveError
+from dml.errors import UserError
+from dml.flag_types import float_in, nonnegative_int
 
 # Imported on use: only cars needs numpy and scipy, only --crop_boxes needs OpenCV.
 READERS = ("sop", "cub", "cars", "inshop")
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=READERS)
+def add_archive_parser(commands, name):
+    parser = commands.add_parser(name, help=f"the official {name} archive, unpacked")
     parser.add_argument("--src", required=True, help="the unpacked official archive")
     parser.add_argument("--out", required=True, help="where the lists go (the --data_dir to train with)")
     parser.add_argument("--crop_boxes", action="store_true",
                         help="cub, cars: list cropped copies (written under OUT/crops/) instead of the full images")
     parser.add_argument("--strict", action="store_true",
                         help="stop (exit 2, no lists written) when the counts differ from the literature's")
+
+
+def add_catalogue_flags(parser):
+    parser.add_argument("--out", required=True, help="where the lists, classes.txt and prepare_report.json go "
+                        "(the --data_dir to train with)")
+    parser.add_argument("--split", choices=("classes", "images"), default=None,
+                        help="classes (default): hold out a share of the classes whole in test.txt; images: "
+                             "every class on both sides, query.txt / gallery.txt (= train.txt)")
+    parser.add_argument("--test_fraction", type=float_in(0, 1, low_inclusive=False), default=0.5,
+                        help="share of the classes (--split classes) or of each class's images (images) held "
+                             "out. Default: 0.5")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the split. Default: 0")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop (exit 2, nothing written) on any unreadable image, label conflict or "
+                             "unlistable name instead of leaving it out")
+    parser.add_argument("--num_workers", type=nonnegative_int, default=0,
+                        help="processes decoding the images (0: this one). Default: 0")
+
+
+def parse_args(argv):
+    parser = ArgumentParser(prog="prepare.py", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="dataset", required=True, parser_class=ArgumentParser)
+    for name in READERS:
+        add_archive_parser(commands, name)
+    folders = commands.add_parser("folders", help="your images, one sub-folder per class")
+    folders.add_argument("--src", required=True, help="the folder holding one sub-folder per class (its name is "
+                         "the class name; images at any depth under it)")
+    add_catalogue_flags(folders)
+    table = commands.add_parser("csv", help="your images, listed in a CSV with path and label columns")
+    table.add_argument("--src", required=True, help="the CSV file (first row: the column names)")
+    table.add_argument("--image_root", default=None, help="the folder the CSV's paths are relative to (no path may "
+                       "lead out of it). Default: the CSV's folder")
+    table.add_argument("--path_column", default="path", help="the column of image paths. Default: path")
+    table.add_argument("--label_column", default="label", help="the column of class names. Default: label")
+    table.add_argument("--split_column", default=None,
+                       help="a column saying train, test, query or gallery per row (instead of --split)")
+    table.add_argument("--delimiter", default=",", help="the field separator. Default: ,")
+    add_catalogue_flags(table)
     return parser.parse_args(argv)
 
 
@@ -71,11 +116,20 @@ def prepare(args):
     print(f"wrote {', '.join(texts)} into {out}: pass --data_dir={out}")
 
 
+def run(args):
+    if args.dataset in ("folders", "csv"):
+        from dml.data.catalogue import build
+
+        (build.prepare_folders if args.dataset == "folders" else build.prepare_csv)(args)
+    else:
+        prepare(args)
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
-        prepare(args)
-    except ArchiveError as err:
+        run(args)
+    except (ArchiveError, UserError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except OSError as err:  # an unreadable source file, an unwritable --out

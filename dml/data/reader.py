@@ -1,7 +1,8 @@
 """SOP-format image lists, the training samplers, and DataLoader construction.
 
 List format (Stanford Online Products): a header `image_id class_id super_class_id path`,
-then one row per image, paths relative to data_dir. Labels follow the original
+then one row per image, paths relative to data_dir (the path is the rest of the row, so
+it may hold spaces). Labels follow the original
 example: train rows use `class_id - 1`, test rows use `class_id`.
 
 Samplers are infinite streams of fixed-size global batches. Batch `i` depends only on
@@ -64,11 +65,11 @@ def read_list(data_dir, list_file, mode):
     paths, labels = [], []
     with open(path, encoding="utf-8", errors="replace") as handle:
         for line_no, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields or (line_no == 1 and fields == HEADER):
+            fields = line.split(None, 3)  # the path is the rest of the line: it may hold spaces
+            if not fields or (line_no == 1 and line.split() == HEADER):
                 continue
             class_id = _parse_row(fields, path, line_no)
-            paths.append(os.path.join(data_dir, fields[3]))
+            paths.append(os.path.join(data_dir, fields[3].rstrip()))
             labels.append(class_id - 1 if mode == "train" else class_id)
     if not paths:
         raise UserError(f"image list {path!r} has no image rows")
@@ -376,14 +377,18 @@ def train_batches(sampler, start=0, rank=0, nranks=1):
     return paddle.io.BatchSampler(sampler=keys, batch_size=sampler.batch_size // nranks, drop_last=True)
 
 
-def train_loader(image_list, sampler, size, num_workers=0, start=0, rank=0, nranks=1):
-    """DataLoader of (images, labels, replaced) for this rank, from global batch `start`."""
+def train_loader(image_list, sampler, size, num_workers=0, start=0, rank=0, nranks=1, shared_memory=None):
+    """DataLoader of (images, labels, replaced) for this rank, from global batch `start`.
+    shared_memory: whether workers hand batches over through /dev/shm (None: decided
+    for this loader alone, data_workers.use_shared_memory)."""
     batches = train_batches(sampler, start, rank, nranks)
+    if shared_memory is None:
+        shared_memory = data_workers.use_shared_memory([(num_workers, batch_bytes(batches.batch_size, size))])
     return paddle.io.DataLoader(
         TrainDataset(image_list, size),
         batch_sampler=batches,
         num_workers=num_workers,
-        use_shared_memory=data_workers.use_shared_memory(num_workers, batch_bytes(batches.batch_size, size)),
+        use_shared_memory=shared_memory,
         worker_init_fn=data_workers.ignore_stop_signals,
     )
 
@@ -393,12 +398,15 @@ def batch_bytes(batch_size, size):
     return batch_size * 3 * size * size * 4
 
 
-def test_loader(image_list, size, batch_size, num_workers=0):
-    """DataLoader of (images, labels, skipped) over every test image once, in order."""
+def test_loader(image_list, size, batch_size, num_workers=0, shared_memory=None):
+    """DataLoader of (images, labels, skipped) over every test image once, in order.
+    Batches stay on the host (feature extraction copies them to the device once, see
+    features.extract_features). shared_memory: as train_loader's."""
     dataset = TestDataset(image_list, size)
     batches = paddle.io.BatchSampler(dataset, batch_size=batch_size, shuffle=False, drop_last=False)
+    if shared_memory is None:
+        shared_memory = data_workers.use_shared_memory([(num_workers, batch_bytes(batch_size, size))])
     return paddle.io.DataLoader(
-        dataset, batch_sampler=batches, num_workers=num_workers,
-        use_shared_memory=data_workers.use_shared_memory(num_workers, batch_bytes(batch_size, size)),
-        worker_init_fn=data_workers.ignore_stop_signals,
+        dataset, batch_sampler=batches, num_workers=num_workers, places=paddle.CPUPlace(),
+        use_shared_memory=shared_memory, worker_init_fn=data_workers.ignore_stop_signals,
     )

@@ -1,10 +1,12 @@
 """Images -> unit vectors with an index's recorded network, exactly as infer.py embeds
-them (reader.test_loader + features.extract_features), then normalised as the metrics do."""
+them (sharded.extract_list, split over the ranks when there are several), then
+normalised as the metrics do."""
 import numpy as np
 
 from dml import models
-from dml.data import imgtool, reader
-from dml.retrieval import features
+from dml.data import imgtool
+from dml.retrieval import sharded
+from dml.runtime.ranks import SINGLE
 
 from . import flat
 
@@ -20,10 +22,9 @@ def image_size(meta):
     return imgtool.parse_image_shape(meta["image_shape"])[1]
 
 
-def embed(network, images, size, batch_size, num_workers=0, engine="static"):
+def embed(network, images, size, batch_size, num_workers=0, engine="static", ranks=SINGLE):
     """(unit vectors [M, D] of the readable images, their indices in `images`, the
-    indices of unreadable ones)."""
-    loader = reader.test_loader(images, size, batch_size, num_workers)
-    fea, _, skipped = features.extract_features(network, loader, engine=engine)
+    indices of unreadable ones), on every rank."""
+    fea, _, skipped = sharded.extract_list(network, images, size, batch_size, num_workers, engine, ranks)
     kept = np.flatnonzero(~skipped)
     return flat.normalised(fea[kept]) if len(kept) else fea[:0], kept, np.flatnonzero(skipped)

@@ -1,4 +1,4 @@
-"""build, add, remove: each one commit of a new generation (see store.py).
+"""build, add, remove, set_threshold: each one commit of a new generation (see store.py).
 
 Vectors given here are unit rows (flat.normalised); paths are compared as given
 (index.py makes them absolute); labels are int64 with -1 for unknown.
@@ -40,20 +40,21 @@ def labels_or_unknown(labels, count):
     return np.full(count, UNKNOWN_LABEL, np.int64) if labels is None else np.asarray(labels, np.int64).reshape(-1)
 
 
-def _commit(writer, previous, blocks, paths, labels, meta, change, session):
-    """Write and switch to a generation holding these rows; return its Snapshot."""
+def _commit(writer, previous, blocks, paths, labels, meta, change, session, names=None):
+    """Write and switch to a generation holding these rows (and class `names`, when
+    given); return its Snapshot."""
     labelled = bool(labels is not None and (labels != UNKNOWN_LABEL).any())
     meta = manifest.updated_meta(meta, len(paths), labelled)
     backend = backends.get(meta["backend"])
 
     def fill(directory):
-        store.write_contents(directory, blocks, paths, labels if labelled else None, meta)
+        store.write_contents(directory, blocks, paths, labels if labelled else None, meta, names)
         if change.patches:
             patch(directory, change.patches)
         vectors = np.load(os.path.join(directory, generation.VECTORS), mmap_mode="r")
         if meta.get("dba"):
             write_dba(directory, vectors, meta["dba"])
-        written = generation.Snapshot(directory, meta, vectors, paths, labels if labelled else None)
+        written = generation.Snapshot(directory, meta, vectors, paths, labels if labelled else None, names)
         backend.write(directory, written, change, previous, session or {})
         store.finish_meta(directory, meta)
 
@@ -82,10 +83,12 @@ def write_dba(directory, vectors, dba):
     del out
 
 
-def build(index_dir, vectors, paths, labels, record, backend, options, session=None, dba=None):
+def build(index_dir, vectors, paths, labels, record, backend, options, session=None, names=None, threshold=None,
+          dba=None):
     """A new index from unit vectors; refuses a directory that already holds one.
-    `session`: the backend's per-command flag values (backends.session); `dba`: None
-    or {"n", "alpha"} of the database-side augmentation to store."""
+    `session`: the backend's per-command flag values (backends.session); `names`:
+    {label: class name}; `threshold`: the match threshold to store (or None); `dba`:
+    None or {"n", "alpha"} of the database-side augmentation to store."""
     check_unique(paths, "the gallery")
     if dba is not None:
         expansion.check_neighbours(dba["n"], len(paths) - 1, "dba_n")
@@ -95,8 +98,9 @@ def build(index_dir, vectors, paths, labels, record, backend, options, session=N
                             f"or choose a new directory")
         labels = labels_or_unknown(labels, len(paths))
         meta = manifest.new_meta(record, backend, options, vectors.shape[1], len(paths), False, dba)
+        meta = manifest.with_threshold(meta, threshold)
         change = backends.Change(appended_from=0, upserted=list(range(len(paths))))
-        return _commit(writer, None, [vectors], list(paths), labels, meta, change, session)
+        return _commit(writer, None, [vectors], list(paths), labels, meta, change, session, names)
 
 
 def plan_add(snapshot, paths, replace):
@@ -111,8 +115,9 @@ def plan_add(snapshot, paths, replace):
     return row_of
 
 
-def add(writer, snapshot, vectors, paths, labels, replace=False, session=None):
-    """Append new rows; with `replace`, rows of paths already present are overwritten."""
+def add(writer, snapshot, vectors, paths, labels, replace=False, session=None, names=None):
+    """Append new rows; with `replace`, rows of paths already present are overwritten.
+    `names`: class names replacing the index's (None: the index's kept)."""
     row_of = plan_add(snapshot, paths, replace)
     if vectors.shape[1] != snapshot.meta["dim"]:
         raise UserError(f"the new vectors have dimension {vectors.shape[1]}, the index {snapshot.meta['dim']}")
@@ -131,7 +136,7 @@ def add(writer, snapshot, vectors, paths, labels, replace=False, session=None):
     change.upserted += list(range(len(snapshot), len(snapshot) + len(new)))
     blocks = itertools.chain(store.blocks_of(snapshot.vectors), [vectors[new]])
     return _commit(writer, snapshot, blocks, snapshot.paths + [paths[i] for i in new], all_labels,
-                   snapshot.meta, change, session)
+                   snapshot.meta, change, session, names if names is not None else snapshot.class_names)
 
 
 def remove(writer, snapshot, paths, session=None):
@@ -148,4 +153,12 @@ def remove(writer, snapshot, paths, session=None):
     change = backends.Change(removed=list(dict.fromkeys(paths)))
     kept_paths = [p for p, k in zip(snapshot.paths, keep) if k]
     return _commit(writer, snapshot, store.blocks_of(snapshot.vectors, keep), kept_paths, labels,
-                   snapshot.meta, change, session)
+                   snapshot.meta, change, session, snapshot.class_names)
+
+
+def set_threshold(writer, snapshot, threshold, session=None):
+    """The same rows with another match threshold (None: none)."""
+    change = backends.Change(appended_from=len(snapshot))
+    return _commit(writer, snapshot, store.blocks_of(snapshot.vectors), list(snapshot.paths),
+                   labels_or_unknown(snapshot.labels, len(snapshot)), manifest.with_threshold(snapshot.meta, threshold),
+                   change, session, snapshot.class_names)

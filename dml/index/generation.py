@@ -3,9 +3,10 @@
     vectors.npy  float32 [count, dim], unit rows (memory-mapped)
     paths.txt    row r's image on line r (UTF-8)
     labels.npy   [count] integers, -1 unknown (optional)
+    classes.txt  the name of each label, `<class_id> <name>` a line (optional;
+                 dml/data/class_names.py): Snapshot.class_names {label: name}
     dba.npy      float32 [count, dim]: database-side augmented vectors (when index.json's
                  `dba` says so; search.py --rerank dba searches them)
-    classes.txt  `id name` of each class, one a line (optional)
     index.json   what the generation holds (manifest.py), with every other file's size
     the backend's own file (e.g. hnsw.faiss), checked by the backend (check_file)
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dml.data import class_names as class_names_file
 from dml.errors import UserError, first_line
 
 from . import backends, manifest, untrusted
@@ -29,22 +31,23 @@ META = "index.json"
 VECTORS = "vectors.npy"
 PATHS = "paths.txt"
 LABELS = "labels.npy"
+CLASSES = class_names_file.FILE
 DBA = "dba.npy"
-#: id and name of each class, one a line (optional; shown beside labels)
-CLASSES = "classes.txt"
 META_BYTES = 1 << 20
 PATH_BYTES = 4096  # one path (Linux's PATH_MAX)
 
 
 @dataclass
 class Snapshot:
-    """One generation, read: vectors memory-mapped (float32 [N, D] unit rows)."""
+    """One generation, read: vectors memory-mapped (float32 [N, D] unit rows).
+    meta["threshold"] (absent or null: none) is the "no match" threshold."""
 
     directory: str
     meta: dict
     vectors: np.ndarray
     paths: list
     labels: object  # np.ndarray of int64 (-1: unknown) or None
+    class_names: object = None  # {label: name} or None
     dba: object = None  # float32 [N, D] unit rows (memory-mapped) when the index stores them
 
     def __len__(self):
@@ -129,6 +132,13 @@ def read_labels(directory, meta):
         os.close(fd)
 
 
+def read_class_names(directory, meta):
+    """{label: name} of classes.txt, read within its recorded size and the file's bound."""
+    path = os.path.join(directory, CLASSES)
+    data = untrusted.read_small_file(path, class_names_file.MAX_BYTES)
+    return class_names_file.parse(class_names_file.decode(data, repr(path)), repr(path))
+
+
 def check_backend_file(directory, meta):
     """The backend's own file, checked by the backend before anything reads it."""
     entry = backends.spec(meta["backend"])
@@ -152,6 +162,7 @@ def read_generation(directory):
     vectors = read_vectors(directory, meta)
     paths = read_paths(directory, meta)
     labels = read_labels(directory, meta) if LABELS in meta["files"] else None
+    names = read_class_names(directory, meta) if CLASSES in meta["files"] else None
     dba = read_vectors(directory, meta, DBA) if meta.get("dba") else None
     check_backend_file(directory, meta)
-    return Snapshot(directory, meta, vectors, paths, labels, dba)
+    return Snapshot(directory, meta, vectors, paths, labels, names, dba)

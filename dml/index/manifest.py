@@ -3,7 +3,10 @@
     format_version, metric ("cosine"), backend, backend_options, dim, count, labelled,
     model, embedding_size, image_shape, weights, weights_sha256 (null when the index
     was built from features without naming the network), created, updated, files,
-    dba (optional: {"n", "alpha"} of the database-side augmentation stored in dba.npy).
+    and optionally: dba, the {"n", "alpha"} of the database-side augmentation stored in
+    dba.npy; threshold, the "no match" threshold (a cosine similarity in [-1, 1]; absent
+    or null: none), below which search.py and the service answer that the query's item
+    is not in the gallery unless a request gives its own threshold.
 
 Query images and added images are embedded with the recorded network only: a query
 flag naming another network, image size, embedding size or weights is refused, and
@@ -78,6 +81,19 @@ def new_meta(record, backend, options, dim, count, labelled, dba=None):
     if dba is not None:
         meta["dba"] = {"n": int(dba["n"]), "alpha": float(dba["alpha"])}
     return meta
+
+
+def with_threshold(meta, threshold):
+    """meta with threshold set (None: removed)."""
+    meta = {key: value for key, value in meta.items() if key != "threshold"}
+    return meta if threshold is None else dict(meta, threshold=float(threshold))
+
+
+def check_threshold_network(meta, threshold_sha256, where):
+    """A threshold calibrated on other weights than the index's is refused."""
+    if threshold_sha256 and meta.get("weights_sha256") and threshold_sha256 != meta["weights_sha256"]:
+        raise UserError(f"{where} was calibrated with other weights (sha256 {threshold_sha256[:12]}...) than the "
+                        f"index's ({meta['weights_sha256'][:12]}...): calibrate with the index's network")
 
 
 def updated_meta(meta, count, labelled):

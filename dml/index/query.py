@@ -88,29 +88,54 @@ def run(snapshot, queries, k, threshold, session=None, settings=None, gallery_li
     return [(s[m], r[m]) for s, r, m in zip(scores, rows, keep)]
 
 
+def threshold_in_effect(flag_value, snapshot):
+    """(threshold, source): the flag's value when given, else the index's stored
+    threshold; source "flag", "index" or None (no threshold)."""
+    if flag_value is not None:
+        return flag_value, "flag"
+    stored = snapshot.meta.get("threshold")
+    return (float(stored), "index") if stored is not None else (None, None)
+
+
 def label_text(labels, row):
     return "" if labels is None or labels[row] == UNKNOWN else str(int(labels[row]))
 
 
-def print_hits(snapshot, names, results):
+def class_name(snapshot, row):
+    """The class name of a gallery row ("" when unknown)."""
+    names, labels = snapshot.class_names, snapshot.labels
+    if not names or labels is None or labels[row] == UNKNOWN:
+        return ""
+    return names.get(int(labels[row]), "")
+
+
+def print_hits(snapshot, names, results, threshold=None):
+    """One tab-separated line per hit; a query without a hit at or above the threshold
+    prints `query - - no match`."""
     labelled = snapshot.labels is not None
-    print("query\trank\tscore\tpath" + ("\tlabel" if labelled else ""))
+    named = labelled and bool(snapshot.class_names)
+    print("query\trank\tscore\tpath" + ("\tlabel" if labelled else "") + ("\tclass" if named else ""))
     for name, (scores, rows) in zip(names, results):
+        if len(rows) == 0:
+            print(f"{name}\t-\t-\tno match" + (f" (best hit below {threshold:g})" if threshold is not None else ""))
         for rank, (score, row) in enumerate(zip(scores, rows), start=1):
             label = "\t" + (label_text(snapshot.labels, row) or "-") if labelled else ""
+            label += "\t" + (class_name(snapshot, row) or "-") if named else ""
             print(f"{name}\t{rank}\t{score:.6f}\t{snapshot.paths[row]}{label}")
 
 
-def as_json(snapshot, names, results, k, threshold, settings=None):
+def as_json(snapshot, names, results, k, threshold, source=None, settings=None):
+    """search.py's JSON: per query its hits (rank, score, path, row, label, class_name)
+    and `match` (false: no hit reached the threshold); `rerank` when `settings` re-ranked."""
     hits = []
     for name, (scores, rows) in zip(names, results):
-        hits.append({"query": name, "hits": [
+        hits.append({"query": name, "match": bool(len(rows)), "hits": [
             {"rank": rank, "score": float(s), "path": snapshot.paths[r], "row": int(r),
              "label": int(snapshot.labels[r]) if snapshot.labels is not None and snapshot.labels[r] != UNKNOWN
-             else None}
+             else None, "class_name": class_name(snapshot, r) or None}
             for rank, (s, r) in enumerate(zip(scores, rows), start=1)]})
     meta = {key: snapshot.meta.get(key) for key in ("backend", "count", "dim", "model", "weights", "updated")}
-    content = {"index": meta, "topk": k, "threshold": threshold, "results": hits}
+    content = {"index": meta, "topk": k, "threshold": threshold, "threshold_source": source, "results": hits}
     if settings is not None and settings.active:
         content["rerank"] = dict(settings.record(), **({"dba": snapshot.meta["dba"]} if settings.method == "dba"
                                                         else {}))
@@ -139,5 +164,5 @@ def save_grids(directory, snapshot, names, query_labels, results):
     labels = np.concatenate([gallery_labels, np.asarray(query_labels, np.int64)])
     queries = np.arange(len(snapshot), len(snapshot) + len(names))
     neighbours = [rows for _, rows in results]
-    for path in grid.save_grids(directory, paths, labels, queries, neighbours):
+    for path in grid.save_grids(directory, paths, labels, queries, neighbours, names=snapshot.class_names):
         print(f"retrieval grid written to {path}")

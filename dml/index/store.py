@@ -27,6 +27,7 @@ import stat
 
 import numpy as np
 
+from dml.data import class_names
 from dml.errors import UserError
 
 from . import generation, untrusted
@@ -118,14 +119,18 @@ def write_vectors(path, blocks, total, dim):
     del out
 
 
-def write_contents(directory, blocks, paths, labels, meta):
-    """The files of a generation but index.json (finish_meta writes it, last)."""
+def write_contents(directory, blocks, paths, labels, meta, names=None):
+    """The files of a generation but index.json (finish_meta writes it, last);
+    `names`: {label: class name} for classes.txt, or None."""
     write_vectors(os.path.join(directory, generation.VECTORS), blocks, len(paths), meta["dim"])
     with open(os.path.join(directory, generation.PATHS), "w", encoding="utf-8") as handle:
         handle.write("".join(p + "\n" for p in paths))
     if labels is not None:
         with open(os.path.join(directory, generation.LABELS), "wb") as handle:
             np.save(handle, np.asarray(labels, dtype=np.int64))
+    if names:
+        with open(os.path.join(directory, generation.CLASSES), "w", encoding="utf-8") as handle:
+            handle.write(class_names.render(names))
 
 
 def finish_meta(directory, meta):

@@ -67,6 +67,10 @@ def worker_count():
     return len(os.sched_getaffinity(0)) if onednn.available() else 1
 
 
+class Cancelled(Exception):
+    """A search stopped because its `cancel` event was set."""
+
+
 @dataclass
 class Found:
     """What `search` returns: scores [Q, depth] (float32), indices [Q, depth] (int64)
@@ -94,7 +98,7 @@ def exact_scores(queries, gallery, rows, cols):
 
 
 def search(queries, gallery, depth, exclude=None, pivots=None, count_limit=None, block_size=None,
-           budget=DEFAULT_BUDGET, screen=None, symmetric=False):
+           budget=DEFAULT_BUDGET, screen=None, symmetric=False, cancel=None):
     """Exact top-`depth` of each query, and ranks of pivots.
 
     queries: [Q, D] float32; gallery: [N, D] float32 array or memory map.
@@ -113,13 +117,16 @@ def search(queries, gallery, depth, exclude=None, pivots=None, count_limit=None,
     screen: "bfloat16" or "float32" (default: default_screen(Q)).
     symmetric: the queries are the gallery (row i of both the same vector): each
       product of two blocks serves both (half the products).
+    cancel: None or a threading.Event another thread may set: the search then raises
+      Cancelled after the products in progress (a training run's stop signal must not
+      wait for a long test).
     """
     if np.ndim(queries) != 2 or np.ndim(gallery) != 2 or np.shape(queries)[1] != np.shape(gallery)[1]:
         raise ValueError(f"queries {np.shape(queries)} and gallery {np.shape(gallery)} must be [Q, D] and [N, D]")
     if symmetric and len(queries) != len(gallery):
         raise ValueError("symmetric search needs the queries to be the gallery's rows")
     job = _Job(queries, gallery, depth, exclude, pivots, count_limit, block_size, budget,
-               screen or default_screen(len(queries)), symmetric)
+               screen or default_screen(len(queries)), symmetric, cancel)
     return job.run()
 
 
@@ -138,7 +145,7 @@ class _Chunk:
 
 class _Job:
     def __init__(self, queries, gallery, depth, exclude, pivots, count_limit, block_size, budget, screen,
-                 symmetric):
+                 symmetric, cancel=None):
         if screen not in SCREENS:
             raise ValueError(f"screen must be one of {SCREENS}, got {screen!r}")
         self.queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -159,6 +166,11 @@ class _Job:
             _CHUNK_ELEMENTS // block, _CHUNK_ELEMENTS // max(self.dim, 1), budget // (4 * block * self.workers))))
         self.budget = budget
         self.rounded = None
+        self.cancel = cancel
+
+    def check_cancel(self):
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("the search was cancelled")
 
     def run(self):
         num_queries = len(self.queries)
@@ -224,6 +236,7 @@ class _Job:
         state = _Block(self, block)
         buffer = np.empty(len(state.queries) * self.chunk, np.float32)
         for offset in range(start, stop, self.chunk):
+            self.check_cancel()
             chunk = self.chunk_of(offset, min(offset + self.chunk, stop))
             out = buffer[:len(state.queries) * (chunk.stop - chunk.start)].reshape(len(state.queries), -1)
             state.visit(self.product(state.operand, chunk.operand, out, self.screen), chunk)
@@ -235,6 +248,7 @@ class _Job:
         mine = states[block]
         own_chunk = self.chunk_of(*self.blocks[block])
         for other in range(block, len(self.blocks)):
+            self.check_cancel()
             chunk = own_chunk if other == block else self.chunk_of(*self.blocks[other])
             sims = self.product(mine.operand, chunk.operand, np.empty((len(mine.queries), chunk.stop - chunk.start),
                                                                       np.float32), self.screen)

@@ -1,6 +1,7 @@
 """infer.py's feature files: `F.npy` (float32 [N, D]), `F.paths.txt` (row r's image on
 line r), `F.meta.json` (the record of the network that made them, dml.run_record, with
-the row count and dimension) and, for labelled inputs, `F.labels.npy` ([N] int64).
+the row count and dimension) and, for labelled inputs, `F.labels.npy` ([N] int64) and
+`F.classes.txt` (the class names, when the data has a classes.txt).
 Written as one set by infer.py, read back and checked by index.py and search.py."""
 import json
 import os
@@ -27,10 +28,11 @@ def write_paths(handle, paths):
     handle.write("".join(p + "\n" for p in paths).encode())
 
 
-def save_features(path, fea, paths, labels=None, record=None):
+def save_features(path, fea, paths, labels=None, record=None, names_text=None):
     """Write features (.npy), their paths (.paths.txt), the network's record
-    (.meta.json) and labels (.labels.npy) as one set; an older set's .labels.npy or
-    .meta.json that this one lacks is removed."""
+    (.meta.json), labels (.labels.npy) and class names (.classes.txt, the text of a
+    classes.txt) as one set; an older set's .labels.npy, .meta.json or .classes.txt
+    that this one lacks is removed."""
     path = features_path(path)
     writers = {path: lambda handle: np.save(handle, fea),
                companion(path, ".paths.txt"): lambda handle: write_paths(handle, paths)}
@@ -40,7 +42,9 @@ def save_features(path, fea, paths, labels=None, record=None):
         writers[companion(path, META)] = lambda handle: handle.write(text.encode())
     if labels is not None:
         writers[companion(path, ".labels.npy")] = lambda handle: np.save(handle, labels)
-    write_set(writers, stale=[companion(path, ".labels.npy"), companion(path, META)])
+        if names_text is not None:
+            writers[companion(path, ".classes.txt")] = lambda handle: handle.write(names_text.encode("utf-8"))
+    write_set(writers, stale=[companion(path, suffix) for suffix in (".labels.npy", META, ".classes.txt")])
     print(f"{len(fea)} features of dimension {fea.shape[1]} written to {path} "
           f"(paths: {companion(path, '.paths.txt')})")
 

@@ -5,7 +5,8 @@ import sys
 import numpy as np
 import paddle
 
-from dml.runtime import acceleration
+from dml.runtime import acceleration, paddle_compat
+from dml.runtime.device import gpu_id
 
 
 def progress(iterable, total, desc, enabled=None):
@@ -20,28 +21,42 @@ def progress(iterable, total, desc, enabled=None):
 
 
 @paddle.no_grad()
-def extract_features(model, loader, show_progress=None, engine=acceleration.DEFAULT_INFER_ENGINE):
+def extract_features(model, loader, show_progress=None, engine=acceleration.DEFAULT_INFER_ENGINE, after_batch=None):
     """Run `model` in eval mode over a test loader; `engine` "static" runs it exported
     to an in-process predictor (acceleration.inference_forward), "dygraph" as it is.
 
     Returns (features [N,D] float32, labels [N], skipped [N] bool); rows of unreadable
     images are kept in place (zeros in, features out) and flagged in `skipped`.
+    The loader keeps batches on the host (reader.test_loader): a predictor copies each
+    to its device once, the dynamic graph gets it copied to the current device once.
     Features reach the host once per batch (a predictor's directly, without a Tensor
-    in between); labels and flags once per pass.
+    in between); labels and flags once per pass. `after_batch`, when given, is called
+    after each batch and may raise to abandon the pass (the loader's workers and the
+    predictor are ended either way).
     """
     was_training = isinstance(model, paddle.nn.Layer) and model.training
     if was_training:
         model.eval()
     feats, labels, skipped = [], [], []
+    batches = iter(loader)
     try:
         with acceleration.inference_forward(model, engine) as forward:
-            to_host = getattr(forward, "numpy_features", None) or (lambda images: forward(images).numpy())
-            for images, batch_labels, batch_skipped in progress(loader, len(loader), "features", show_progress):
+            to_host = getattr(forward, "numpy_features", None) or (lambda images: forward(on_device(images)).numpy())
+            for images, batch_labels, batch_skipped in progress(batches, len(loader), "features", show_progress):
                 feats.append(np.asarray(to_host(images), dtype=np.float32))
                 labels.append(batch_labels.reshape([-1]))
                 skipped.append(batch_skipped.reshape([-1]))
+                if after_batch is not None:
+                    after_batch()
     finally:
+        paddle_compat.stop_loader_workers(batches)
         if was_training:
             model.train()
     return (np.concatenate(feats), paddle.concat(labels).numpy(),
             paddle.concat(skipped).numpy().astype(bool))
+
+
+def on_device(images):
+    """A host batch on the current device: one copy to the GPU (the rank's), none on the CPU."""
+    device = gpu_id()
+    return images if device is None else images.cuda(device)

@@ -5,6 +5,9 @@ so a user can see what the model confuses.
     queries = pick_queries(len(features), 10, seed)
     neighbours = nearest(features, queries, k=5)
     save_grids(out_dir, paths, labels, queries, neighbours)   # -> retrievals_000.png, ...
+
+Captions show the class name where `names` ({class id: name}, classes.txt) knows it,
+else the class id; a name too long for the tile is cut with an ellipsis.
 """
 import os
 import re
@@ -81,9 +84,21 @@ def thumbnail(path):
     return tile
 
 
-def describe(label):
-    """Caption text of a label; a negative label means unknown (search.py's unlabelled images)."""
+def describe(label, names=None):
+    """Caption text of a label: its class name when known; a negative label means
+    unknown (search.py's unlabelled images)."""
+    if label >= 0 and names and int(label) in names:
+        return names[int(label)]
     return "class ?" if label < 0 else f"class {label}"
+
+
+def fitted(draw, text, font, width):
+    """`text`, cut with an ellipsis to fit `width` px."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
 
 
 def frame_colour(label, query_label):
@@ -92,7 +107,7 @@ def frame_colour(label, query_label):
     return HIT_FRAME if label == query_label else MISS_FRAME
 
 
-def draw_grid(paths, labels, queries, neighbours):
+def draw_grid(paths, labels, queries, neighbours, names=None):
     """One PIL image: row r = query `queries[r]`, then its `neighbours[r]` in rank order
     (rows may hold fewer neighbours than others)."""
     topk = max((len(found) for found in neighbours), default=0)
@@ -101,26 +116,27 @@ def draw_grid(paths, labels, queries, neighbours):
     font = ImageFont.load_default()
     for row, (query, found) in enumerate(zip(queries, neighbours)):
         y = PAD + row * (TILE + CAPTION + PAD)
-        tiles = [(query, QUERY_FRAME, f"query, {describe(labels[query])}")]
+        tiles = [(query, QUERY_FRAME, f"query, {describe(labels[query], names)}")]
         for rank, item in enumerate(found, start=1):
-            tiles.append((item, frame_colour(labels[item], labels[query]), f"#{rank}, {describe(labels[item])}"))
+            tiles.append((item, frame_colour(labels[item], labels[query]), f"#{rank}, {describe(labels[item], names)}"))
         for col, (item, colour, caption) in enumerate(tiles):
             x = PAD + col * (TILE + PAD)
             draw.rectangle([x, y, x + TILE - 1, y + TILE - 1], fill=colour)
             canvas.paste(thumbnail(paths[item]), (x + FRAME, y + FRAME))
-            draw.text((x + 1, y + TILE + 1), caption, fill=TEXT, font=font)
+            draw.text((x + 1, y + TILE + 1), fitted(draw, caption, font, TILE + PAD - 2), fill=TEXT, font=font)
     return canvas
 
 
-def save_grids(directory, paths, labels, queries, neighbours, rows_per_grid=ROWS_PER_GRID):
+def save_grids(directory, paths, labels, queries, neighbours, rows_per_grid=ROWS_PER_GRID, names=None):
     """Write `retrievals_000.png`, ... (rows_per_grid queries each) to `directory` as
     one set: grids of an earlier run there that this one does not overwrite are
-    removed, other files are left alone. Return the written paths."""
+    removed, other files are left alone. `names`: {class id: name} for the captions.
+    Return the written paths."""
     os.makedirs(directory, exist_ok=True)
     writers = {}
     for number, start in enumerate(range(0, len(queries), rows_per_grid)):
         part = slice(start, start + rows_per_grid)
-        image = draw_grid(paths, labels, queries[part], neighbours[part])
+        image = draw_grid(paths, labels, queries[part], neighbours[part], names)
         writers[os.path.join(directory, f"retrievals_{number:03d}.png")] = \
             lambda handle, image=image: image.save(handle, format="PNG")
     write_set(writers, stale=earlier_grids(directory))

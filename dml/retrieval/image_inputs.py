@@ -5,9 +5,8 @@ import os
 import numpy as np
 
 from dml.data import reader
+from dml.data.imgtool import IMAGE_EXTENSIONS
 from dml.errors import UserError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 def read_plain_list(path):
@@ -24,7 +23,7 @@ def looks_like_sop(path):
         for line in handle:
             fields = line.split()
             if fields:
-                return fields == reader.HEADER or (len(fields) == 4 and all(f.isdigit() for f in fields[:3]))
+                return fields == reader.HEADER or (len(fields) >= 4 and all(f.isdigit() for f in fields[:3]))
     return False
 
 

@@ -30,7 +30,7 @@ def recall_topk(fea, lab, k=1):
     return retrieval_metrics(fea, lab, ks=(k,), map_at_r=False)["recall@%d" % k]
 
 
-def retrieval_metrics(fea, lab, ks=(1, 10, 100, 1000), map_at_r=True, block_size=None, rerank=None):
+def retrieval_metrics(fea, lab, ks=(1, 10, 100, 1000), map_at_r=True, block_size=None, rerank=None, cancel=None):
     """Recall@K for each K in `ks`, and MAP@R, in one pass over blocks of queries.
 
     fea: [N, D] numpy array or paddle Tensor (any float dtype; computed in float32).
@@ -45,13 +45,15 @@ def retrieval_metrics(fea, lab, ks=(1, 10, 100, 1000), map_at_r=True, block_size
     are left out of it; nan when no query has one).
     block_size: queries per block (exact_search.QUERY_BLOCK by default).
     rerank: a dml.retrieval.rerank.Settings: the metrics of the re-ranked results.
+    cancel: a threading.Event that stops the computation (exact_search.Cancelled).
     """
     fea = normalised_features(fea)
-    return _metrics(fea, fea, _class_ids(lab, len(fea)), np.arange(len(fea)), ks, map_at_r, block_size, rerank)
+    return _metrics(fea, fea, _class_ids(lab, len(fea)), np.arange(len(fea)), ks, map_at_r, block_size, rerank,
+                    cancel)
 
 
 def query_gallery_metrics(query_fea, query_lab, gallery_fea, gallery_lab, ks=(1, 10, 20, 30, 40, 50),
-                          map_at_r=True, block_size=None, rerank=None):
+                          map_at_r=True, block_size=None, rerank=None, cancel=None):
     """Recall@K and MAP@R of queries searching a separate gallery (In-Shop's protocol).
 
     As retrieval_metrics, but each query is ranked against the gallery items only (no
@@ -69,10 +71,10 @@ def query_gallery_metrics(query_fea, query_lab, gallery_fea, gallery_lab, ks=(1,
                          % (len(query_lab), len(gallery_lab), len(queries), len(gallery)))
     classes = _class_ids(np.concatenate([gallery_lab, query_lab]), len(gallery) + len(queries))
     query_rows = np.arange(len(gallery), len(gallery) + len(queries))
-    return _metrics(queries, gallery, classes, query_rows, ks, map_at_r, block_size, rerank)
+    return _metrics(queries, gallery, classes, query_rows, ks, map_at_r, block_size, rerank, cancel)
 
 
-def _metrics(queries, gallery, classes, query_rows, ks, map_at_r, block_size, rerank):
+def _metrics(queries, gallery, classes, query_rows, ks, map_at_r, block_size, rerank, cancel=None):
     """The metrics of `queries` (rows query_rows of `classes`: below len(gallery), the
     gallery row each query is, left out of its results) searching `gallery` (rows
     ..len(gallery) of `classes`), re-ranked as `rerank` says."""
@@ -84,8 +86,8 @@ def _metrics(queries, gallery, classes, query_rows, ks, map_at_r, block_size, re
     ranked = reranking.for_metrics(rerank or reranking.Settings(), queries, gallery, own)
     depth = np.maximum(num_pos if map_at_r else 0, ranked.depth)
     found = exact_search.search(ranked.queries, ranked.gallery, depth, exclude=own, block_size=block_size,
-                                pivots=_best_positives(ranked.queries, ranked.gallery, members, query_rows),
-                                count_limit=max(ks), symmetric=ranked.queries is ranked.gallery)
+                                pivots=_best_positives(ranked.queries, ranked.gallery, members, query_rows, cancel),
+                                count_limit=max(ks), symmetric=ranked.queries is ranked.gallery, cancel=cancel)
     query_classes = classes[query_rows]
     first_hit = found.before
     if ranked.reorder is not None:
@@ -105,13 +107,15 @@ def _metrics(queries, gallery, classes, query_rows, ks, map_at_r, block_size, re
     return result
 
 
-def _best_positives(queries, gallery, members, query_rows):
+def _best_positives(queries, gallery, members, query_rows, cancel=None):
     """(score, gallery row) of each query's most similar positive (the lower row among
     equals), as exact_search.exact_scores gives them; row -1 where it has none."""
     scores = np.full(len(query_rows), np.nan, np.float32)
     rows = np.full(len(query_rows), -1, np.int64)
     step = max(1, (1 << 20) // max(int(members.sizes.max()), 1))
     for start in range(0, len(query_rows), step):
+        if cancel is not None and cancel.is_set():
+            raise exact_search.Cancelled("the metrics were cancelled")
         block = np.arange(start, min(start + step, len(query_rows)))
         positives = members.positives(query_rows[block])
         own = np.where(query_rows[block] < members.num_gallery, query_rows[block], members.num_gallery)

@@ -1,8 +1,9 @@
 """What a test scores: every image of one list against all the others (SOP, CUB,
 Cars196), or the images of a query list against a separate gallery list (In-Shop).
 
-Both eval.py and the training scripts' periodic test go through `score_network`, so
-they print the same Recall@1 for the same weights.
+Both eval.py and the training scripts' periodic test go through `embed_test_set` and
+`score`, so they print the same Recall@1 for the same weights, with one process or
+several.
 """
 import os
 from dataclasses import dataclass
@@ -12,8 +13,9 @@ import numpy as np
 
 from dml.data import reader
 from dml.errors import UserError
+from dml.runtime.ranks import SINGLE
 
-from . import features, metrics
+from . import metrics, sharded
 
 
 @dataclass(frozen=True)
@@ -47,28 +49,29 @@ def read_test_set(data_dir, test_list, query_list=None, gallery_list=None):
 
 @dataclass
 class Scored:
-    """Features of the readable images of each list and the metrics computed from them."""
+    """Features of the readable images of each list and the metrics computed from them
+    (`result` None until scored; only rank 0 scores)."""
 
     fea: list
     labels: list
     kept: list
     skipped: list
-    result: dict
+    result: Optional[dict] = None
 
     @property
     def num_queries(self):
         return len(self.fea[0])
 
 
-def score_network(network, test_set, image_size, batch_size, num_workers, engine, ks=(1,), map_at_r=False,
-                  rerank=None):
-    """Extract the features of every list of `test_set` and score them (re-ranked as
-    `rerank`, a dml.retrieval.rerank.Settings, says); unreadable images are left out
-    (and reported by the caller from `skipped`)."""
+def embed_test_set(network, test_set, image_size, batch_size, num_workers, engine, ranks=SINGLE, after_batch=None,
+                   shared_memory=None):
+    """The features of every list of `test_set` (each split over `ranks` and gathered,
+    sharded.extract_list), unreadable images left out (reported by the caller from
+    `skipped`); UserError when too few are left to score."""
     fea, labels, kept, skipped = [], [], [], []
     for image_list in test_set.lists:
-        loader = reader.test_loader(image_list, image_size, batch_size, num_workers)
-        values, list_labels, unreadable = features.extract_features(network, loader, engine=engine)
+        values, list_labels, unreadable = sharded.extract_list(network, image_list, image_size, batch_size,
+                                                               num_workers, engine, ranks, after_batch, shared_memory)
         readable = np.flatnonzero(~unreadable)
         fea.append(values[readable])
         labels.append(list_labels[readable])
@@ -79,10 +82,26 @@ def score_network(network, test_set, image_size, batch_size, num_workers, engine
         if len(rows) < least:
             raise UserError(f"only {len(rows)} readable image(s) in {image_list.list_path}: "
                             f"need at least {least} to evaluate")
+    return Scored(fea, labels, kept, skipped)
+
+
+def score(scored, ks=(1,), map_at_r=False, cancel=None, rerank=None):
+    """The metrics of embedded test lists (all against all, or queries against the
+    gallery); `cancel`: see exact_search.search; `rerank`: see score_network."""
     ks = sorted(set(ks) | {1})
-    if test_set.gallery is None:
-        result = metrics.retrieval_metrics(fea[0], labels[0], ks=ks, map_at_r=map_at_r, rerank=rerank)
-    else:
-        result = metrics.query_gallery_metrics(fea[0], labels[0], fea[1], labels[1], ks=ks, map_at_r=map_at_r,
-                                               rerank=rerank)
-    return Scored(fea, labels, kept, skipped, result)
+    if len(scored.fea) == 1:
+        return metrics.retrieval_metrics(scored.fea[0], scored.labels[0], ks=ks, map_at_r=map_at_r, rerank=rerank,
+                                         cancel=cancel)
+    return metrics.query_gallery_metrics(scored.fea[0], scored.labels[0], scored.fea[1], scored.labels[1], ks=ks,
+                                         map_at_r=map_at_r, rerank=rerank, cancel=cancel)
+
+
+def score_network(network, test_set, image_size, batch_size, num_workers, engine, ks=(1,), map_at_r=False,
+                  ranks=SINGLE, rerank=None):
+    """Extract the features of every list of `test_set` (split over `ranks`) and score
+    them on rank 0 (the other ranks' `result` stays None), re-ranked as `rerank` (a
+    dml.retrieval.rerank.Settings) says."""
+    scored = embed_test_set(network, test_set, image_size, batch_size, num_workers, engine, ranks)
+    if ranks.leader:
+        scored.result = score(scored, ks, map_at_r, rerank=rerank)
+    return scored

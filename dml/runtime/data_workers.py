@@ -5,9 +5,11 @@
   available to it less one for itself: two workers decode ~200-270 images/s at 224
   px, far below what a GPU trains ResNet50 at.
 * Shared memory: workers hand batches over through /dev/shm; Docker gives containers
-  64 MB by default, less than a few prefetched batches of 224 px images. When
-  /dev/shm is smaller than the batches in flight need, batches go through pipes
-  (slower), said in one line; `docker run --shm-size=8g` avoids it.
+  64 MB by default, less than a few prefetched batches of 224 px images. Every rank
+  on the machine shares it, and a training rank's test loader runs while its
+  training loader's workers hold their batches, so the need counted is the sum over
+  both loaders, times the local ranks. When /dev/shm is smaller, batches go through
+  pipes (slower), said in one line; `docker run --shm-size=8g` avoids it.
 * Signals: paddle.distributed.launch sends SIGTERM to each rank's whole process
   group, workers included, and a signal sent by a cluster scheduler to every process
   reaches them too. A worker killed that way makes Paddle raise "DataLoader process
@@ -71,19 +73,37 @@ def shm_free_bytes(path=SHM_PATH):
     return stats.f_bavail * stats.f_frsize
 
 
-def use_shared_memory(num_workers, batch_bytes, free_bytes=None):
-    """Whether workers may pass batches through shared memory; says so in one line
-    (once per process and worker count) when not."""
-    if num_workers <= 0:
+def shm_needed(loaders, local_ranks=1):
+    """Bytes of /dev/shm the batches in flight take: `loaders` are one rank's
+    (workers, bytes per batch) pairs that are alive at the same time (a training
+    loader and its periodic test's), times the ranks on this machine."""
+    return SHM_MARGIN * PREFETCH * local_ranks * sum(workers * size for workers, size in loaders)
+
+
+def use_shared_memory(loaders, free_bytes=None, local_ranks=None):
+    """Whether decode workers may pass batches through /dev/shm: shm_needed of `loaders`
+    for every rank on this machine (the launcher's PADDLE_LOCAL_SIZE) must fit. Says so
+    in one line (once per process and need) when not."""
+    if not any(workers > 0 for workers, _ in loaders):
         return False
+    local_ranks = local_ranks or _local_ranks()
     free = shm_free_bytes() if free_bytes is None else free_bytes
-    needed = SHM_MARGIN * PREFETCH * num_workers * batch_bytes
+    needed = shm_needed(loaders, local_ranks)
     if free is None or free >= needed:
         return True
-    if num_workers in _said:
+    if needed in _said:
         return False
-    _said.add(num_workers)
+    _said.add(needed)
+    workers = "+".join(str(w) for w, _ in loaders if w > 0)
+    ranks = f" on each of {local_ranks} ranks" if local_ranks > 1 else ""
     print(f"{SHM_PATH} has {free / 2**20:.0f} MB free, less than the ~{needed / 2**20:.0f} MB "
-          f"{num_workers} decode workers need for their batches: passing batches through pipes instead "
+          f"{workers} decode workers{ranks} need for their batches: passing batches through pipes instead "
           f"(slower; in Docker, start the container with --shm-size=8g)", flush=True)
     return False
+
+
+def _local_ranks():
+    try:
+        return max(1, int(os.environ.get("PADDLE_LOCAL_SIZE", "1")))
+    except ValueError:
+        return 1

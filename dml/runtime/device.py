@@ -33,6 +33,21 @@ def choose_device(use_gpu):
     return "cpu"
 
 
+#: Paddle's switch for deterministic cuDNN kernels (convolution algorithms without
+#: atomic additions); it exists in CUDA builds only.
+CUDNN_DETERMINISTIC = "FLAGS_cudnn_deterministic"
+
+
+def make_deterministic(device, repeatable):
+    """On a GPU, when the run asks to repeat exactly (`repeatable`), make cuDNN choose
+    deterministic kernels (slower: see README, "GPU"). The CPU kernels used are
+    deterministic already. Returns whether the flag was set."""
+    if device != "gpu" or not repeatable:
+        return False
+    paddle.set_flags({CUDNN_DETERMINISTIC: True})
+    return True
+
+
 def gpu_id(device=None):
     """The GPU number of a Paddle device name ("gpu:2" -> 2; "gpu" -> 0), by default of
     the current device, which under `paddle.distributed.launch --gpus=2,3` is this

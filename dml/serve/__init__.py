@@ -9,7 +9,6 @@
     limits.py      body size and request time (ASGI middleware)
     images.py      uploaded and gallery images: header checked before decoding
     live_index.py  the one generation each request uses; the next request sees a commit
-    annotations.py class names and a stored "no match" threshold an index may carry
     batching.py    a queue and one worker thread: concurrent work in batches
     embedder.py    images -> unit vectors through the index's network (batched)
     searcher.py    top-k of many requests in one backend call per generation (batched)

@@ -150,17 +150,18 @@ def topk_of(fields):
 
 
 def threshold_of(fields, stored):
-    """The request's threshold, else the index's stored one; "none": every hit."""
+    """(threshold, source): the request's threshold ("request"), else the index's
+    stored one ("index"); "none" or no threshold at all: (None, None), every hit."""
     value = fields.get("threshold")
     if value is None or value == "":
-        return stored
+        return (stored, "index") if stored is not None else (None, None)
     if value == "none":
-        return None
+        return None, None
     number = _number(value)
     if number is None:
         raise ApiError(400, f"threshold must be a number (a cosine similarity, e.g. 0.6) or \"none\", "
                             f"not {str(value)[:40]!r}")
-    return number
+    return number, "request"
 
 
 def replace_of(fields):

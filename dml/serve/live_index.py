@@ -13,10 +13,9 @@ import threading
 from dataclasses import dataclass, field
 
 from dml.errors import UserError
-from dml.index import store
+from dml.index import query, store
 from dml.retrieval import rerank
 
-from . import annotations
 from .errors import ApiError
 
 RECENT = 4  # generations whose paths stay known to /thumb after they are replaced
@@ -26,8 +25,8 @@ RECENT = 4  # generations whose paths stay known to /thumb after they are replac
 class Served:
     snapshot: object  # dml.index store Snapshot
     generation: str
-    class_names: object  # {label: name} or None
-    threshold: object  # stored "no match" threshold or None
+    class_names: object  # {label: name} of the generation's classes.txt, or None
+    threshold: object  # index.json's "no match" threshold, or None
     _lists: dict = field(default_factory=dict, repr=False)
     _lists_lock: object = field(default_factory=threading.Lock, repr=False)
 
@@ -47,8 +46,7 @@ class Served:
 
 def served(snapshot):
     return Served(snapshot, os.path.basename(snapshot.directory),
-                  annotations.class_names(snapshot.directory, snapshot.meta),
-                  annotations.stored_threshold(snapshot.meta))
+                  snapshot.class_names, query.threshold_in_effect(None, snapshot)[0])
 
 
 class LiveIndex:

@@ -60,7 +60,7 @@ async def search(request: Request):
     served = svc.live.current()
     body = await inputs.read_body(request, svc.config.max_images, SEARCH_FIELDS)
     k = inputs.topk_of(body.fields)
-    threshold = inputs.threshold_of(body.fields, served.threshold)
+    threshold, source = inputs.threshold_of(body.fields, served.threshold)
     count = one_kind_of_query(body)
     settings = inputs.rerank_of(body.fields, svc.config.rerank, served.snapshot, count)
     with svc.searcher.batcher.expect(count) as ticket:
@@ -72,7 +72,7 @@ async def search(request: Request):
             names = [f"vectors[{i}]" for i in range(len(vectors))]
         job = Job(served, vectors, k, threshold, settings if settings.active else None)
         results = await asyncio.wrap_future(ticket.submit(job, len(vectors)))
-    return JSONResponse(hits_reply(served, names, results, k, threshold, settings))
+    return JSONResponse(hits_reply(served, names, results, k, threshold, source, settings))
 
 
 def one_kind_of_query(body):
@@ -90,16 +90,11 @@ def check_dimension(vectors, dim):
     return vectors
 
 
-def hits_reply(served, names, results, k, threshold, settings=None):
-    """search.py's JSON (--save_json), with the generation searched, "no_match" per
-    query and each hit's class name when the index has them."""
-    reply = query.as_json(served.snapshot, names, results, k, threshold, settings)
+def hits_reply(served, names, results, k, threshold, source, settings=None):
+    """search.py's JSON (--save_json: each query's `match`, each hit's class_name when
+    the index has class names, `rerank` when re-ranked), with the generation searched."""
+    reply = query.as_json(served.snapshot, names, results, k, threshold, source, settings)
     reply["generation"] = served.generation
-    for result in reply["results"]:
-        result["no_match"] = not result["hits"]
-        if served.class_names:
-            for hit in result["hits"]:
-                hit["class"] = served.class_names.get(hit["label"]) if hit["label"] is not None else None
     return reply
 
 

@@ -1,5 +1,11 @@
 """Mixed precision (--amp, GPU only): the network under autocast, everything else in float32.
 
+* --amp_dtype float16 (the default) needs dynamic loss scaling: Paddle's GradScaler
+  checks the gradients for inf/NaN and decides on the host whether to skip the
+  update, so it reads one flag back from the GPU every step. bfloat16 has float32's
+  range: no scaler, no per-step read; it needs a GPU that computes in it (compute
+  capability 8.0 and newer: A100, H100, RTX 30xx and later), checked at start.
+
 * Autocast covers the network's forward pass only (TrainStep.autocast). Paddle's O1
   autocast casts the inputs of white-list ops (matmul, linear) to float16 whatever
   their dtype, and ops on neither list (logsumexp) follow their inputs, so a loss run
@@ -16,28 +22,40 @@ import functools
 import numpy as np
 import paddle
 
+from dml.errors import UserError
 from dml.runtime import paddle_compat
 
-#: The autocast dtype; float16 with dynamic loss scaling, the GPU's usual choice.
-AMP_DTYPE = "float16"
+#: --amp_dtype choices; float16 (with dynamic loss scaling) is the default.
+AMP_DTYPES = ("float16", "bfloat16")
 INIT_LOSS_SCALING = 2.0**15
 
 
-def make_scaler(amp, device):
-    """A loss scaler for --amp on the GPU; None (float32 training) otherwise."""
+def autocast_dtype(amp, dtype, device):
+    """The dtype the network runs in under --amp on the GPU, or None (float32 training).
+    UserError for bfloat16 on a GPU that lacks it."""
     if not amp:
         return None
     if device != "gpu":
         print("--amp is ignored on the CPU: training in float32.")
         return None
+    if dtype == "bfloat16" and not paddle.amp.is_bfloat16_supported():
+        raise UserError("--amp_dtype=bfloat16 needs a GPU that computes in bfloat16 (compute capability 8.0 or "
+                        "newer, e.g. A100, RTX 30xx); this one does not: use --amp_dtype=float16")
+    return dtype
+
+
+def make_scaler(dtype):
+    """A loss scaler for float16 autocast; None for bfloat16 (float32's range) and float32."""
+    if dtype != "float16":
+        return None
     return paddle.amp.GradScaler(init_loss_scaling=INIT_LOSS_SCALING)
 
 
-def network_autocast(scaler):
-    """What TrainStep runs the network under: autocast when there is a scaler, else None."""
-    if scaler is None:
+def network_autocast(dtype):
+    """What TrainStep runs the network under: autocast to `dtype`, or None (float32)."""
+    if dtype is None:
         return None
-    return functools.partial(paddle.amp.auto_cast, dtype=AMP_DTYPE)
+    return functools.partial(paddle.amp.auto_cast, dtype=dtype)
 
 
 def skipped_step(scaler):

@@ -289,13 +289,13 @@ def state_problem(state):
 
 
 
-def restore_memory(directory, memory, rank, nranks):
-    """Load this rank's cross-batch memory from a checkpoint into `memory`."""
+def restore_memory(directory, memory):
+    """Load a checkpoint's cross-batch memory (the same on every rank) into `memory`."""
     from .memory import read_saved
 
     path = os.path.join(directory, MEMORY)
     try:
-        memory.load(read_saved(path, memory.size, memory.dim, rank, nranks))
+        memory.load(read_saved(path, memory.size, memory.dim))
     except FileNotFoundError:
         raise UserError(f"--checkpoint {directory!r} holds no cross-batch memory ({MEMORY}) for its --xbm_size, "
                         f"so the resumed run would not be the same; start a new run from its weights with "

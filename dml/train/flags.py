@@ -8,6 +8,7 @@ from dml.cli import add_arguments, given
 from dml.data import imgtool
 from dml.errors import UserError
 from dml.flag_types import (
+    DefaultSeed,
     choice,
     increasing_ints,
     nonnegative_float,
@@ -17,6 +18,8 @@ from dml.flag_types import (
     positive_int,
 )
 from dml.script_flags import add_data_arguments, add_engine_argument, add_model_arguments, check_test_lists
+
+from .amp import AMP_DTYPES
 
 LR_STRATEGIES = ("piecewise_decay", "cosine_decay")
 BATCH_RULES = {"elem": ".", "pair": "; each device's share must be divisible by 3 for triplet, and by "
@@ -85,15 +88,19 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
         memory_losses = ", ".join(n for n in losses.names("pair") if losses.spec(n).reference_set)
         add_arguments("xbm_size", nonnegative_int, 0,
                       "Cross-batch memory (Wang et al., XBM, CVPR 2020): compare each batch also with the last "
-                      f"this many training embeddings of this rank (0: off; at least the per-device batch). "
+                      f"this many training embeddings, of every rank's share of each batch (0: off; at least "
+                      f"--train_batch_size). "
                       f"Losses: {memory_losses}.", parser)
         add_arguments("xbm_start_iter", nonnegative_int, 0,
                       "Iteration from which the cross-batch memory is filled and used.", parser)
     add_engine_argument(parser, training=True)
     add_arguments("log_dir", str, None, "Write training curves (loss, lr, accuracy or recall, test recall) as "
                   "VisualDL scalars to this directory (needs: pip install visualdl==2.5.3).", parser)
-    add_arguments("amp", bool, False, "Mixed precision (float16 autocast, dynamic loss scaling) on GPU; "
+    add_arguments("amp", bool, False, "Mixed precision on GPU (autocast of the network to --amp_dtype); "
                   "ignored on CPU.", parser)
+    add_arguments("amp_dtype", choice(*AMP_DTYPES), "float16",
+                  "--amp's dtype: float16 (dynamic loss scaling, one read from the GPU per step) or bfloat16 "
+                  "(no scaler, no per-step read; GPUs of compute capability 8.0 and newer).", parser)
     add_arguments("enable_ce", bool, False,
                   "Continuous evaluation: test at the end and print the 'kpis' lines (train_cost, test_recall).",
                   parser)
@@ -189,9 +196,15 @@ def check(args, family):
                         f"not {args.loss_name}; use --xbm_size=0")
 
 
-def check_memory(args, per_device_batch):
-    """The cross-batch memory must hold at least one device batch."""
-    size = getattr(args, "xbm_size", 0)
-    if size and size < per_device_batch:
-        raise UserError(f"--xbm_size={size} is smaller than a device batch ({per_device_batch} images): "
-                        f"use at least {per_device_batch}, or 0 to switch the memory off")
+def check_memory(args):
+    """The cross-batch memory must hold at least one global batch (every rank pushes
+    the whole of it)."""
+    size, batch = getattr(args, "xbm_size", 0), args.train_batch_size
+    if size and size < batch:
+        raise UserError(f"--xbm_size={size} is smaller than a batch (--train_batch_size={batch}): "
+                        f"use at least {batch}, or 0 to switch the memory off")
+
+
+def repeatable(args):
+    """Whether the run asks to repeat exactly: --seed on the command line or --enable_ce."""
+    return args.enable_ce or not isinstance(args.seed, DefaultSeed)

@@ -14,13 +14,14 @@ from dml import losses, models
 from dml.cli import flag_values, print_arguments
 from dml.data import reader
 from dml.retrieval.test_set import read_test_set
-from dml.runtime import acceleration, data_workers, paddle_compat
-from dml.runtime.device import choose_device
+from dml.runtime import acceleration, data_workers, paddle_compat, ranks
+from dml.runtime.device import choose_device, make_deterministic
 
 from . import amp, checkpoint, interrupts, resume, run_dir
 from . import flags as train_flags
 from .memory import CrossBatchMemory
-from .monitor import CheckpointWriter, PeriodicTest, Run, Schedule
+from .monitor import CheckpointWriter, Run, Schedule
+from .periodic_test import PeriodicTest
 
 
 class TrainStep(nn.Layer):
@@ -31,6 +32,8 @@ class TrainStep(nn.Layer):
     With a cross-batch `memory` switched on (`use_memory`), the objective is the loss
     of the batch against itself plus the loss of the batch against the memory, and the
     batch then joins the memory (after the comparison: no row meets itself there).
+
+    Under several ranks the memory gets the whole global batch (CrossBatchMemory.push).
 
     `autocast` (--amp): a callable returning the context the network runs under; the
     loss runs outside it, in float32 (see dml.train.amp)."""
@@ -74,14 +77,6 @@ def make_optimizer(parameters, lr, lr_strategy="piecewise_decay", lr_steps=(), t
     return optimizer, schedule
 
 
-def init_distributed():
-    """(rank, number of ranks); sets up the process group under paddle.distributed.launch."""
-    nranks = paddle.distributed.get_world_size()
-    if nranks > 1:
-        paddle.distributed.init_parallel_env()
-    return paddle.distributed.get_rank(), nranks
-
-
 def main(parser, family):
     """A training script: parse and check the flags (so a mistake is the one line
     printed), take what a resume or fine-tune inherits, print the configuration
@@ -115,9 +110,8 @@ def prepare(args, family):
 def check_flags(args, family, nranks):
     """Every rule that ties flags together, before anything is read or built."""
     train_flags.check(args, family)
-    per_device = losses.check_batch(args.loss_name, args.train_batch_size,
-                                    getattr(args, "samples_each_class", None), nranks)
-    train_flags.check_memory(args, per_device)
+    losses.check_batch(args.loss_name, args.train_batch_size, getattr(args, "samples_each_class", None), nranks)
+    train_flags.check_memory(args)
 
 
 def train(args, family):
@@ -127,7 +121,9 @@ def train(args, family):
     device = choose_device(args.use_gpu)
     if device == "cpu":
         acceleration.configure_cpu()
-    rank, nranks = init_distributed()
+    make_deterministic(device, train_flags.repeatable(args))
+    world = ranks.current()
+    rank, nranks = world.rank, world.nranks
     spec = losses.spec(args.loss_name)
     samples_each_class = getattr(args, "samples_each_class", None)
     train_list = reader.read_list(args.data_dir, args.train_list, "train")
@@ -146,7 +142,8 @@ def train(args, family):
     loss = losses.create(args.loss_name, model.feature_dim, class_dim=args.class_dim,
                          **train_flags.loss_params(args))
     start = 0
-    scaler = amp.make_scaler(args.amp, device)
+    amp_dtype = amp.autocast_dtype(args.amp, args.amp_dtype, device)
+    scaler = amp.make_scaler(amp_dtype)
     if resume_from:
         resume.check_restorable(resumed, resume_from, scaler is not None)
         checkpoint.restore(resume_from, model, loss)
@@ -155,12 +152,12 @@ def train(args, family):
             print(f"Resuming {resume_from} at iteration {start}")
     elif args.pretrained_model:
         models.load_pretrained(model, args.pretrained_model, verbose=rank == 0, drop_embedding=args.drop_embedding)
-    memory = CrossBatchMemory(args.xbm_size, model.feature_dim) if getattr(args, "xbm_size", 0) else None
+    memory = CrossBatchMemory(args.xbm_size, model.feature_dim, nranks) if getattr(args, "xbm_size", 0) else None
     if memory is not None and resume_from:
-        checkpoint.restore_memory(resume_from, memory, rank, nranks)
+        checkpoint.restore_memory(resume_from, memory)
     amp.restore_scaler(scaler, resumed.get("grad_scaler"))
     train_step = TrainStep(model, loss, acceleration.training_features(model, args.engine, device), memory,
-                           autocast=amp.network_autocast(scaler))
+                           autocast=amp.network_autocast(amp_dtype))
     groups = parameter_groups(model, loss, args.loss_lr_mult, args.loss_weight_decay)
     optimizer, schedule = make_optimizer(groups, args.lr, args.lr_strategy, train_flags.lr_steps(args),
                                          args.total_iter_num)
@@ -169,23 +166,26 @@ def train(args, family):
     step = paddle.DataParallel(train_step) if nranks > 1 else train_step
 
     size = train_flags.image_size(args)
+    workers = data_workers.worker_count(args.num_workers, device, nranks)
+    shared_memory = data_workers.use_shared_memory(  # the training and test loaders' batches, on every local rank
+        [(workers, reader.batch_bytes(args.train_batch_size // nranks, size)),
+         (workers, reader.batch_bytes(args.test_batch_size, size))])
     run = Run(model=model, loss=loss, optimizer=optimizer, rank=rank, nranks=nranks,
               schedule=Schedule(args.display_iter_step, args.test_iter_step, args.save_iter_step,
                                 args.total_iter_num),
-              tester=PeriodicTest(test_set, size, args.test_batch_size,
-                                  data_workers.worker_count(args.num_workers, device, nranks), args.engine),
+              tester=PeriodicTest(test_set, size, args.test_batch_size, workers, args.engine, world, shared_memory),
               writer=CheckpointWriter(args.model_save_dir, args.model,
                                       dict(train_flags.run_identity(args), run_id=run_id),
                                       flags=flag_values(args), last_saved=resume_from),
               log_dir=args.log_dir, enable_ce=args.enable_ce, memory=memory, scaler=scaler,
               skips=reader.SkipReport(train_list))
     run.meter.restore(resumed.get("meter"))
-    if args.test_before_training and start == 0 and rank == 0:
+    if args.test_before_training and start == 0:
         run.test(0)
-    workers = data_workers.worker_count(args.num_workers, device, nranks)
-    loader = reader.train_loader(train_list, sampler, size, workers, start, rank, nranks)
+    loader = reader.train_loader(train_list, sampler, size, workers, start, rank, nranks, shared_memory)
     batches = iter(loader)
     with interrupts.StopRequests() as stops:
+        run.pending_signal = lambda: stops.signum
         try:
             last = time.time()
             for iteration, (images, labels, replaced) in zip(range(start, args.total_iter_num), batches):

@@ -3,8 +3,12 @@ CVPR 2020): the last `size` embeddings of training, so a pair loss can compare e
 batch with many more examples than the batch holds.
 
 The memory keeps unit-length, detached embeddings and their labels in a ring buffer.
-Each rank of a distributed run keeps its own; checkpoints save every rank's, so a
-resumed run continues with exactly the memory it had.
+Under several ranks every rank pushes the whole global batch (each rank's rows
+gathered in rank order, the paper's setup), so all ranks hold the same memory: one
+process with the same global batch would push the same rows in the same order. A
+checkpoint saves that one memory, so a resumed run continues with exactly the memory
+it had. Checkpoints of earlier versions saved one memory per rank (a leading rank
+axis): one rank's is read, several are refused.
 """
 import numpy as np
 import paddle
@@ -14,10 +18,11 @@ from dml.weights.npz_file import NpzFile
 
 
 class CrossBatchMemory:
-    """A FIFO of the last `size` (embedding, label) rows of dimension `dim`."""
+    """A FIFO of the last `size` (embedding, label) rows of dimension `dim`, fed by
+    `nranks` ranks."""
 
-    def __init__(self, size, dim):
-        self.size, self.dim = size, dim
+    def __init__(self, size, dim, nranks=1):
+        self.size, self.dim, self.nranks = size, dim, nranks
         self.embeddings = paddle.zeros([size, dim], dtype="float32")
         self.labels = paddle.full([size], -1, dtype="int64")
         self.head = 0  # the row the next push writes first
@@ -31,9 +36,13 @@ class CrossBatchMemory:
 
     @paddle.no_grad()
     def push(self, embeddings, labels):
-        """Add a batch (normalised and detached here), overwriting the oldest rows."""
+        """Add this rank's share of a global batch (normalised and detached here) and,
+        under several ranks, every other rank's (a collective), overwriting the oldest
+        rows. Nothing is read back to the host."""
         rows = l2_normalize(embeddings.detach().astype("float32"))
         labels = paddle.reshape(labels, [-1]).astype("int64")
+        if self.nranks > 1:
+            rows, labels = _every_ranks(rows), _every_ranks(labels)
         count = rows.shape[0]
         if count >= self.size:
             rows, labels, count = rows[-self.size:], labels[-self.size:], self.size
@@ -58,51 +67,44 @@ class CrossBatchMemory:
         self.head, self.filled = (int(v) for v in state["position"])
 
 
-def gathered_state(memory, nranks):
-    """Every rank's memory state stacked along a new first axis (a collective: call
-    it on every rank); the state of this process alone when there is one rank."""
-    own = memory.state()
-    if nranks <= 1:
-        return {key: value[None] for key, value in own.items()}
-    stacked = {}
-    for key, value in own.items():
-        parts = []
-        paddle.distributed.all_gather(parts, paddle.to_tensor(value))
-        stacked[key] = np.stack([part.numpy() for part in parts])
-    return stacked
+def _every_ranks(tensor):
+    """Every rank's `tensor` (all the same shape) concatenated in rank order."""
+    parts = []
+    paddle.distributed.all_gather(parts, tensor)
+    return paddle.concat(parts)
 
 
-def rank_state(stacked, rank, nranks):
-    """This rank's share of a gathered state; ValueError when the rank counts differ."""
-    _check_ranks(stacked["embeddings"].shape[0], nranks)
-    return {key: value[rank] for key, value in stacked.items()}
-
-
-def _check_ranks(saved_ranks, nranks):
-    if saved_ranks != nranks:
-        raise ValueError(f"the checkpoint's cross-batch memory was saved by {saved_ranks} ranks, "
-                         f"not {nranks}")
-
-
-def read_saved(path, size, dim, rank, nranks):
-    """This rank's state from a checkpoint's memory.npz (what gathered_state saved), read
-    by the bounded parser, never np.load: the members' dtypes and shapes are checked
-    against --xbm_size, the embedding width and the rank count before any array is read.
-    ValueError saying what does not fit; WeightsFileError for a damaged file."""
-    expected = {"embeddings": (np.float32, (nranks, size, dim)), "labels": (np.int64, (nranks, size)),
-                "position": (np.int64, (nranks, 2))}
+def read_saved(path, size, dim):
+    """The memory state in a checkpoint's memory.npz, read by the bounded parser, never
+    np.load: the members' dtypes and shapes are checked against --xbm_size and the
+    embedding width before any array is read. A file of an earlier version holding one
+    memory per rank is read when it holds one, refused when several. ValueError saying
+    what does not fit; WeightsFileError for a damaged file."""
+    expected = {"embeddings": (np.float32, (size, dim)), "labels": (np.int64, (size,)), "position": (np.int64, (2,))}
     with NpzFile(path) as saved:
         if sorted(saved.members) != sorted(expected):
             raise ValueError(f"it holds {sorted(saved.members)[:5]}, not {sorted(expected)}")
+        per_rank = _per_rank_memories(saved.members, expected)
         for name, (dtype, shape) in expected.items():
             got_dtype, got_shape = saved.members[name]
-            if len(got_shape) == len(shape) and got_shape[1:] == shape[1:]:
-                _check_ranks(got_shape[0], nranks)
-            if got_dtype != dtype or got_shape != shape:
+            if got_dtype != dtype or got_shape != (1,) * per_rank + shape:
                 raise ValueError(f"{name} is {got_dtype} {got_shape}, not {np.dtype(dtype)} {shape} "
-                                 f"(--xbm_size={size} x {dim} per rank)")
-        state = rank_state({name: saved.read(name) for name in expected}, rank, nranks)
+                                 f"(--xbm_size={size} x {dim})")
+        state = {name: saved.read(name).reshape(shape) for name, (_, shape) in expected.items()}
     head, filled = (int(v) for v in state["position"])
     if not (0 <= head < size and 0 <= filled <= size) or not np.isfinite(state["embeddings"]).all():
         raise ValueError(f"its position {[head, filled]} or embeddings are not a memory of {size} rows")
     return state
+
+
+def _per_rank_memories(members, expected):
+    """1 when the file has the earlier versions' leading rank axis (holding one memory),
+    else 0; ValueError when it holds the memories of several ranks."""
+    shape = members["embeddings"][1]
+    if len(shape) != len(expected["embeddings"][1]) + 1:
+        return 0
+    if shape[0] != 1:
+        raise ValueError(f"it holds {shape[0]} memories, one per rank, as versions before the shared memory "
+                         f"saved them: they cannot be resumed as one; start a new run from it with "
+                         f"--pretrained_model")
+    return 1

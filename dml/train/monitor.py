@@ -1,5 +1,6 @@
-"""What happens around the training steps: the original log lines, the periodic test,
-checkpoints, VisualDL curves, NaN and stop handling (logs and files on rank 0 only)."""
+"""What happens around the training steps: the original log lines, the periodic test
+(on every rank), checkpoints, VisualDL curves, NaN and stop handling (logs and files
+on rank 0 only)."""
 import os
 import time
 from dataclasses import dataclass
@@ -9,11 +10,10 @@ import paddle
 from dml.cli import fmt_time
 from dml.data import reader
 from dml.errors import UserError
-from dml.retrieval.test_set import TestSet, score_network
 
 from . import agreement, amp, checkpoint, curves, interrupts
-from .memory import gathered_state
 from .meter import Meter
+from .periodic_test import TestStopped
 
 #: State-dict key endings of BatchNorm running statistics (paddle.nn.BatchNorm*'s
 #: documented buffers `_mean` and `_variance`).
@@ -49,23 +49,6 @@ class Schedule:
     total: int
 
 
-@dataclass(frozen=True)
-class PeriodicTest:
-    """Recall@1 over a test set (unreadable images left out), as eval.py computes it."""
-
-    test_set: TestSet
-    image_size: int
-    batch_size: int
-    num_workers: int
-    engine: str
-
-    def __call__(self, model):
-        """(Recall@1, number of queries scored)."""
-        scored = score_network(model, self.test_set, self.image_size, self.batch_size, self.num_workers,
-                               self.engine)
-        return scored.result["recall@1"], scored.num_queries
-
-
 class CheckpointWriter:
     """Writes `<model_save_dir>/<model>/<iteration>/` and remembers the last good one.
 
@@ -93,7 +76,11 @@ class CheckpointWriter:
 
 
 class Run:
-    """What happens around the steps: log lines, periodic tests, checkpoints (rank 0 only)."""
+    """What happens around the steps: log lines and checkpoints (rank 0 only), periodic
+    tests (every rank embeds its share), agreement between ranks.
+
+    `pending_signal()`: this process's stop signal not yet acted on (the training loop
+    points it at its interrupts.StopRequests), read during a test."""
 
     def __init__(self, *, model, loss, optimizer, schedule, tester, writer, rank=0, nranks=1,
                  log_dir=None, enable_ce=False, memory=None, scaler=None, skips=None):
@@ -110,6 +97,9 @@ class Run:
         self.last_recall = None
         self.last_cost = None
         self.curves = curves.ScalarLog(log_dir if rank == 0 else None)
+        self.cadence = agreement.Cadence(nranks)
+        self.pending_signal = lambda: None
+        self._step_seconds, self._steps = 0.0, 0
 
     @property
     def last_saved(self):
@@ -120,35 +110,39 @@ class Run:
         check is due (agreement.due), read them, agree with the other ranks, and log,
         test, save or stop. Returns the seconds spent testing and saving."""
         self.meter.add_step(iteration, seconds, cost, embeddings, probs, labels)
+        self._step_seconds, self._steps = self._step_seconds + seconds, self._steps + 1
         done = iteration + 1
         displaying = iteration % self.schedule.display_every == 0
         testing = done % self.schedule.test_every == 0
         saving = done % self.schedule.save_every == 0 or done == self.schedule.total
-        if not (displaying or testing or saving or agreement.due(done, signum, self.nranks)):
+        if not (displaying or testing or saving or self.cadence.due(done, signum)):
             return 0.0
-        signum = self.check(signum)
+        signum = self.check(signum, done)
         started = time.time()
         if testing or saving:
             average_running_stats(self.model, self.nranks)
-        memory = self.gather_memory() if saving else None
         if saving:
             self.saved_iter = done  # on every rank, so all agree in stop()
-        if self.rank == 0:
-            if displaying:
-                self.display(iteration, lr)
-            if testing:
-                self.test(done)
-            if saving:
-                self.save(done, memory)
+        if displaying and self.rank == 0:
+            self.display(iteration, lr)
+        if testing:
+            signum = self.test(done, self.pending_signal) or signum
+        if saving and self.rank == 0:
+            self.save(done)
         if signum:
             self.stop(done, signum)
         return time.time() - started
 
-    def check(self, signum):
+    def check(self, signum, done=0):
         """Read the pending figures and agree with the other ranks: the stop signal
-        any rank received (0: none); UserError when some rank's loss is not finite."""
+        any rank received (0: none); UserError when some rank's loss is not finite.
+        Sets when the ranks agree next (agreement.Cadence)."""
         self.skips.flush()
-        signum, diverged = agreement.agree(signum, self.meter.flush(), self.rank, self.nranks)
+        seconds_per_step = self._step_seconds / max(self._steps, 1)
+        self._step_seconds, self._steps = 0.0, 0
+        signum, diverged, slowest = agreement.agree(signum, self.meter.flush(), self.rank, self.nranks,
+                                                    seconds_per_step)
+        self.cadence.agreed(done, slowest)
         if diverged:
             where = f" on rank {diverged.rank}" if self.nranks > 1 else ""
             raise UserError(f"the loss became {diverged.value} at iteration {diverged.iteration}{where}; "
@@ -162,29 +156,37 @@ class Run:
         scalars = {f"train/{name}": value for name, value in means.items() if name != "time"}
         self.curves.add(iteration, **scalars, **{"train/lr": lr})
 
-    def save(self, done, memory):
+    def save(self, done):
+        """Rank 0: the checkpoint after `done` steps (the cross-batch memory is the same
+        on every rank: rank 0's is saved)."""
+        memory = None if self.memory is None else self.memory.state()
         self.writer.save(done, self.model, self.loss, self.optimizer, memory, meter=self.meter.values,
                          grad_scaler=amp.scaler_state(self.scaler))
 
-    def gather_memory(self):
-        """Every rank's cross-batch memory (a collective on all ranks), or None."""
-        return None if self.memory is None else gathered_state(self.memory, self.nranks)
-
-    def test(self, done):
+    def test(self, done, pending_signal=lambda: None):
+        """The periodic test after `done` steps, on every rank (rank 0 prints it).
+        Returns the stop signal the ranks agreed on during it (0: it finished)."""
         self.tested_iter = done
-        recall, count = self.tester(self.model)
-        self.last_recall = recall
-        self.curves.add(done, **{"test/recall@1": recall})
-        print("[%s] test_img_num %d, trainbatch %d, test_recall %.5f" % (fmt_time(), count, done, recall),
-              flush=True)
+        try:
+            recall, count = self.tester(self.model, pending_signal)
+        except TestStopped as stopped:
+            if self.rank == 0:
+                print(f"[{fmt_time()}] test at trainbatch {done} stopped by {interrupts.signal_name(stopped.signum)}: "
+                      f"not scored", flush=True)
+            return stopped.signum
+        if self.rank == 0:
+            self.last_recall = recall
+            self.curves.add(done, **{"test/recall@1": recall})
+            print("[%s] test_img_num %d, trainbatch %d, test_recall %.5f" % (fmt_time(), count, done, recall),
+                  flush=True)
+        return 0
 
     def stop(self, done, signum):
         """After SIGINT/SIGTERM: save the state after `done` steps (rank 0), then exit."""
         if self.saved_iter != done:
             average_running_stats(self.model, self.nranks)
-            memory = self.gather_memory()
             if self.rank == 0:
-                self.save(done, memory)
+                self.save(done)
         self.curves.close()
         if self.rank == 0:
             print(f"[{fmt_time()}] stopped by {interrupts.signal_name(signum)} after {done} iterations; "
@@ -195,16 +197,16 @@ class Run:
         raise interrupts.Stopped(interrupts.EXIT_CODES[signum])
 
     def finish(self, start):
-        if self.rank != 0:
-            self.curves.close()
-            return
         if start >= self.schedule.total:
             self.curves.close()
-            print(f"nothing to do: the checkpoint is at iteration {start} >= --total_iter_num")
+            if self.rank == 0:
+                print(f"nothing to do: the checkpoint is at iteration {start} >= --total_iter_num")
             return
         if self.enable_ce and self.tested_iter != self.schedule.total:
             self.test(self.schedule.total)  # the kpis report the final network, as the original's did
         self.curves.close()
+        if self.rank != 0:
+            return
         if self.enable_ce:
             print("kpis\ttrain_cost\t%f" % (self.last_cost if self.last_cost is not None else float("nan")))
             print("kpis\ttest_recall\t%f" % (self.last_recall if self.last_recall is not None else float("nan")))

@@ -65,6 +65,7 @@ RULES = {
     "xbm_size": Rule(TRAJECTORY),
     "xbm_start_iter": Rule(TRAJECTORY, when=lambda flags: bool(flags.get("xbm_size"))),
     "amp": Rule(TRAJECTORY),
+    "amp_dtype": Rule(TRAJECTORY, when=lambda flags: bool(flags.get("amp"))),
     # the optimizer and its learning-rate schedule
     "lr": Rule(TRAJECTORY),
     "lr_strategy": Rule(TRAJECTORY),
@@ -159,7 +160,7 @@ def _differs(flag_rule, a, b):
 
 def check_restorable(state, directory, has_scaler):
     """What a run keeps beside its weights comes back whole, or the resume is refused:
-    the log meters, and the loss scaler of --amp on a GPU (the cross-batch memory is
+    the log meters, and the loss scaler of float16 --amp on a GPU (the cross-batch memory is
     checked where it is read, checkpoint.restore_memory)."""
     new_run = "start a new run from its weights with --pretrained_model"
     if not isinstance(state.get("meter"), dict):
@@ -168,5 +169,5 @@ def check_restorable(state, directory, has_scaler):
     if bool(state.get("grad_scaler")) != has_scaler:
         saved = "holds the loss scaler of --amp on a GPU" if state.get("grad_scaler") else "holds no loss scaler"
         now = "with" if has_scaler else "without"
-        raise UserError(f"--checkpoint {directory!r} {saved}, and this run would train {now} one (--amp=True on a "
-                        f"GPU has one): resume it where it was trained, or {new_run}")
+        raise UserError(f"--checkpoint {directory!r} {saved}, and this run would train {now} one (--amp=True with "
+                        f"--amp_dtype=float16 on a GPU has one): resume it where it was trained, or {new_run}")

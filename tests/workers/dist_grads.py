@@ -13,10 +13,12 @@ import paddle
 
 from dml import losses
 from dml.data import reader
+from dml.runtime import ranks
 from dml.train import loop
 
 out_dir, loss_name = sys.argv[1], sys.argv[2]
-rank, nranks = loop.init_distributed()
+current = ranks.current()
+rank, nranks = current.rank, current.nranks
 world = nranks
 if len(sys.argv) > 3:
     rank, nranks = (int(v) for v in sys.argv[3].split("/"))

@@ -2,6 +2,8 @@
 
 A list is a header `image_id class_id super_class_id path` and one row per image, the
 path relative to the folder the lists are written to (the --data_dir to pass later).
+The path is the rest of the row: it may hold spaces, not a tab or line break, and
+neither starts nor ends with whitespace.
 """
 import collections
 import os
@@ -25,8 +27,9 @@ def render(entries, out_dir):
     lines = [HEADER]
     for entry in entries:
         path = os.path.relpath(entry.image, out_dir).replace(os.sep, "/")
-        if len(path.split()) != 1:
-            raise ArchiveError(f"image path {entry.image!r} contains whitespace, which the list format cannot hold")
+        if not path.strip() or path != path.strip() or any(c in path for c in "\t\n\r\v\f"):
+            raise ArchiveError(f"image path {entry.image!r} starts or ends with whitespace or holds a tab or line "
+                               f"break, which the list format cannot hold")
         if entry.class_id < 1 or entry.super_class_id < 1:
             raise ArchiveError(f"class ids must be >= 1: {entry.image} has {entry.class_id}/{entry.super_class_id}")
         lines.append(f"{entry.image_id} {entry.class_id} {entry.super_class_id} {path}")
