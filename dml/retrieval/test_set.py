@@ -85,21 +85,23 @@ def embed_test_set(network, test_set, image_size, batch_size, num_workers, engin
     return Scored(fea, labels, kept, skipped)
 
 
-def score(scored, ks=(1,), map_at_r=False, cancel=None):
+def score(scored, ks=(1,), map_at_r=False, cancel=None, rerank=None):
     """The metrics of embedded test lists (all against all, or queries against the
-    gallery); `cancel`: see exact_search.search."""
+    gallery); `cancel`: see exact_search.search; `rerank`: see score_network."""
     ks = sorted(set(ks) | {1})
     if len(scored.fea) == 1:
-        return metrics.retrieval_metrics(scored.fea[0], scored.labels[0], ks=ks, map_at_r=map_at_r, cancel=cancel)
+        return metrics.retrieval_metrics(scored.fea[0], scored.labels[0], ks=ks, map_at_r=map_at_r, rerank=rerank,
+                                         cancel=cancel)
     return metrics.query_gallery_metrics(scored.fea[0], scored.labels[0], scored.fea[1], scored.labels[1], ks=ks,
-                                         map_at_r=map_at_r, cancel=cancel)
+                                         map_at_r=map_at_r, rerank=rerank, cancel=cancel)
 
 
 def score_network(network, test_set, image_size, batch_size, num_workers, engine, ks=(1,), map_at_r=False,
-                  ranks=SINGLE):
+                  ranks=SINGLE, rerank=None):
     """Extract the features of every list of `test_set` (split over `ranks`) and score
-    them on rank 0 (the other ranks' `result` stays None)."""
+    them on rank 0 (the other ranks' `result` stays None), re-ranked as `rerank` (a
+    dml.retrieval.rerank.Settings) says."""
     scored = embed_test_set(network, test_set, image_size, batch_size, num_workers, engine, ranks)
     if ranks.leader:
-        scored.result = score(scored, ks, map_at_r)
+        scored.result = score(scored, ks, map_at_r, rerank=rerank)
     return scored
