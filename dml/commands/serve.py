@@ -52,6 +52,9 @@ def build_parser():
     add_arguments("max_wait_ms", nonnegative_float, 10.0, "Longest wait for more requests' images to fill a batch "
                   "(only while more are on their way).", parser)
     add_arguments("use_gpu", bool, True, "Run on the GPU when Paddle sees one.", parser)
+    add_arguments("inference_model", str, None, "Embed images with this model written by export_model.py "
+                  "(paddle.inference or ONNX) instead of the index's weights; its export_info.json must record "
+                  "the index's network (weights sha256, model, embedding size, image shape).", parser)
     add_engine_argument(parser, training=False)
     add_arguments("access_log", bool, False, "Log every request (uvicorn's access log).", parser)
     rerank.add_rerank_arguments(parser, dba_flags=False)
