@@ -11,7 +11,9 @@ paddle.jit.to_static on oneDNN kernels: the previous default, kept for compariso
 ours (acceleration.ExportedInference: the network exported to an in-process predictor,
 what eval.py, infer.py and the trainer's test run by default; the same predictor as
 infer.py --inference_model), predictor-bf16 (the same with bfloat16 oneDNN kernels:
-opt-in, ~1e-2 relative error), torch (when installed: pip install -r requirements-bench.txt).
+opt-in, ~1e-2 relative error), onnxruntime (export_model.py --format onnx run by
+onnxruntime, as infer.py --inference_model runs an ONNX model: pip install -r
+requirements-onnx.txt), torch (when installed: pip install -r requirements-bench.txt).
 Compare ratios, not absolute figures: these machines are shared and noisy.
 """
 import tempfile
@@ -20,7 +22,7 @@ import numpy as np
 
 from bench import timing
 
-PADDLE_ENGINES = ["paddle-1thread", "paddle-dygraph", "paddle-to_static", "ours", "predictor-bf16"]
+PADDLE_ENGINES = ["paddle-1thread", "paddle-dygraph", "paddle-to_static", "ours", "predictor-bf16", "onnxruntime"]
 
 
 def images_of(config):
@@ -34,6 +36,15 @@ def bf16_predictor(model, size, threads):
     directory = tempfile.mkdtemp(prefix="infer-bench-")
     predictor.export(model, size, directory, {"model": model.model_name})
     return predictor.Predictor(directory, use_gpu=False, cpu_threads=threads, bf16=True)
+
+
+def onnx_predictor(model, size, threads):
+    """The network exported to ONNX (checked against the Paddle predictor) in an onnxruntime session."""
+    from dml.retrieval import onnx_export, onnx_model
+
+    directory = tempfile.mkdtemp(prefix="infer-bench-onnx-")
+    onnx_export.export_onnx(model, size, directory, {"model": model.model_name})
+    return onnx_model.OnnxPredictor(directory, cpu_threads=threads)
 
 
 def to_static_onednn(model):
@@ -67,8 +78,8 @@ def paddle_run(engine, config, threads):
     threads = acceleration.configure_cpu(1 if engine == "paddle-1thread" else timing.thread_count(threads))
     model = models.create(name, 0)
     model.eval()
-    if engine == "predictor-bf16":
-        predictor = bf16_predictor(model, size, threads)
+    if engine in ("predictor-bf16", "onnxruntime"):
+        predictor = (bf16_predictor if engine == "predictor-bf16" else onnx_predictor)(model, size, threads)
         return batch, lambda: predictor.run(images)
     if engine == "paddle-to_static":
         forward = to_static_onednn(model)

@@ -195,3 +195,57 @@ def test_bad_paths_are_one_line_exit_2(ckpt, demo_dir, tmp_path):
     proc = run_script("eval.py", *MODEL_FLAGS, "--pretrained_model", str(tmp_path / "none.pdparams"),
                       "--data_dir", demo_dir)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "none.pdparams" in proc.stderr
+
+
+@pytest.mark.slow
+def test_reranked_metrics_and_grids_follow_the_dense_reference(ckpt, demo_dir, saved_features, tmp_path):
+    """--rerank kreciprocal: the metrics and the grid's results are those of the dense
+    numpy reference applied to the same features."""
+    import rerank_reference
+    from test_rerank import brute_force_of_rankings, kreciprocal_orders
+
+    proc = run_script("eval.py", *MODEL_FLAGS, "--pretrained_model", ckpt, "--data_dir", demo_dir,
+                      "--batch_size", "10", "--recall_k", "1,2,4,8", "--rerank", "kreciprocal", "--kr_k1", "5",
+                      "--kr_k2", "2", "--rerank_depth", "12", "--save_json", str(tmp_path / "m.json"),
+                      "--save_retrievals", str(tmp_path / "grids"), "--num_queries", "3", "--topk", "4",
+                      "--seed", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert "re-ranked: method kreciprocal, kr_k1 5, kr_k2 2, kr_lambda 0.3, rerank_depth 12" in proc.stdout
+    fea = np.load(saved_features)
+    labels = np.load(saved_features.replace(".npy", ".labels.npy"))
+    rows = np.arange(len(fea))
+    unit = rerank_reference.unit(fea)
+    distances = rerank_reference.kreciprocal_distances(fea, fea, 5, 2, 0.3, query_rows=rows)
+    orders = kreciprocal_orders(distances, rerank_reference.ranking(unit @ unit.T, exclude=rows), 12)[:, :-1]
+    expected = brute_force_of_rankings(orders, labels, labels, (1, 2, 4, 8))
+    content = json.load(open(tmp_path / "m.json"))
+    assert content["rerank"] == {"method": "kreciprocal", "kr_k1": 5, "kr_k2": 2, "kr_lambda": 0.3,
+                                 "rerank_depth": 12}
+    for key, value in expected.items():
+        assert content["metrics"][key] == pytest.approx(value, abs=1e-9), key
+    image = Image.open(tmp_path / "grids" / "retrievals_000.png").convert("RGB")
+    tile = grid.TILE
+    for row, query in enumerate(grid.pick_queries(40, 3, seed=5)):
+        y = 6 + row * (tile + grid.CAPTION + 6) + 1
+        for col, item in enumerate(orders[query][:4], start=1):
+            colour = (0, 170, 0) if labels[item] == labels[query] else (220, 0, 0)
+            assert image.getpixel((6 + col * (tile + 6) + 1, y)) == colour
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--rerank", "kreciprocal", "--kr_k1", "40"), "--kr_k1 40 needs at least 41 items"),
+    (("--rerank", "qe", "--qe_n", "40"), "--qe_n 40 is more than the 39 neighbour(s)"),
+    (("--rerank", "dba", "--dba_n", "45"), "--dba_n 45 is more than the 39 neighbour(s)"),
+    (("--rerank", "kreciprocal", "--kr_k1", "3", "--kr_k2", "5"), "--kr_k2 5 must be at most --kr_k1 + 1 (4)"),
+])
+def test_rerank_parameters_beyond_the_test_set_are_one_line_before_embedding(demo_dir, flags, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        eval_script.evaluate(parse("--pretrained_model", "never-read", "--data_dir", demo_dir, *flags))
+
+
+def test_an_unknown_rerank_method_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse("--pretrained_model", "x", "--rerank", "mqe")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "'mqe' is not one of the available re-ranking methods: none, qe, dba, kreciprocal" in err

@@ -282,6 +282,30 @@ def test_memory_mapped_gallery_and_empty_inputs(tmp_path, screen):
         exact_search.search(q[:, :5], gallery, 3)
 
 
+def test_a_read_only_mapped_gallery_is_measured_once_and_others_every_search(tmp_path, monkeypatch):
+    """The float32 screen's row-norm bounds of a read-only memory map (an index
+    generation) are computed by its first search only; a writable array is measured
+    again by each search, so a change between searches is seen (a row made 1,000 times
+    longer wins). Both stay exact."""
+    rng = np.random.default_rng(12)
+    gallery = unit_rows(rng, 3000, 24)
+    np.save(tmp_path / "g.npy", gallery)
+    mapped = np.load(tmp_path / "g.npy", mmap_mode="r")
+    q = unit_rows(rng, 4, 24)
+    measured = []
+    norm_bounds = bfloat16.norm_bounds
+    monkeypatch.setattr(bfloat16, "norm_bounds", lambda rows: measured.append(len(rows)) or norm_bounds(rows))
+    for _ in range(3):
+        assert_exact_top(exact_search.search(q, mapped, 7, screen="float32"), q, gallery, 7)
+    assert sum(n for n in measured if n != len(q)) == len(gallery)
+    writable = gallery.copy()
+    for scale in (1.0, 1000.0):
+        writable[2999] = gallery[2999] * scale
+        measured.clear()
+        assert_exact_top(exact_search.search(q, writable, 7, screen="float32"), q, writable, 7)
+        assert sum(n for n in measured if n != len(q)) == len(gallery)
+
+
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_a_cancelled_search_stops_after_the_products_in_progress(monkeypatch, symmetric):
     """Cancelled during its first product: the search raises Cancelled, and no task

@@ -162,3 +162,121 @@ def test_grid_unknown_labels_grey_and_short_rows(demo_dir):
 
     assert [frame(0, c) for c in (1, 2, 3)] == [grid.HIT_FRAME, grid.MISS_FRAME, grid.UNKNOWN_FRAME]
     assert frame(1, 1) == grid.UNKNOWN_FRAME and frame(1, 2) == grid.BACKGROUND
+
+
+def search_features(index_dir, queries_path, *flags):
+    from dml.commands import search
+
+    return search.search(search.build_parser().parse_args(["--index_dir", index_dir, "--features", queries_path,
+                                                           *flags]))[1]
+
+
+def test_index_stores_dba_vectors_computed_again_at_every_change(tmp_path):
+    """index.py build --dba_n: dba.npy is the reference's augmentation of the rows the
+    index holds, after build, add and remove alike."""
+    import rerank_reference
+
+    from dml.commands import index
+
+    data = clustered(400, 16, 3)
+    index_dir = str(tmp_path / "idx")
+    index.main(["build", "--index_dir", index_dir, "--features", write_features(tmp_path, data[:300], 0),
+                "--dba_n", "4", "--dba_alpha", "2"])
+    snapshot = store.open_index(index_dir)
+    assert snapshot.meta["dba"] == {"n": 4, "alpha": 2.0}
+    np.testing.assert_allclose(snapshot.dba, rerank_reference.database_augmentation(data[:300], 4, 2.0), atol=1e-6)
+    index.main(["add", "--index_dir", index_dir, "--features", write_features(tmp_path, data[300:], 300)])
+    np.testing.assert_allclose(store.open_index(index_dir).dba, rerank_reference.database_augmentation(data, 4, 2.0),
+                               atol=1e-6)
+    open(str(tmp_path / "gone.txt"), "w").write("".join(f"/g/{i}.jpg\n" for i in range(0, 400, 2)))
+    index.main(["remove", "--index_dir", index_dir, "--paths_file", str(tmp_path / "gone.txt")])
+    np.testing.assert_allclose(store.open_index(index_dir).dba,
+                               rerank_reference.database_augmentation(data[1::2], 4, 2.0), atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["qe", "dba", "kreciprocal"])
+def test_search_rerank_follows_the_dense_reference(method, tmp_path):
+    """search.py --rerank through the index's backend: the reference's order; the
+    printed scores stay the cosine similarity to the query; the JSON says what ran."""
+    import rerank_reference
+    from test_rerank import assert_ranked_by
+
+    from dml.commands import index
+
+    gallery, queries = clustered(150, 12, 4), clustered(6, 12, 5)
+    index_dir = str(tmp_path / "idx")
+    index.main(["build", "--index_dir", index_dir, "--features", write_features(tmp_path, gallery, 0),
+                "--dba_n", "3"])
+    query_path = str(tmp_path / "q.npy")
+    np.save(query_path, queries)
+    out = str(tmp_path / "r.json")
+    results = search_features(index_dir, query_path, "--topk", "8", "--rerank", method, "--qe_n", "2",
+                              "--kr_k1", "6", "--kr_k2", "3", "--rerank_depth", "15", "--save_json", out)
+    rows = np.array([r for _, r in results])
+    q, g = rerank_reference.unit(queries), rerank_reference.unit(gallery)
+    if method == "qe":
+        assert_ranked_by(rows, rerank_reference.query_expansion(queries, gallery, 2, 3.0) @ g.T)
+    elif method == "dba":
+        assert_ranked_by(rows, q @ rerank_reference.database_augmentation(gallery, 3, 3.0).T)
+    else:
+        distances = rerank_reference.kreciprocal_distances(queries, gallery, 6, 3, 0.3)
+        candidates = rerank_reference.ranking(q @ g.T)[:, :15]
+        for i in range(len(q)):
+            distances[i, np.setdiff1d(np.arange(len(g)), candidates[i])] = np.inf
+        assert_ranked_by(rows, distances, descending=False)
+    for (scores, found), query in zip(results, q):
+        np.testing.assert_allclose(scores, g[found] @ query, atol=1e-5)
+    content = json.load(open(out))
+    assert content["rerank"]["method"] == method
+    assert content["rerank"].get("dba") == ({"n": 3, "alpha": 3.0} if method == "dba" else None)
+
+
+def test_search_rerank_dba_needs_the_index_to_store_it(tmp_path):
+    from dml.commands import index
+
+    index_dir = str(tmp_path / "idx")
+    index.main(["build", "--index_dir", index_dir, "--features", write_features(tmp_path, clustered(30, 8, 0), 0)])
+    np.save(str(tmp_path / "q.npy"), clustered(2, 8, 1))
+    with pytest.raises(UserError, match=r"stores no database-side augmentation: build it with `index.py build "
+                                        r"--dba_n N`"):
+        search_features(index_dir, str(tmp_path / "q.npy"), "--rerank", "dba")
+    with pytest.raises(UserError, match=r"^--kr_k1 40 needs at least 41 items"):
+        search_features(index_dir, str(tmp_path / "q.npy"), "--rerank", "kreciprocal", "--kr_k1", "40")
+    with pytest.raises(UserError, match=r"^--dba_n 30 is more than the 29 neighbour"):
+        index.main(["build", "--index_dir", str(tmp_path / "other"), "--features", str(tmp_path / "g.npy"),
+                    "--dba_n", "30"])
+
+
+@pytest.mark.slow
+def test_search_embeds_queries_with_an_exported_onnx_model(demo_index, feats, net, tmp_path):  # noqa: F811
+    """--inference_model DIR (ONNX): the same hits as the index's own weights, scores
+    within 1e-4; a model exported from other weights is refused in one line."""
+    pytest.importorskip("onnxruntime")
+    import paddle
+
+    from dml import models
+
+    onnx_dir = str(tmp_path / "onnx")
+    proc = run("export_model.py", *NET, "--pretrained_model", net, "--model_save_dir", onnx_dir, "--format", "onnx",
+               "--use_gpu", "False")
+    assert proc.returncode == 0, proc.stderr
+    image = open(feats[:-4] + ".paths.txt").read().split()[3]
+    outputs = {}
+    for name, extra in (("weights", []), ("onnx", ["--inference_model", onnx_dir])):
+        out = str(tmp_path / f"{name}.json")
+        proc = run("search.py", "--index_dir", demo_index, "--image", image, "--topk", "6", *RUN,
+                   "--save_json", out, *extra)
+        assert proc.returncode == 0, proc.stderr
+        outputs[name] = json.load(open(out))["results"][0]["hits"]
+    assert [h["row"] for h in outputs["onnx"]] == [h["row"] for h in outputs["weights"]]
+    np.testing.assert_allclose([h["score"] for h in outputs["onnx"]], [h["score"] for h in outputs["weights"]],
+                               atol=1e-4)
+    other = str(tmp_path / "other.pdparams")
+    paddle.seed(99)
+    paddle.save(models.create("ResNet18", 8).state_dict(), other)
+    other_dir = str(tmp_path / "other")
+    assert run("export_model.py", *NET, "--pretrained_model", other, "--model_save_dir", other_dir, "--format",
+               "onnx", "--use_gpu", "False").returncode == 0
+    proc = run("search.py", "--index_dir", demo_index, "--image", image, *RUN, "--inference_model", other_dir)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
+    assert "was not exported from the weights the index was built with" in proc.stderr

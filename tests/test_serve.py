@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 
 from dml import models
 from dml.data import reader
+from dml.errors import UserError
 from dml.index import gallery, manifest, store
 from dml.serve import app, config
 
@@ -503,3 +504,44 @@ def test_a_large_json_body_of_many_vectors(client, reference):
     rows, _ = ranking(reference[:32], queries, 3)
     live = [[h["row"] for h in result["hits"]] for result in body["results"]]
     assert len(live) == 2500 and live[::250] == rows[::250].tolist()
+
+
+def onnx_export_of(weights, directory):
+    """export_model.py --format onnx of `weights` (the index's network: ResNet18, 8, SIZE px)."""
+    from dml.commands import export_model
+    args = export_model.build_parser().parse_args(
+        ["--model", "ResNet18", "--embedding_size", "8", "--image_shape", f"3,{SIZE},{SIZE}", "--use_gpu", "False",
+         "--pretrained_model", weights, "--model_save_dir", directory, "--format", "onnx"])
+    export_model.check_inference_flags(args)
+    export_model.export(args)
+    return directory
+
+
+@pytest.mark.slow
+def test_image_queries_through_an_exported_onnx_model(net, gallery_images, reference, tmp_path):
+    """--inference_model: the ONNX model embeds the queries (hits of the independent
+    ranking, scores within 1e-4); a model exported from other weights is refused before
+    the service starts."""
+    pytest.importorskip("onnxruntime")
+    index_dir = str(tmp_path / "index")
+    build_index(index_dir, net, gallery_images.paths[:32], reference[:32], gallery_images.labels[:32])
+    onnx_dir = onnx_export_of(net, str(tmp_path / "onnx"))
+    svc = app.Service(config.Config(index_dir=index_dir, use_gpu=False, inference_model=onnx_dir))
+    try:
+        assert type(svc.embedder._network).__name__ == "OnnxPredictor"
+        client = TestClient(app.create_app(svc))
+        for query in (2, 36):
+            reply = search_image(client, gallery_images.paths[query], topk=5)
+            assert reply.status_code == 200, reply.text
+            rows, scores = ranking(reference[:32], reference[query:query + 1], 5)
+            hits = reply.json()["results"][0]["hits"]
+            assert [h["row"] for h in hits] == rows[0].tolist()
+            np.testing.assert_allclose([h["score"] for h in hits], scores[0], atol=1e-4)
+    finally:
+        svc.close()
+    paddle.seed(99)
+    other = str(tmp_path / "other.pdparams")
+    paddle.save(models.create("ResNet18", 8).state_dict(), other)
+    other_dir = onnx_export_of(other, str(tmp_path / "other"))
+    with pytest.raises(UserError, match="was not exported from the weights the index was built with"):
+        app.Service(config.Config(index_dir=index_dir, use_gpu=False, inference_model=other_dir))

@@ -4,7 +4,9 @@ index.py and tampers with them): every entry point refuses in one line with exit
 directory's tree is unchanged) and connecting nowhere the user did not name; the layout
 rules (CURRENT, generations/, pruning) and the faiss file check in process."""
 import argparse
+import json
 import os
+import re
 import shutil
 
 import faiss
@@ -293,3 +295,36 @@ def test_damaged_faiss_files_are_refused_or_safe_to_search(faiss_samples, data):
     index = faiss.read_index(damaged)
     _, rows = index.search(unit_rows(5, 4), 10)
     assert ((rows >= -1) & (rows < count)).all()
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda meta: meta.update(dba={"n": 0, "alpha": 3.0}), "n must be an integer from 1"),
+    (lambda meta: meta.update(dba={"n": 2, "alpha": "3"}), "dba alpha must be a number from 0 to 1000"),
+    (lambda meta: meta.update(dba={"n": 2, "alpha": 3.0, "path": "/etc"}), "dba must be an object with n and alpha"),
+    (lambda meta: meta["files"].pop("dba.npy"), "files lacks dba.npy"),
+    (lambda meta: meta.pop("dba"), "files names dba.npy but dba is not set"),
+])
+def test_recorded_dba_is_checked_before_its_file_is_read(edit, message, tmp_path):
+    index_dir = str(tmp_path / "idx")
+    gallery.build(index_dir, unit_rows(ROWS, 0), [f"/g/{i}.jpg" for i in range(ROWS)], None, RECORD, "flat", {},
+                  dba={"n": 2, "alpha": 3.0})
+    directory = store.current_generation(index_dir)
+    path = os.path.join(directory, "index.json")
+    meta = json.load(open(path))
+    edit(meta)
+    json.dump(meta, open(path, "w"))
+    with pytest.raises(UserError, match=re.escape(message)):
+        store.open_index(index_dir)
+
+
+def test_dba_vectors_of_another_shape_are_refused(tmp_path):
+    index_dir = str(tmp_path / "idx")
+    gallery.build(index_dir, unit_rows(ROWS, 0), [f"/g/{i}.jpg" for i in range(ROWS)], None, RECORD, "flat", {},
+                  dba={"n": 2, "alpha": 3.0})
+    directory = store.current_generation(index_dir)
+    np.save(os.path.join(directory, "dba.npy"), np.zeros((ROWS - 1, 17), np.float32))
+    meta = json.load(open(os.path.join(directory, "index.json")))
+    meta["files"]["dba.npy"] = os.path.getsize(os.path.join(directory, "dba.npy"))
+    json.dump(meta, open(os.path.join(directory, "index.json"), "w"))
+    with pytest.raises(UserError, match=r"dba\.npy' holds float32 \(59, 17\); index\.json says float32 \(60, 16\)"):
+        store.open_index(index_dir)

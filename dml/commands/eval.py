@@ -20,7 +20,7 @@ from dml.cli import ArgumentParser, add_arguments, fmt_time, print_arguments, ru
 from dml.data import class_names, reader
 from dml.flag_types import float_in, positive_int
 from dml.outputs import write_json_atomic
-from dml.retrieval import calibration_plot, grid, metrics, threshold_file
+from dml.retrieval import calibration_plot, grid, metrics, rerank, threshold_file
 from dml.retrieval.test_set import read_test_set, score_network
 from dml.runtime import data_workers, ranks
 from dml.runtime.device import choose_device
@@ -49,6 +49,7 @@ def build_parser():
     add_arguments("num_queries", positive_int, 10, "Queries shown by --save_retrievals (drawn with --seed).",
                   parser)
     add_arguments("topk", positive_int, 5, "Results shown per query by --save_retrievals.", parser)
+    rerank.add_rerank_arguments(parser)
     add_arguments("calibrate", str, None,
                   "Directory for the match threshold: the test set scored as open-set search (each query's best "
                   "hit with its class in the gallery and with its class left out), threshold.json and "
@@ -109,20 +110,24 @@ def evaluate(args, world=ranks.SINGLE):
     (on rank 0; None on the other ranks, which only embed their share of the images)."""
     size, ks = check_flags(args), parse_recall_k(args.recall_k)
     precision_ks = parse_recall_k(args.precision_k)
+    settings = rerank.Settings.from_args(args)
     device = choose_device(args.use_gpu)
     test_set = read_test_set(args.data_dir, args.test_list, args.query_list, args.gallery_list)
+    rerank.check_sizes(settings, *[len(image_list) for image_list in test_set.lists])
     names = class_names.in_directory(args.data_dir)
     model = models.create(args.model, args.embedding_size)
     report = models.load_pretrained(model, args.pretrained_model, strict=True)
 
     workers = data_workers.worker_count(args.num_workers, device, world.nranks)
     scored = score_network(model, test_set, size, args.batch_size, workers, args.engine, ks, map_at_r=True,
-                           ranks=world, flip=args.flip_tta, precision_ks=precision_ks)
+                           ranks=world, rerank=settings, flip=args.flip_tta, precision_ks=precision_ks)
     if not world.leader:
         return None
     for image_list, skipped in zip(test_set.lists, scored.skipped):
         reader.SkipReport(image_list).note(np.flatnonzero(skipped).tolist())
     result = scored.result
+    if settings.active:
+        print("re-ranked: " + ", ".join(f"{key} {value}" for key, value in settings.record().items()))
     print("[%s] End test %d, test_recall %.5f" % (fmt_time(), scored.num_queries, result["recall@1"]), flush=True)
     print(metrics_table(result, ks, precision_ks), flush=True)
     notes = trivial_recall_notes(scored, ks)
@@ -140,6 +145,7 @@ def evaluate(args, world=ranks.SINGLE):
         **{flag: os.path.abspath(image_list.list_path) for flag, image_list in lists.items()},
         "num_images": int(sum(len(f) for f in scored.fea)), "num_queries": scored.num_queries,
         "num_skipped": int(sum(s.sum() for s in scored.skipped)), "device": device, "evaluated_at": fmt_time(),
+        "rerank": settings.record(),
     }
     if args.calibrate:
         summary["calibration"] = threshold_file.calibrate(args, scored, summary)
@@ -147,7 +153,7 @@ def evaluate(args, world=ranks.SINGLE):
         write_json_atomic(args.save_json, summary)
         print(f"metrics written to {args.save_json}")
     if args.save_retrievals:
-        save_retrievals(args, test_set, scored, names)
+        save_retrievals(args, test_set, scored, settings, names)
     return summary
 
 
@@ -162,20 +168,30 @@ def trivial_recall_notes(scored, ks):
             f"each): K >= {least} reaches past every gallery item of the other classes"]
 
 
-def save_retrievals(args, test_set, scored, names=None):
+def save_retrievals(args, test_set, scored, settings, names=None):
     """Grids of queries and their nearest gallery items (with --gallery_list: items of
-    the gallery, which follow the queries in the rows given to the grid)."""
+    the gallery, which follow the queries in the rows given to the grid), re-ranked as
+    the metrics were."""
     paths = [[image_list.paths[i] for i in kept] for image_list, kept in zip(test_set.lists, scored.kept)]
     queries = grid.pick_queries(scored.num_queries, args.num_queries, args.seed)
     if test_set.gallery is None:
         fea, lab, rows = scored.fea[0], scored.labels[0], paths[0]
-        neighbours = grid.nearest(fea, queries, args.topk)
+        neighbours = grid.nearest(fea, queries, args.topk) if not settings.active else \
+            reranked(settings, fea, fea, args.topk, np.arange(len(fea)))[queries]
     else:
         fea, lab, rows = np.concatenate(scored.fea), np.concatenate(scored.labels), paths[0] + paths[1]
         gallery = np.arange(scored.num_queries, len(fea))
-        neighbours = gallery[grid.nearest_in(fea[queries], fea[gallery], args.topk)]
+        neighbours = gallery[grid.nearest_in(fea[queries], fea[gallery], args.topk) if not settings.active else
+                             reranked(settings, scored.fea[0], scored.fea[1], args.topk)[queries]]
     for path in grid.save_grids(args.save_retrievals, rows, lab, queries, neighbours, names=names):
         print(f"retrieval grid written to {path}")
+
+
+def reranked(settings, queries, gallery, k, query_rows=None):
+    """Each query's top k after re-ranking (every query, so that k-reciprocal re-ranking
+    sees the same items as the metrics)."""
+    unit = metrics.normalised_features
+    return rerank.rerank(settings, unit(queries), unit(gallery), k, query_rows=query_rows).rows
 
 
 def main():

@@ -7,6 +7,11 @@ inference.pdiparams, taking `image` [N, 3, S, S] float32 (N free, S from
 record (dml.run_record: model, embedding size, image shape, preprocessing, weights and
 their sha256). Run it with `infer.py --inference_model DIR` or any paddle.inference
 deployment. A directory that holds anything is refused unless --overwrite.
+
+--format onnx writes model.onnx instead (paddle2onnx; pip install -r
+requirements-onnx.txt), with the same record in export_info.json, checked against the
+Paddle predictor on the same images before anything is written: a maximum relative
+difference above 1e-4 is an error.
 """
 import argparse
 import os
@@ -16,7 +21,8 @@ from dml import models, run_record
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
 from dml.cli import ArgumentParser, add_arguments, print_arguments, run_cli
 from dml.errors import UserError
-from dml.retrieval import predictor
+from dml.flag_types import choice
+from dml.retrieval import onnx_export, predictor
 from dml.runtime.device import choose_device
 from dml.script_flags import FROM_WEIGHTS, add_model_arguments, check_inference_flags
 
@@ -30,7 +36,11 @@ def build_parser():
     add_arguments("model_save_dir", str, "save_inference_model", "Directory to write the inference model to "
                   "(inference.json or .pdmodel, inference.pdiparams, export_info.json; created if missing).", parser)
     add_arguments("overwrite", bool, False, "Replace the export in a --model_save_dir that is not empty (its "
-                  "inference.* and export_info.json; other files are left).", parser, nargs="?", const=True)
+                  "inference.*, model.onnx and export_info.json; other files are left).", parser, nargs="?",
+                  const=True)
+    add_arguments("format", choice("paddle", "onnx", what="formats"), "paddle",
+                  "paddle: a paddle.inference model; onnx: model.onnx (paddle2onnx, checked against the Paddle "
+                  "predictor: max relative difference at most 1e-4) for onnxruntime.", parser)
     return parser
 
 
@@ -54,9 +64,12 @@ def export(args):
     record = run_record.describe(args.model, args.embedding_size, args.image_shape, args.pretrained_model)
     info = dict(record.as_dict(), feature_dim=model.feature_dim, weights_format=report.format,
                 pretrained_model=os.path.abspath(args.pretrained_model))
-    files = predictor.export_into(model, size, args.model_save_dir, info)
-    print(f"Inference model written to {args.model_save_dir}: {', '.join(files)} "
-          f"(input 'image' [N,3,{size},{size}] float32 -> features [N,{model.feature_dim}])")
+    if args.format == "onnx":
+        files, _ = onnx_export.export_onnx(model, size, args.model_save_dir, info)
+    else:
+        files = predictor.export_into(model, size, args.model_save_dir, info)
+    print(f"{'ONNX' if args.format == 'onnx' else 'Inference'} model written to {args.model_save_dir}: "
+          f"{', '.join(files)} (input 'image' [N,3,{size},{size}] float32 -> features [N,{model.feature_dim}])")
     return files
 
 

@@ -51,6 +51,7 @@ def build_parser():
                                     ".labels.npy).")
         flags.add_network_arguments(sub, building=sub is build)
         flags.add_backend_arguments(sub, building=sub is build)
+    flags.add_dba_arguments(build)
     for sub in (build, add):
         sub.add_argument("--classes", help="classes.txt naming the labels (`<class_id> <name>` lines); add: replaces "
                          "the index's. Default on build: found beside the labelled input")
@@ -154,7 +155,7 @@ def build(args, world):
         return
     names = found_class_names(args, labels is not None)
     snapshot = gallery.build(args.index_dir, vectors, paths, labels, record, args.backend, options, session,
-                             names, threshold)
+                             names, threshold, flags.dba_settings(args))
     print(f"index {args.index_dir}: {len(snapshot)} vectors of dimension {snapshot.meta['dim']} ({args.backend})"
           + (f", {len(names)} class names" if names else "")
           + (f", match threshold {threshold:g}" if threshold is not None else ""))
@@ -222,7 +223,7 @@ def cmd_remove(args):
 def cmd_info(args):
     snapshot = store.open_index(args.index_dir)
     for key in ("count", "dim", "metric", "backend", "backend_options", "labelled", *manifest.MODEL_KEYS, "threshold",
-                "created", "updated", "format_version"):
+                "dba", "created", "updated", "format_version"):
         print(f"{key}: {snapshot.meta.get(key)}")
     print(f"class_names: {len(snapshot.class_names) if snapshot.class_names else None}")
     print(f"generation: {snapshot.directory}")

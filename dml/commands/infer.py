@@ -4,7 +4,8 @@ Inputs: the test list (default, as the original), `--image_list FILE` (an SOP-fo
 list, paths relative to --data_dir; or one image path per line, relative paths taken
 from the list file's directory) or `--image_dir DIR` (every image under it, sorted).
 Weights: `--pretrained_model` (dynamic graph) or `--inference_model DIR` (a model
-written by export_model.py, run through paddle.inference).
+written by export_model.py, run through paddle.inference, or through onnxruntime for
+an ONNX model).
 
 Prints `Test-<r>-feature: <first five values> <image path>` for each readable image,
 r counting the rows written (from 0): line r describes row r of the saved features.
@@ -53,9 +54,9 @@ def build_parser():
                   "--data_dir) or one path per line (relative to the list's directory).", parser)
     add_arguments("image_dir", str, None, "Embed every image under this directory (sorted by path).", parser)
     add_arguments("inference_model", str, None,
-                  "Directory written by export_model.py, run through paddle.inference, instead of "
-                  "--pretrained_model; --model, --embedding_size and --image_shape come from its "
-                  "export_info.json (given, they must equal it).", parser)
+                  "Directory written by export_model.py, run through paddle.inference, or onnxruntime for an "
+                  "ONNX model, instead of --pretrained_model; --model, --embedding_size and --image_shape come "
+                  "from its export_info.json (given, they must equal it).", parser)
     add_arguments("save_features", str, None,
                   "Write the features (float32 [N, D]) to this .npy file, the image paths to <name>.paths.txt, "
                   "the network's record to <name>.meta.json and, for SOP lists, the labels to <name>.labels.npy, "
@@ -72,7 +73,7 @@ def check_flags(args):
         if args.pretrained_model is not None:
             raise UserError("give either --inference_model or --pretrained_model, not both: the exported model "
                             "holds its weights")
-        predictor.model_files(args.inference_model)
+        predictor.model_format(args.inference_model)
         settle_network(args, predictor.read_record(args.inference_model))
     return check_inference_flags(args, alternative="inference_model")
 
@@ -89,7 +90,7 @@ def build_network(args):
     model."""
     device = choose_device(args.use_gpu)
     if args.inference_model:
-        return predictor.Predictor(args.inference_model, args.use_gpu), device
+        return predictor.load(args.inference_model, args.use_gpu), device
     model = models.create(args.model, args.embedding_size)
     models.load_pretrained(model, args.pretrained_model, strict=True)
     return model, device

@@ -9,7 +9,9 @@ tab-separated line per hit: query, rank, score (cosine similarity), path, the la
 when the index has labels and the class name when it has class names. A query whose
 best hit scores below the threshold (--threshold, or else the index's stored match
 threshold) prints `query - - no match`. --save_retrievals draws eval.py's grids: each
-query, then its hits (green: same label, red: another, grey: label unknown).
+query, then its hits (green: same label, red: another, grey: label unknown). --rerank re-orders the hits
+(qe, dba with the vectors the index stores, kreciprocal); scores and the threshold stay
+the cosine similarity to the query.
 """
 import argparse
 import sys
@@ -18,6 +20,7 @@ import sys
 from dml.cli import ArgumentParser, add_arguments, run_cli
 from dml.flag_types import finite_float, positive_int
 from dml.index import backends, flags, manifest, query, store
+from dml.retrieval import rerank
 from dml.runtime.device import choose_device
 from dml.script_flags import check_output_file
 
@@ -30,6 +33,9 @@ def build_parser():
     add_arguments("image", str, None, "One query image.", parser)
     flags.add_image_inputs(parser, "Query features (.npy as infer.py writes them; names from its .paths.txt).")
     flags.add_network_arguments(parser, building=False)
+    add_arguments("inference_model", str, None, "Embed query images with this model written by export_model.py "
+                  "(paddle.inference or ONNX) instead of the index's weights; its export_info.json must record "
+                  "the index's network (weights sha256, model, embedding size, image shape).", parser)
     flags.add_backend_arguments(parser, building=False)
     add_arguments("topk", positive_int, 10, "Hits per query.", parser)
     add_arguments("threshold", finite_float, None, "Keep only hits at least this cosine-similar (a query with none "
@@ -37,12 +43,14 @@ def build_parser():
                   "index's stored threshold, when it has one.", parser)
     add_arguments("save_json", str, None, "Also write every hit to this JSON file.", parser)
     add_arguments("save_retrievals", str, None, "Directory for PNG grids of the queries and their hits.", parser)
+    rerank.add_rerank_arguments(parser, dba_flags=False)
     return parser
 
 
 def search(args):
     flags.one_input(args, INPUTS)
     check_output_file(args.save_json, "--save_json")
+    settings = rerank.Settings.from_args(args)
     snapshot = store.open_index(args.index_dir)
     session = backends.session(args, snapshot.meta, args.index_dir)
     manifest.check_same_network(snapshot.meta, args, args.index_dir)
@@ -52,10 +60,11 @@ def search(args):
     note = manifest.check_same_vectors(snapshot.meta, args.features, len(vectors), args.index_dir) \
         if args.features else None
     threshold, source = query.threshold_in_effect(args.threshold, snapshot)
-    results = query.run(snapshot, vectors, args.topk, threshold, session)
+    results = query.run(snapshot, vectors, args.topk, threshold, session, settings)
     query.print_hits(snapshot, names, results, threshold)
     if args.save_json:
-        query.save_json(args.save_json, query.as_json(snapshot, names, results, args.topk, threshold, source))
+        query.save_json(args.save_json, query.as_json(snapshot, names, results, args.topk, threshold, source,
+                                                      settings))
     if args.save_retrievals:
         query.save_grids(args.save_retrievals, snapshot, names, labels, results)
     if note:

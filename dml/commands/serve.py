@@ -6,7 +6,8 @@
     GET  /health         {"status": "ok", "generation": ...}
     GET  /info           the index (count, network, backend, stored threshold), the limits
     POST /search         images (multipart, files named "image") or JSON {"vectors": [[...]]};
-                         topk, threshold: search.py's JSON of hits, with the generation
+                         topk, threshold, rerank (none, qe, dba, kreciprocal; default
+                         --rerank): search.py's JSON of hits, with the generation
     POST /add            images with path and label fields, or JSON vectors/paths/labels (key)
     POST /remove         JSON {"paths": [...]} or {"prefix": "..."} (key)
     GET  /thumb/ROW      a thumbnail of the gallery image of a row
@@ -25,6 +26,7 @@ from dml.cli import ArgumentParser, add_arguments, run_cli
 from dml.errors import UserError
 from dml.flag_types import nonnegative_float, nonnegative_int, positive_float, positive_int
 from dml.index import flags
+from dml.retrieval import rerank
 from dml.script_flags import add_engine_argument
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -50,8 +52,12 @@ def build_parser():
     add_arguments("max_wait_ms", nonnegative_float, 10.0, "Longest wait for more requests' images to fill a batch "
                   "(only while more are on their way).", parser)
     add_arguments("use_gpu", bool, True, "Run on the GPU when Paddle sees one.", parser)
+    add_arguments("inference_model", str, None, "Embed images with this model written by export_model.py "
+                  "(paddle.inference or ONNX) instead of the index's weights; its export_info.json must record "
+                  "the index's network (weights sha256, model, embedding size, image shape).", parser)
     add_engine_argument(parser, training=False)
     add_arguments("access_log", bool, False, "Log every request (uvicorn's access log).", parser)
+    rerank.add_rerank_arguments(parser, dba_flags=False)
     return parser
 
 

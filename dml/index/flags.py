@@ -5,7 +5,7 @@ import os
 from dml import models
 from dml.cli import add_arguments
 from dml.errors import UserError
-from dml.flag_types import choice, nonnegative_int, positive_int
+from dml.flag_types import choice, nonnegative_float, nonnegative_int, positive_int
 from dml.script_flags import add_engine_argument, image_shape
 
 from . import backends
@@ -60,3 +60,17 @@ def one_input(args, names):
 
 def absolute(paths):
     return [os.path.abspath(p) for p in paths]
+
+
+def add_dba_arguments(parser):
+    """index.py build: store database-side augmented vectors (search.py --rerank dba)."""
+    add_arguments("dba_n", nonnegative_int, 0, "Also store each vector's database-side augmentation, for "
+                  "search.py --rerank dba: itself plus its dba_n nearest gallery vectors, weighted by "
+                  "similarity**dba_alpha, normalised (0: none). Computed again for every row at each add or "
+                  "remove.", parser)
+    add_arguments("dba_alpha", nonnegative_float, 3.0, "The power of the similarity weights of --dba_n.", parser)
+
+
+def dba_settings(args):
+    """{"n", "alpha"} of --dba_n/--dba_alpha, or None (--dba_n 0)."""
+    return {"n": args.dba_n, "alpha": args.dba_alpha} if args.dba_n else None

@@ -2,6 +2,11 @@
 
 Vectors given here are unit rows (flat.normalised); paths are compared as given
 (index.py makes them absolute); labels are int64 with -1 for unknown.
+
+An index that stores database-side augmented vectors (index.json's `dba`) gets them
+computed again for every row at each commit: adding or removing a vector changes the
+neighbours of rows anywhere in the gallery, and finding which would take each row's
+neighbour list, kept nowhere. It costs one exact search of the gallery against itself.
 """
 import itertools
 import os
@@ -9,6 +14,7 @@ import os
 import numpy as np
 
 from dml.errors import UserError
+from dml.retrieval.rerank import expansion
 
 from . import backends, generation, manifest, store, untrusted
 
@@ -46,6 +52,8 @@ def _commit(writer, previous, blocks, paths, labels, meta, change, session, name
         if change.patches:
             patch(directory, change.patches)
         vectors = np.load(os.path.join(directory, generation.VECTORS), mmap_mode="r")
+        if meta.get("dba"):
+            write_dba(directory, vectors, meta["dba"])
         written = generation.Snapshot(directory, meta, vectors, paths, labels if labelled else None, names)
         backend.write(directory, written, change, previous, session or {})
         store.finish_meta(directory, meta)
@@ -62,17 +70,34 @@ def patch(directory, patches):
     del out
 
 
-def build(index_dir, vectors, paths, labels, record, backend, options, session=None, names=None, threshold=None):
+def write_dba(directory, vectors, dba):
+    """dba.npy: every row's database-side augmentation (its n nearest other rows, or all
+    of them when the index holds fewer)."""
+    out = np.lib.format.open_memmap(os.path.join(directory, generation.DBA), mode="w+", dtype=np.float32,
+                                    shape=vectors.shape)
+    if len(vectors) > 1:
+        expansion.augment_database(vectors, min(dba["n"], len(vectors) - 1), dba["alpha"], out=out)
+    else:
+        out[:] = vectors
+    out.flush()
+    del out
+
+
+def build(index_dir, vectors, paths, labels, record, backend, options, session=None, names=None, threshold=None,
+          dba=None):
     """A new index from unit vectors; refuses a directory that already holds one.
     `session`: the backend's per-command flag values (backends.session); `names`:
-    {label: class name}; `threshold`: the match threshold to store (or None)."""
+    {label: class name}; `threshold`: the match threshold to store (or None); `dba`:
+    None or {"n", "alpha"} of the database-side augmentation to store."""
     check_unique(paths, "the gallery")
+    if dba is not None:
+        expansion.check_neighbours(dba["n"], len(paths) - 1, "dba_n")
     with store.writer(index_dir) as writer:
         if writer.exists():
             raise UserError(f"--index_dir {index_dir!r} already holds an index: use `index.py add` / `remove`, "
                             f"or choose a new directory")
         labels = labels_or_unknown(labels, len(paths))
-        meta = manifest.new_meta(record, backend, options, vectors.shape[1], len(paths), False)
+        meta = manifest.new_meta(record, backend, options, vectors.shape[1], len(paths), False, dba)
         meta = manifest.with_threshold(meta, threshold)
         change = backends.Change(appended_from=0, upserted=list(range(len(paths))))
         return _commit(writer, None, [vectors], list(paths), labels, meta, change, session, names)

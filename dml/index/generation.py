@@ -5,6 +5,8 @@
     labels.npy   [count] integers, -1 unknown (optional)
     classes.txt  the name of each label, `<class_id> <name>` a line (optional;
                  dml/data/class_names.py): Snapshot.class_names {label: name}
+    dba.npy      float32 [count, dim]: database-side augmented vectors (when index.json's
+                 `dba` says so; search.py --rerank dba searches them)
     index.json   what the generation holds (manifest.py), with every other file's size
     the backend's own file (e.g. hnsw.faiss), checked by the backend (check_file)
 
@@ -30,6 +32,7 @@ VECTORS = "vectors.npy"
 PATHS = "paths.txt"
 LABELS = "labels.npy"
 CLASSES = class_names_file.FILE
+DBA = "dba.npy"
 META_BYTES = 1 << 20
 PATH_BYTES = 4096  # one path (Linux's PATH_MAX)
 
@@ -45,6 +48,7 @@ class Snapshot:
     paths: list
     labels: object  # np.ndarray of int64 (-1: unknown) or None
     class_names: object = None  # {label: name} or None
+    dba: object = None  # float32 [N, D] unit rows (memory-mapped) when the index stores them
 
     def __len__(self):
         return len(self.paths)
@@ -57,7 +61,7 @@ def read_meta(directory):
         meta = json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
         raise UserError(f"{path!r} is not valid JSON ({first_line(err)[:200]}): the index is damaged") from None
-    manifest.check_meta(meta, path, (VECTORS, PATHS), (LABELS, CLASSES))
+    manifest.check_meta(meta, path, (VECTORS, PATHS), (LABELS, CLASSES, DBA))
     return meta
 
 
@@ -71,9 +75,9 @@ def check_sizes(directory, meta):
                             f"index.json recorded {size}: the index is damaged or half-copied")
 
 
-def read_vectors(directory, meta):
-    """The vectors, memory-mapped from the checked descriptor."""
-    path = os.path.join(directory, VECTORS)
+def read_vectors(directory, meta, name=VECTORS):
+    """The vectors (or the DBA vectors), memory-mapped from the checked descriptor."""
+    path = os.path.join(directory, name)
     fd, size = untrusted.open_regular(path)
     try:
         shape, dtype, offset = untrusted.npy_header(fd, path)
@@ -159,5 +163,6 @@ def read_generation(directory):
     paths = read_paths(directory, meta)
     labels = read_labels(directory, meta) if LABELS in meta["files"] else None
     names = read_class_names(directory, meta) if CLASSES in meta["files"] else None
+    dba = read_vectors(directory, meta, DBA) if meta.get("dba") else None
     check_backend_file(directory, meta)
-    return Snapshot(directory, meta, vectors, paths, labels, names)
+    return Snapshot(directory, meta, vectors, paths, labels, names, dba)

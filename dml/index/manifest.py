@@ -3,9 +3,10 @@
     format_version, metric ("cosine"), backend, backend_options, dim, count, labelled,
     model, embedding_size, image_shape, weights, weights_sha256 (null when the index
     was built from features without naming the network), created, updated, files,
-    and optionally threshold: the "no match" threshold (a cosine similarity in
-    [-1, 1]; absent or null: none), below which search.py and the service answer that
-    the query's item is not in the gallery unless a request gives its own threshold.
+    and optionally: dba, the {"n", "alpha"} of the database-side augmentation stored in
+    dba.npy; threshold, the "no match" threshold (a cosine similarity in [-1, 1]; absent
+    or null: none), below which search.py and the service answer that the query's item
+    is not in the gallery unless a request gives its own threshold.
 
 Query images and added images are embedded with the recorded network only: a query
 flag naming another network, image size, embedding size or weights is refused, and
@@ -31,6 +32,7 @@ MAX_COUNT = 1 << 40
 MAX_DIM = 1 << 16
 MAX_FILE_BYTES = 1 << 62
 MAX_TEXT = 4096
+MAX_ALPHA = 1000.0  # the power of the DBA weights
 _SHA256 = re.compile("[0-9a-f]{64}")
 _IMAGE_SHAPE = re.compile("3,[1-9][0-9]{0,4},[1-9][0-9]{0,4}")
 
@@ -71,10 +73,14 @@ def check_same_vectors(meta, features, rows, index_dir):
     return None
 
 
-def new_meta(record, backend, options, dim, count, labelled):
+def new_meta(record, backend, options, dim, count, labelled, dba=None):
+    """dba: None, or {"n": neighbours, "alpha": power} of the vectors dba.npy stores."""
     stamp = now()
-    return dict(record, format_version=FORMAT_VERSION, metric="cosine", backend=backend, backend_options=options,
+    meta = dict(record, format_version=FORMAT_VERSION, metric="cosine", backend=backend, backend_options=options,
                 dim=int(dim), count=int(count), labelled=bool(labelled), created=stamp, updated=stamp)
+    if dba is not None:
+        meta["dba"] = {"n": int(dba["n"]), "alpha": float(dba["alpha"])}
+    return meta
 
 
 def with_threshold(meta, threshold):
@@ -114,6 +120,20 @@ def check_same_network(meta, args, index_dir):
                 sha256_of(run_record.canonical_weights(weights), "--pretrained_model")}:
             raise UserError(f"--pretrained_model {weights} is not the weights the index was built with "
                             f"({meta['weights']}, sha256 {meta['weights_sha256'][:12]}...)")
+
+
+def check_exported_network(meta, record, model_dir, index_dir):
+    """Refuse an exported model (the record of its export_info.json, or None) that is
+    not the index's network: other weights (sha256), model, embedding size, image shape
+    or preprocessing."""
+    if meta.get("weights_sha256") is None:
+        raise UserError(f"index {index_dir!r} was built from features without a network: --inference_model "
+                        f"{model_dir!r} cannot be checked against it; query with --features")
+    if record is None or record.weights_sha256 != meta["weights_sha256"]:
+        raise UserError(f"--inference_model {model_dir!r} was not exported from the weights the index was built with "
+                        f"({meta['weights']}, sha256 {meta['weights_sha256'][:12]}...)")
+    run_record.check_same_network(run_record.from_mapping(meta, "the index", index_dir), record,
+                                  f"the features of --inference_model {model_dir!r}")
 
 
 def network_of(meta, index_dir):
@@ -197,3 +217,20 @@ def check_meta(meta, path, required_files, optional_files):
     threshold = meta.get("threshold")
     if threshold is not None and (type(threshold) not in (int, float) or not -1.0 <= threshold <= 1.0):
         _fail(where, "threshold must be a number in [-1, 1] (the cosine below which a search answers no match)")
+    _check_dba(meta, where)
+
+
+def _check_dba(meta, where):
+    """dba: absent/null, or {"n": 1.., "alpha": >= 0} with dba.npy among the files."""
+    dba = meta.get("dba")
+    if dba is None:
+        if "dba.npy" in meta["files"]:
+            _fail(where, "files names dba.npy but dba is not set")
+        return
+    if not isinstance(dba, dict) or set(dba) != {"n", "alpha"}:
+        _fail(where, "dba must be an object with n and alpha")
+    _integer(dba, "n", 1, MAX_COUNT, where)
+    if type(dba["alpha"]) not in (int, float) or not 0 <= dba["alpha"] <= MAX_ALPHA:
+        _fail(where, f"dba alpha must be a number from 0 to {MAX_ALPHA}, not {str(dba['alpha'])[:40]!r}")
+    if "dba.npy" not in meta["files"]:
+        _fail(where, "files lacks dba.npy")

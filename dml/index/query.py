@@ -7,7 +7,7 @@ import numpy as np
 
 from dml.errors import UserError
 from dml.outputs import write_json_atomic
-from dml.retrieval import feature_files, grid, image_inputs
+from dml.retrieval import feature_files, grid, image_inputs, predictor, rerank
 
 from . import backends, embed, flat, manifest
 
@@ -24,15 +24,25 @@ def query_features(args, snapshot):
             names = [f"{args.features}[{i}]" for i in range(len(fea))]
         return flat.normalised(fea), names, labels if labels is not None else np.full(len(fea), UNKNOWN)
     images, labelled = query_images(args)
-    meta = manifest.network_of(snapshot.meta, args.index_dir)
-    network = embed.load_network(meta)
-    vectors, _, unreadable = embed.embed(network, images, embed.image_size(meta), args.batch_size,
-                                         args.num_workers, args.engine)
+    network, size = query_network(args, snapshot)
+    vectors, _, unreadable = embed.embed(network, images, size, args.batch_size, args.num_workers, args.engine)
     if len(unreadable):
         raise UserError(f"query image {images.paths[unreadable[0]]} cannot be read"
                         + (f" ({len(unreadable)} unreadable)" if len(unreadable) > 1 else ""))
     labels = images.labels if labelled else np.full(len(images), UNKNOWN)
     return vectors, list(images.paths), labels
+
+
+def query_network(args, snapshot):
+    """(network, image size): the index's recorded network, or the exported model of
+    --inference_model (Paddle or ONNX) when it records the same network."""
+    model_dir = getattr(args, "inference_model", None)
+    if model_dir is None:
+        meta = manifest.network_of(snapshot.meta, args.index_dir)
+        return embed.load_network(meta), embed.image_size(meta)
+    predictor.model_format(model_dir)
+    manifest.check_exported_network(snapshot.meta, predictor.read_record(model_dir), model_dir, args.index_dir)
+    return predictor.load(model_dir, args.use_gpu), embed.image_size(snapshot.meta)
 
 
 def query_images(args):
@@ -43,15 +53,37 @@ def query_images(args):
     return image_inputs.selected_images(args.image_dir, args.image_list, args.data_dir)
 
 
-def run(snapshot, queries, k, threshold, session=None):
+def searcher(snapshot, session=None):
+    """search(queries, k) -> (scores, rows) of the index's backend, rows checked."""
+    search = backends.get(snapshot.meta["backend"]).searcher(snapshot, session or {})
+
+    def checked(queries, k):
+        scores, rows = search(queries, k)
+        if (rows >= len(snapshot)).any():
+            raise UserError(f"the {snapshot.meta['backend']} backend of {snapshot.directory!r} answered a row "
+                            f"beyond the index's {len(snapshot)}: the index is damaged")
+        return scores, rows
+    return checked
+
+
+def run(snapshot, queries, k, threshold, session=None, settings=None, gallery_lists=None):
     """[(scores, rows)] per query: the top k of the index, at least `threshold` similar
-    (`session`: the backend's per-command flag values, see backends.session)."""
+    (`session`: the backend's per-command flag values, see backends.session), re-ranked
+    as `settings` (dml.retrieval.rerank.Settings) says: the order is the re-ranking's,
+    the scores (and the threshold) stay each hit's cosine similarity to the query.
+    `gallery_lists`: kreciprocal's lists of the index's rows, when the caller keeps them."""
     if queries.shape[1] != snapshot.meta["dim"]:
         raise UserError(f"query vectors have dimension {queries.shape[1]}, the index {snapshot.meta['dim']}")
-    scores, rows = backends.get(snapshot.meta["backend"]).searcher(snapshot, session or {})(queries, k)
-    if (rows >= len(snapshot)).any():
-        raise UserError(f"the {snapshot.meta['backend']} backend of {snapshot.directory!r} answered a row beyond "
-                        f"the index's {len(snapshot)}: the index is damaged")
+    search = searcher(snapshot, session)
+    if settings is not None and settings.active:
+        if settings.method == "dba" and snapshot.dba is None:
+            raise UserError(f"index {snapshot.directory!r} stores no database-side augmentation: build it with "
+                            f"`index.py build --dba_n N` to search it with --rerank dba")
+        found = rerank.rerank(settings, queries, snapshot.vectors, k, search=search, dba_vectors=snapshot.dba,
+                              gallery_lists=gallery_lists)
+        scores, rows = found.scores, found.rows
+    else:
+        scores, rows = search(queries, k)
     keep = (rows >= 0) & (scores >= threshold if threshold is not None else True)
     return [(s[m], r[m]) for s, r, m in zip(scores, rows, keep)]
 
@@ -92,9 +124,9 @@ def print_hits(snapshot, names, results, threshold=None):
             print(f"{name}\t{rank}\t{score:.6f}\t{snapshot.paths[row]}{label}")
 
 
-def as_json(snapshot, names, results, k, threshold, source=None):
+def as_json(snapshot, names, results, k, threshold, source=None, settings=None):
     """search.py's JSON: per query its hits (rank, score, path, row, label, class_name)
-    and `match` (false: no hit reached the threshold)."""
+    and `match` (false: no hit reached the threshold); `rerank` when `settings` re-ranked."""
     hits = []
     for name, (scores, rows) in zip(names, results):
         hits.append({"query": name, "match": bool(len(rows)), "hits": [
@@ -103,7 +135,11 @@ def as_json(snapshot, names, results, k, threshold, source=None):
              else None, "class_name": class_name(snapshot, r) or None}
             for rank, (s, r) in enumerate(zip(scores, rows), start=1)]})
     meta = {key: snapshot.meta.get(key) for key in ("backend", "count", "dim", "model", "weights", "updated")}
-    return {"index": meta, "topk": k, "threshold": threshold, "threshold_source": source, "results": hits}
+    content = {"index": meta, "topk": k, "threshold": threshold, "threshold_source": source, "results": hits}
+    if settings is not None and settings.active:
+        content["rerank"] = dict(settings.record(), **({"dba": snapshot.meta["dba"]} if settings.method == "dba"
+                                                        else {}))
+    return content
 
 
 def save_json(path, content):

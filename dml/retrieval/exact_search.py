@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import bfloat16, onednn
+from . import bfloat16, gallery_norms, onednn
 
 #: Default of `budget`: bytes of work space.
 DEFAULT_BUDGET = 256 << 20
@@ -222,7 +222,7 @@ class _Job:
         if self.screen == "bfloat16":
             rounded = bfloat16.round_rows(rows)
             return _Chunk(start, stop, rows, rounded.bits, rounded.norm.max(), rounded.error.max())
-        return _Chunk(start, stop, rows, rows, bfloat16.norm_bounds(rows).max(), 0.0)
+        return _Chunk(start, stop, rows, rows, gallery_norms.chunk_bound(self.gallery, start, stop, rows), 0.0)
 
     def product(self, left, right, out, screen):
         if screen == "bfloat16":

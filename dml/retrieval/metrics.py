@@ -14,6 +14,7 @@ No similarity row is ever held whole, let alone sorted.
 import numpy as np
 
 from . import exact_search
+from . import rerank as reranking
 
 #: Rank of the nearest positive of a query that has none: beyond every K.
 _NEVER = np.iinfo(np.int64).max
@@ -29,7 +30,7 @@ def recall_topk(fea, lab, k=1):
     return retrieval_metrics(fea, lab, ks=(k,), map_at_r=False)["recall@%d" % k]
 
 
-def retrieval_metrics(fea, lab, ks=(1, 10, 100, 1000), map_at_r=True, block_size=None, cancel=None,
+def retrieval_metrics(fea, lab, ks=(1, 10, 100, 1000), map_at_r=True, block_size=None, rerank=None, cancel=None,
                       precision_ks=()):
     """Recall@K for each K in `ks`, and MAP@R, in one pass over blocks of queries;
     Precision@k and mAP@k for each k in `precision_ks`.
@@ -49,14 +50,16 @@ def retrieval_metrics(fea, lab, ks=(1, 10, 100, 1000), map_at_r=True, block_size
     mAP@k: AP@k = (1/min(k, R)) sum_{i<=k} P(i) rel(i), averaged over the queries with
     R > 0 (nan when none has one).
     block_size: queries per block (exact_search.QUERY_BLOCK by default).
+    rerank: a dml.retrieval.rerank.Settings: the metrics of the re-ranked results.
     cancel: a threading.Event that stops the computation (exact_search.Cancelled).
     """
     fea = normalised_features(fea)
-    return _metrics(fea, _class_ids(lab, len(fea)), len(fea), ks, map_at_r, block_size, cancel, precision_ks)
+    return _metrics(fea, fea, _class_ids(lab, len(fea)), np.arange(len(fea)), ks, map_at_r, block_size, rerank,
+                    cancel, precision_ks)
 
 
 def query_gallery_metrics(query_fea, query_lab, gallery_fea, gallery_lab, ks=(1, 10, 20, 30, 40, 50),
-                          map_at_r=True, block_size=None, cancel=None, precision_ks=()):
+                          map_at_r=True, block_size=None, rerank=None, cancel=None, precision_ks=()):
     """Recall@K and MAP@R of queries searching a separate gallery (In-Shop's protocol).
 
     As retrieval_metrics, but each query is ranked against the gallery items only (no
@@ -72,29 +75,37 @@ def query_gallery_metrics(query_fea, query_lab, gallery_fea, gallery_lab, ks=(1,
     if len(gallery_lab) != len(gallery) or len(query_lab) != len(queries):
         raise ValueError("got %d/%d labels for %d/%d query/gallery features"
                          % (len(query_lab), len(gallery_lab), len(queries), len(gallery)))
-    fea = np.concatenate([gallery, queries])
-    classes = _class_ids(np.concatenate([gallery_lab, query_lab]), len(fea))
-    return _metrics(fea, classes, len(gallery), ks, map_at_r, block_size, cancel, precision_ks)
+    classes = _class_ids(np.concatenate([gallery_lab, query_lab]), len(gallery) + len(queries))
+    query_rows = np.arange(len(gallery), len(gallery) + len(queries))
+    return _metrics(queries, gallery, classes, query_rows, ks, map_at_r, block_size, rerank, cancel, precision_ks)
 
 
-def _metrics(fea, classes, num_gallery, ks, map_at_r, block_size, cancel=None, precision_ks=()):
-    """The metrics of the queries among rows `fea`: every row against all (num_gallery
-    = len(fea)), or rows num_gallery.. against rows ..num_gallery."""
+def _metrics(queries, gallery, classes, query_rows, ks, map_at_r, block_size, rerank, cancel=None, precision_ks=()):
+    """The metrics of `queries` (rows query_rows of `classes`: below len(gallery), the
+    gallery row each query is, left out of its results) searching `gallery` (rows
+    ..len(gallery) of `classes`), re-ranked as `rerank` says."""
     ks = _check_ks(ks)
     precision_ks = _check_ks(precision_ks) if len(precision_ks) else []
+    num_gallery = len(gallery)
     members = _ClassMembers(classes, num_gallery)
-    query_rows = np.arange(len(fea)) if num_gallery == len(fea) else np.arange(num_gallery, len(fea))
-    queries, gallery = fea[query_rows[0]:], fea[:num_gallery]
     num_pos = members.num_positives(query_rows)
-    exclude = np.where(query_rows < num_gallery, query_rows, -1)
+    own = np.where(query_rows < num_gallery, query_rows, -1)
     visible = num_gallery - (query_rows < num_gallery)
-    depth = np.minimum(np.maximum(num_pos if map_at_r else 0, max(precision_ks, default=0)), visible)
-    found = exact_search.search(queries, gallery, depth, exclude=exclude, block_size=block_size,
-                                pivots=_best_positives(queries, gallery, members, query_rows, cancel),
-                                count_limit=max(ks), symmetric=num_gallery == len(fea), cancel=cancel)
-    first_hit = np.where(num_pos > 0, found.before, _NEVER)
+    ranked = reranking.for_metrics(rerank or reranking.Settings(), queries, gallery, own)
+    depth = np.maximum(np.maximum(num_pos if map_at_r else 0, ranked.depth),
+                       np.minimum(max(precision_ks, default=0), visible))
+    found = exact_search.search(ranked.queries, ranked.gallery, depth, exclude=own, block_size=block_size,
+                                pivots=_best_positives(ranked.queries, ranked.gallery, members, query_rows, cancel),
+                                count_limit=max(ks), symmetric=ranked.queries is ranked.gallery, cancel=cancel)
+    query_classes = classes[query_rows]
+    first_hit = found.before
+    if ranked.reorder is not None:
+        prefix = found.indices[:, :ranked.depth] = ranked.reorder(found.indices[:, :ranked.depth])
+        hit = (prefix >= 0) & (classes[prefix] == query_classes[:, None])
+        first_hit = np.where(hit.any(axis=1), hit.argmax(axis=1), found.before)
+    first_hit = np.where(num_pos > 0, first_hit, _NEVER)
     result = {"recall@%d" % k: float(np.mean(first_hit < k)) for k in ks}
-    hits = (found.indices >= 0) & (classes[found.indices] == classes[query_rows][:, None])
+    hits = (found.indices >= 0) & (classes[found.indices] == query_classes[:, None])
     result.update(_precision_metrics(hits, num_pos, visible, precision_ks))
     if map_at_r:
         average_precision = _average_precision_at_r(hits, num_pos)

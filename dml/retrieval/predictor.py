@@ -7,6 +7,9 @@ An exported directory holds:
   export_info.json
       what was exported: the network's record (dml.run_record: model name, embedding
       size, image shape, preprocessing, source weights and their sha256), feature size.
+An ONNX export (onnx_export.py) holds model.onnx in place of the graph and weights, run
+by onnx_model.OnnxPredictor, with the same record; `load` picks the predictor a
+directory needs.
 """
 import contextlib
 import os
@@ -25,6 +28,8 @@ from dml.runtime.device import cuda_available, gpu_id
 from dml.weights.fluid_tensor import check_tensor_sequence
 from dml.weights.json_file import read_json
 from dml.weights.regular_file import regular_size
+
+from . import onnx_model
 
 PREFIX = "inference"
 PARAMS_FILE = PREFIX + ".pdiparams"
@@ -68,9 +73,10 @@ def export_into(model, image_size, directory, info):
 
 
 def export_files(directory):
-    """The names in `directory` that an export writes (its graph, weights and record)."""
+    """The names in `directory` that an export writes (its graph, weights and record, or
+    an ONNX export's model.onnx)."""
     names = os.listdir(directory) if os.path.isdir(directory) else []
-    return [n for n in names if n.startswith(PREFIX + ".") or n == INFO_FILE]
+    return [n for n in names if n.startswith(PREFIX + ".") or n in (INFO_FILE, onnx_model.MODEL_FILE)]
 
 
 @contextlib.contextmanager
@@ -123,8 +129,8 @@ def model_files(directory):
     graphs = [os.path.join(directory, name) for name in GRAPH_FILES if os.path.lexists(os.path.join(directory, name))]
     params = os.path.join(directory, PARAMS_FILE)
     if not graphs or not os.path.lexists(params):
-        raise UserError(f"--inference_model {directory!r} holds no {PREFIX}.json/.pdmodel + {PARAMS_FILE}: "
-                        f"write one with export_model.py")
+        raise UserError(f"--inference_model {directory!r} holds no {PREFIX}.json/.pdmodel + {PARAMS_FILE} nor "
+                        f"{onnx_model.MODEL_FILE}: write one with export_model.py")
     try:
         regular_size(graphs[0], MAX_GRAPH_BYTES)
         check_tensor_sequence(params)
@@ -132,6 +138,24 @@ def model_files(directory):
         raise UserError(f"--inference_model {directory!r}: {os.path.basename(graphs[0])} + {PARAMS_FILE} are not "
                         f"an exported model: {first_line(err)}") from None
     return graphs[0], params
+
+
+def model_format(directory):
+    """"onnx" (DIR/model.onnx) or "paddle" (graph + parameters, checked as model_files
+    checks them); UserError when DIR is neither."""
+    if not os.path.isdir(directory):
+        raise UserError(f"--inference_model {directory!r} is not a directory: write one with export_model.py")
+    if os.path.lexists(os.path.join(directory, onnx_model.MODEL_FILE)):
+        return "onnx"
+    model_files(directory)
+    return "paddle"
+
+
+def load(directory, use_gpu=False, cpu_threads=None, device_id=None):
+    """The predictor of an exported directory: paddle.inference's, or onnxruntime's for
+    an ONNX model (same interface)."""
+    kind = OnnxPredictor if model_format(directory) == "onnx" else Predictor
+    return kind(directory, use_gpu=use_gpu, cpu_threads=cpu_threads, device_id=device_id)
 
 
 def paddle_error(err):
@@ -190,3 +214,6 @@ class Predictor:
 
     def __call__(self, images):
         return paddle.to_tensor(self.numpy_features(images))
+
+
+OnnxPredictor = onnx_model.OnnxPredictor

@@ -47,7 +47,7 @@ class Service:
         self.embedder = None
         if first.meta.get("weights") is not None:
             self.embedder = Embedder(first.meta, config.index_dir, config.engine, config.use_gpu, config.max_batch,
-                                     wait, self.metrics.batch_observer("embed"))
+                                     wait, self.metrics.batch_observer("embed"), config.inference_model)
         self.searcher = Searcher(config.max_batch, wait, self.metrics.batch_observer("search"))
         self.page = Page()
         self._decode_slots = threading.BoundedSemaphore(len(os.sched_getaffinity(0)))

@@ -1,5 +1,7 @@
 """The service's settings: serve.py's flags, with the keys read from their files."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from dml.retrieval import rerank
 
 from . import auth
 
@@ -22,7 +24,9 @@ class Config:
     max_wait_ms: float = 10.0
     engine: str = "static"
     use_gpu: bool = True
+    inference_model: str = None  # export_model.py's directory run instead of the index's weights
     access_log: bool = False
+    rerank: object = field(default_factory=rerank.Settings)  # the searches' re-ranking unless a request names one
 
     def limits(self):
         """What /info tells clients (and the page) about the limits."""
@@ -37,4 +41,6 @@ def from_args(args):
         read_key=auth.read_key_file(args.read_key_file, "--read_key_file") if args.read_key_file else None,
         max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_pixels=args.max_pixels,
         max_images=args.max_images, request_timeout=args.request_timeout, max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms, engine=args.engine, use_gpu=args.use_gpu, access_log=args.access_log)
+        max_wait_ms=args.max_wait_ms, engine=args.engine, use_gpu=args.use_gpu, access_log=args.access_log,
+        inference_model=args.inference_model,
+        rerank=rerank.Settings.from_args(args))

@@ -1,12 +1,14 @@
 """Query and gallery images -> unit vectors through the index's network: loaded once,
 run by one worker thread on batches of concurrent requests' images (batching.py), the
-way infer.py runs it (the exported predictor under --engine static)."""
+way infer.py runs it (the exported predictor under --engine static), or through a model
+export_model.py wrote (paddle.inference or ONNX) when it records the index's network."""
 import contextlib
 
 import numpy as np
 import paddle
 
 from dml.index import embed, flat, manifest
+from dml.retrieval import predictor
 from dml.runtime import acceleration
 from dml.runtime.device import choose_device
 
@@ -17,12 +19,16 @@ from .errors import ApiError
 class Embedder:
     """embed(images [N, 3, S, S]) -> unit vectors [N, D], batched with other requests'."""
 
-    def __init__(self, meta, index_dir, engine, use_gpu, max_batch, max_wait, on_batch=None):
-        record = manifest.network_of(meta, index_dir)
+    def __init__(self, meta, index_dir, engine, use_gpu, max_batch, max_wait, on_batch=None, inference_model=None):
+        choose_device(use_gpu)
+        self._exported = inference_model is not None
+        if self._exported:  # the index's weights need not be on this machine
+            record, self._network = meta, exported_network(meta, index_dir, inference_model, use_gpu)
+        else:
+            record = manifest.network_of(meta, index_dir)
+            self._network = embed.load_network(record)
         self.record = {key: record.get(key) for key in manifest.MODEL_KEYS}
         self.size = embed.image_size(record)
-        choose_device(use_gpu)
-        self._network = embed.load_network(record)
         self._engine = engine
         self._stack = contextlib.ExitStack()
         self._forward = None
@@ -32,9 +38,12 @@ class Embedder:
     def _start(self):
         """In the worker thread: the network ready to run (under "static" exported to a
         predictor, warmed by one image so the first request does not pay for it)."""
-        self._network.eval()
-        forward = self._stack.enter_context(acceleration.inference_forward(self._network, self._engine))
-        self._forward = getattr(forward, "numpy_features", None) or self._dynamic_graph(forward)
+        if self._exported:
+            self._forward = self._network.run
+        else:
+            self._network.eval()
+            forward = self._stack.enter_context(acceleration.inference_forward(self._network, self._engine))
+            self._forward = getattr(forward, "numpy_features", None) or self._dynamic_graph(forward)
         self._forward(np.zeros((1, 3, self.size, self.size), np.float32))
 
     @staticmethod
@@ -58,3 +67,11 @@ class Embedder:
     def close(self):
         self.batcher.close()
         self._stack.close()
+
+
+def exported_network(meta, index_dir, model_dir, use_gpu):
+    """The predictor of export_model.py's `model_dir`, refused unless it records the
+    index's network."""
+    predictor.model_format(model_dir)
+    manifest.check_exported_network(meta, predictor.read_record(model_dir), model_dir, index_dir)
+    return predictor.load(model_dir, use_gpu)

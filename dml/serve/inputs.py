@@ -1,6 +1,7 @@
 """A request's body, read and checked: JSON (query or gallery vectors, paths, labels)
 or a multipart form (images, with their fields). Anything malformed is an ApiError (4xx)
 saying which field is wrong."""
+import dataclasses
 import json
 import math
 import re
@@ -12,7 +13,9 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
+from dml.errors import UserError
 from dml.index import flat
+from dml.retrieval import rerank
 
 from .config import MAX_TOPK
 from .errors import ApiError, one_line
@@ -114,6 +117,28 @@ def vectors_of(value):
     if not (np.isfinite(norms) & (norms > 0)).all():
         raise ApiError(400, "vectors must be finite and not all zero")
     return flat.normalised(array / norms[:, None])
+
+
+def rerank_of(fields, default, snapshot, count):
+    """The re-ranking of a search: the request's `rerank` (a method, its parameters the
+    service's flags), else the service's --rerank; 400 when it cannot run on this index
+    (dba without stored augmented vectors, more neighbours than the index holds)."""
+    method = fields.get("rerank")
+    if method is None or method == "":
+        settings = default
+    elif method not in rerank.METHODS:
+        raise ApiError(400, f"rerank must be one of {', '.join(rerank.METHODS)}, not {str(method)[:40]!r}")
+    else:
+        settings = dataclasses.replace(default, method=method)
+    if settings.method == "dba" and snapshot.dba is None:
+        raise ApiError(400, "this index stores no database-side augmentation (index.py build --dba_n N): "
+                            "rerank dba is not available")
+    try:
+        if settings.method != "dba":  # the stored vectors were checked when they were built
+            rerank.check_sizes(settings, count, len(snapshot))
+    except UserError as err:
+        raise ApiError(400, str(err)) from None
+    return settings
 
 
 def topk_of(fields):

@@ -10,10 +10,11 @@ mapped even after a later commit prunes its directory.
 import collections
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dml.errors import UserError
 from dml.index import query, store
+from dml.retrieval import rerank
 
 from .errors import ApiError
 
@@ -26,10 +27,21 @@ class Served:
     generation: str
     class_names: object  # {label: name} of the generation's classes.txt, or None
     threshold: object  # index.json's "no match" threshold, or None
+    _lists: dict = field(default_factory=dict, repr=False)
+    _lists_lock: object = field(default_factory=threading.Lock, repr=False)
 
     @property
     def count(self):
         return len(self.snapshot)
+
+    def gallery_lists(self, depth):
+        """k-reciprocal re-ranking's neighbour lists of this generation's rows at `depth`,
+        computed by the first search that needs them and kept with the generation."""
+        depth = min(depth, self.count)
+        with self._lists_lock:
+            if depth not in self._lists:
+                self._lists[depth] = rerank.gallery_lists(self.snapshot.vectors, depth)
+            return self._lists[depth]
 
 
 def served(snapshot):

@@ -15,7 +15,7 @@ from . import images, inputs, metrics, writes
 from .errors import ApiError
 from .searcher import Job
 
-SEARCH_FIELDS = ("vectors", "topk", "threshold")
+SEARCH_FIELDS = ("vectors", "topk", "threshold", "rerank")
 ADD_FIELDS = ("vectors", "paths", "labels", "replace")
 REMOVE_FIELDS = ("paths", "prefix")
 INDEX_KEYS = ("count", "dim", "metric", "backend", "backend_options", "labelled", "model", "embedding_size",
@@ -49,7 +49,8 @@ async def info(request: Request):
     return {"index": {key: served.snapshot.meta.get(key) for key in INDEX_KEYS}, "generation": served.generation,
             "threshold": served.threshold, "classes": len(served.class_names or {}),
             "image_queries": svc.embedder is not None, "writes": svc.keys.write_key is not None,
-            "reads_need_key": not svc.keys.reads_open, "limits": svc.config.limits(), "version": __version__}
+            "reads_need_key": not svc.keys.reads_open, "limits": svc.config.limits(),
+            "rerank": svc.config.rerank.record(), "version": __version__}
 
 
 @router.post("/search")
@@ -61,6 +62,7 @@ async def search(request: Request):
     k = inputs.topk_of(body.fields)
     threshold, source = inputs.threshold_of(body.fields, served.threshold)
     count = one_kind_of_query(body)
+    settings = inputs.rerank_of(body.fields, svc.config.rerank, served.snapshot, count)
     with svc.searcher.batcher.expect(count) as ticket:
         if body.uploads:
             vectors = await svc.embed_uploads(served.snapshot.meta, body.uploads)
@@ -68,8 +70,9 @@ async def search(request: Request):
         else:
             vectors = check_dimension(body.vectors, served.snapshot.meta["dim"])
             names = [f"vectors[{i}]" for i in range(len(vectors))]
-        results = await asyncio.wrap_future(ticket.submit(Job(served, vectors, k, threshold), len(vectors)))
-    return JSONResponse(hits_reply(served, names, results, k, threshold, source))
+        job = Job(served, vectors, k, threshold, settings if settings.active else None)
+        results = await asyncio.wrap_future(ticket.submit(job, len(vectors)))
+    return JSONResponse(hits_reply(served, names, results, k, threshold, source, settings))
 
 
 def one_kind_of_query(body):
@@ -87,10 +90,10 @@ def check_dimension(vectors, dim):
     return vectors
 
 
-def hits_reply(served, names, results, k, threshold, source):
+def hits_reply(served, names, results, k, threshold, source, settings=None):
     """search.py's JSON (--save_json: each query's `match`, each hit's class_name when
-    the index has class names), with the generation searched."""
-    reply = query.as_json(served.snapshot, names, results, k, threshold, source)
+    the index has class names, `rerank` when re-ranked), with the generation searched."""
+    reply = query.as_json(served.snapshot, names, results, k, threshold, source, settings)
     reply["generation"] = served.generation
     return reply
 
