@@ -70,8 +70,8 @@ def torch_reference_of(engine, medians):
 
 def compare(module, engines, baseline, configs, iters, rounds, threads, options):
     """Run every engine on every config in `rounds` interleaved rounds; print medians and
-    ratios to `baseline` and to PyTorch at the same precision when they ran, and the
-    load average (1 min) before and after each config."""
+    ratios to `baseline`, to PyTorch at the same precision and (a `-bf16` engine) to its
+    float32 twin when they ran, and the load average (1 min) before and after each config."""
     described = "".join(f", {name} {value}" for name, value in options.items())
     for config in configs:
         name, size, batch = CONFIGS[config]
@@ -92,6 +92,9 @@ def compare(module, engines, baseline, configs, iters, rounds, threads, options)
             reference = torch_reference_of(engine, medians)
             if reference:
                 line += f"   {rate / medians[reference]:5.2f}x {reference}"
+            float32_twin = engine[:-len("-bf16")] if engine.endswith("-bf16") else None
+            if float32_twin in medians:
+                line += f"   {rate / medians[float32_twin]:5.2f}x {float32_twin}"
             print(line, flush=True)
         print(f"  load average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after", flush=True)
 

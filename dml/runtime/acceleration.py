@@ -31,6 +31,12 @@ What Paddle 3.3 on an x86 CPU offers, and what we do with it:
 * bfloat16 (oneDNN, CPUs with avx512_bf16/AMX) speeds the predictor up a further
   ~1.8x but moves features by ~1e-2 relative: opt-in only
   (`dml.retrieval.predictor.Predictor(..., bf16=True)`).
+* bfloat16 training (--amp --amp_dtype=bfloat16, dml.train.amp): the same compiled
+  program with its convolutions in bfloat16 (OneDNNTrainingFeatures(bfloat16=True)).
+  It learns as float32 does but was slower on the Intel Xeon (AMX) measured: 0.44x
+  float32 for ResNet18 at 64 px, 0.61x for ResNet50 at 224 px; oneDNN's AMX weight
+  gradients are slow at small feature maps and every convolution pays casts to and
+  from the float32 batch norm (Paddle has no bfloat16 CPU batch norm). An option only.
 
 Engines, chosen by the scripts' `--engine` flag: "static" (exported predictor for
 feature extraction, oneDNN convolutions in training steps) or "dygraph" (plain dynamic
