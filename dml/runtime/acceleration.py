@@ -33,10 +33,11 @@ What Paddle 3.3 on an x86 CPU offers, and what we do with it:
   (`dml.retrieval.predictor.Predictor(..., bf16=True)`).
 * bfloat16 training (--amp --amp_dtype=bfloat16, dml.train.amp): the same compiled
   program with its convolutions in bfloat16 (OneDNNTrainingFeatures(bfloat16=True)).
-  It learns as float32 does but was slower on the Intel Xeon (AMX) measured: 0.44x
-  float32 for ResNet18 at 64 px, 0.61x for ResNet50 at 224 px; oneDNN's AMX weight
-  gradients are slow at small feature maps and every convolution pays casts to and
-  from the float32 batch norm (Paddle has no bfloat16 CPU batch norm). An option only.
+  It learns as float32 does. On the Intel Xeon (AMX) measured, loaded by other jobs, it
+  was 1.28x float32 for ResNet18 at 64 px and 1.23x for ResNet50 at 224 px with one
+  thread, but 0.44x and 0.61x with two threads on the loaded cores (oneDNN's AMX weight
+  gradients are slow at small feature maps, and every convolution pays casts to and
+  from the float32 batch norm: Paddle has no bfloat16 CPU batch norm). An option only.
 
 Engines, chosen by the scripts' `--engine` flag: "static" (exported predictor for
 feature extraction, oneDNN convolutions in training steps) or "dygraph" (plain dynamic
