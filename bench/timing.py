@@ -51,14 +51,33 @@ def run_worker(module, engine, config, iters, threads, options):
     return None
 
 
+def cpu_model():
+    """The CPU's model name, from /proc/cpuinfo ("unknown CPU" without one)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")),
+                        "unknown CPU")
+    except OSError:
+        return "unknown CPU"
+
+
+def torch_reference_of(engine, medians):
+    """The PyTorch engine an engine is compared with: the one of its precision (a
+    `-bf16` engine with torch-bf16), when it ran."""
+    reference = "torch-bf16" if engine.endswith("-bf16") else "torch"
+    return reference if reference in medians and engine != reference else None
+
+
 def compare(module, engines, baseline, configs, iters, rounds, threads, options):
     """Run every engine on every config in `rounds` interleaved rounds; print medians and
-    ratios to `baseline` and to PyTorch when they ran."""
+    ratios to `baseline`, to PyTorch at the same precision and (a `-bf16` engine) to its
+    float32 twin when they ran, and the load average (1 min) before and after each config."""
     described = "".join(f", {name} {value}" for name, value in options.items())
     for config in configs:
         name, size, batch = CONFIGS[config]
         print(f"\n{name} at {size} px, batch {batch}{described} ({iters} timed iterations, {rounds} rounds, "
               f"{thread_count(threads)} threads)", flush=True)
+        load_before = os.getloadavg()[0]
         rates = {engine: [] for engine in engines}
         for _ in range(rounds):
             for engine in engines:
@@ -66,14 +85,18 @@ def compare(module, engines, baseline, configs, iters, rounds, threads, options)
                 if rate is not None:
                     rates[engine].append(rate)
         medians = {e: statistics.median(r) for e, r in rates.items() if r}
-        reference = "torch" if "torch" in medians else None
         for engine, rate in medians.items():
             line = f"  {engine:<18} {rate:8.1f} images/s"
             if baseline in medians:
                 line += f"   {rate / medians[baseline]:5.2f}x {baseline}"
-            if reference and engine != reference:
+            reference = torch_reference_of(engine, medians)
+            if reference:
                 line += f"   {rate / medians[reference]:5.2f}x {reference}"
+            float32_twin = engine[:-len("-bf16")] if engine.endswith("-bf16") else None
+            if float32_twin in medians:
+                line += f"   {rate / medians[float32_twin]:5.2f}x {float32_twin}"
             print(line, flush=True)
+        print(f"  load average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after", flush=True)
 
 
 def report(rate):
@@ -94,11 +117,12 @@ def add_arguments(parser):
     parser.add_argument("--worker", help=argparse.SUPPRESS)
 
 
-def main(module, title, paddle_engines, worker, options=None, torch_runs=lambda options: True):
+def main(module, title, paddle_engines, worker, options=None, torch_runs=lambda options: True,
+         torch_engines=("torch",)):
     """The benchmarks' command line: as a worker, time one engine on one config; else run
-    every engine (PyTorch when installed and `torch_runs(options)`) over every config and
-    print the comparison. `options` maps a script's own flags to their argparse keywords;
-    their values reach the worker as keyword arguments."""
+    every engine (the `torch_engines` when PyTorch is installed and `torch_runs(options)`)
+    over every config and print the comparison. `options` maps a script's own flags to
+    their argparse keywords; their values reach the worker as keyword arguments."""
     options = options or {}
     parser = argparse.ArgumentParser(description=title)
     add_arguments(parser)
@@ -116,13 +140,14 @@ def main(module, title, paddle_engines, worker, options=None, torch_runs=lambda 
     elif not torch_runs(chosen):
         print(f"The PyTorch twin does not cover {chosen}: measuring Paddle only.")
     else:
-        engines.append("torch")
+        engines.extend(torch_engines)
     if args.engines:
         wanted = args.engines.split(",")
-        unknown = sorted(set(wanted) - set(paddle_engines) - {"torch"})
+        unknown = sorted(set(wanted) - set(paddle_engines) - set(torch_engines))
         if unknown:
-            parser.error(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(paddle_engines)}, torch")
+            parser.error(f"unknown engine(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(list(paddle_engines) + list(torch_engines))}")
         engines = [engine for engine in engines if engine in wanted]
-    print(f"{title}, {len(os.sched_getaffinity(0))} cores")
+    print(f"{title} on {cpu_model()}, {len(os.sched_getaffinity(0))} cores")
     return compare(module, engines, "paddle-1thread", configs, args.iters, args.rounds,
                    args.threads, chosen)

@@ -121,8 +121,10 @@ class ArcMarginLoss(nn.Module):
         return F.cross_entropy(logits, labels)
 
 
-def train_step(name, class_dim, lr=0.01):
-    """A closure running one optimisation step on (images, labels) numpy arrays."""
+def train_step(name, class_dim, lr=0.01, bfloat16=False):
+    """A closure running one optimisation step on (images, labels) numpy arrays; with
+    `bfloat16`, the network under torch.autocast('cpu', dtype=torch.bfloat16) and the
+    loss outside it, in float32 (as our --amp)."""
     model = network(name)
     loss = ArcMarginLoss(class_dim, model.feature_dim)
     params = list(model.parameters()) + list(loss.parameters())
@@ -131,7 +133,9 @@ def train_step(name, class_dim, lr=0.01):
 
     def step(images, labels):
         optimizer.zero_grad(set_to_none=True)
-        cost = loss(model(torch.from_numpy(images)), torch.from_numpy(labels))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+            embeddings = model(torch.from_numpy(images))
+        cost = loss(embeddings.float(), torch.from_numpy(labels))
         cost.backward()
         optimizer.step()
         return cost.item()

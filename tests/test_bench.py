@@ -8,8 +8,9 @@ import environment
 import numpy as np
 import pytest
 
-from bench import train_throughput
+from bench import timing, train_throughput
 from dml import losses
+from dml.retrieval import bfloat16
 
 pytestmark = pytest.mark.slow  # every test here starts processes or runs commands end to end
 
@@ -40,3 +41,17 @@ def test_the_loss_flag_reaches_the_worker():
                           capture_output=True, text=True, cwd=ROOT, env=environment.clean())
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["images_per_second"] > 0
+
+
+def test_bfloat16_engines_run_only_on_a_cpu_with_bfloat16(monkeypatch):
+    monkeypatch.setattr(bfloat16, "native_on_this_cpu", lambda: False)
+    assert train_throughput.on_this_cpu(train_throughput.PADDLE_ENGINES) == ["paddle-1thread", "paddle-dygraph", "ours"]
+    assert train_throughput.on_this_cpu(train_throughput.TORCH_ENGINES) == ["torch"]
+    monkeypatch.setattr(bfloat16, "native_on_this_cpu", lambda: True)
+    assert "ours-bf16" in train_throughput.on_this_cpu(train_throughput.PADDLE_ENGINES)
+
+
+def test_each_engine_is_compared_with_pytorch_at_its_precision():
+    ran = {"ours": 1.0, "ours-bf16": 1.0, "torch": 1.0, "torch-bf16": 1.0}
+    assert [timing.torch_reference_of(e, ran) for e in ran] == ["torch", "torch-bf16", None, None]
+    assert timing.torch_reference_of("ours-bf16", {"ours-bf16": 1.0, "torch": 1.0}) is None

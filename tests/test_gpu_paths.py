@@ -32,8 +32,10 @@ def logged(text):
 def amp_on_cpu(monkeypatch):
     """--amp as it runs on a GPU (autocast, and a GradScaler for float16), on CPU tensors."""
     pretend_gpu_amp(monkeypatch)
-    real_dtype = amp.autocast_dtype
+    real_dtype, real_autocast = amp.autocast_dtype, amp.network_autocast
     monkeypatch.setattr(amp, "autocast_dtype", lambda on, dtype, _device: real_dtype(on, dtype, "gpu"))
+    monkeypatch.setattr(amp, "network_autocast", lambda dtype, _device: real_autocast(dtype, "gpu"))
+    monkeypatch.setattr(amp, "check_cpu_bfloat16", lambda model, engine: None)  # the CPU's bfloat16 path
 
 
 def wrap_forward(layer, wrapper):

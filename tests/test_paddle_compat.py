@@ -45,6 +45,39 @@ def test_legacy_program_hook_reaches_the_program_and_sets_op_attributes():
     assert "conv2d" in seen and "conv2d_grad" in seen
 
 
+def test_bfloat16_rewrite_casts_around_the_convolutions_only():
+    """Paddle's static bfloat16 rewrite, limited to conv2d, gives the convolution
+    bfloat16 inputs and output through inserted casts and leaves the other ops float32;
+    is_bfloat16 recognises the legacy program's bfloat16 type and nothing else."""
+    seen = {}
+
+    class Rewriter(paddle_compat.program_hook_base()):
+        def before_append_backward(self, forward_program):
+            paddle_compat.bfloat16_convolutions(forward_program)
+            block = forward_program.global_block()
+            for op in block.ops:
+                outputs = [block.var(name).dtype for slot in op.output_names for name in op.output(slot)]
+                seen.setdefault(op.type, []).append([paddle_compat.is_bfloat16(dtype) for dtype in outputs])
+            return forward_program
+
+        def after_append_backward(self, whole_program, backward_start_idx):
+            return whole_program, backward_start_idx
+
+        def after_infer(self, infer_program):
+            return infer_program
+
+    layer = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.ReLU())
+    spec = paddle.static.InputSpec([None, 3, None, None], "float32", "image")
+    with paddle_compat.legacy_program_guard():
+        compiled = paddle.jit.to_static(layer, input_spec=[spec], full_graph=True)
+        paddle_compat.attach_program_hook(compiled, paddle.zeros([1, 3, 8, 8]), Rewriter())
+        out = compiled(paddle.ones([2, 3, 8, 8]))
+    assert out.dtype == paddle.float32
+    assert seen["conv2d"] == [[True]] and seen["relu"] == [[False]]
+    assert sorted(seen["cast"]) == [[False], [True], [True]]  # image and weight to bfloat16, output back
+    assert not paddle_compat.is_bfloat16(paddle.float32) and not paddle_compat.is_bfloat16(paddle.float16)
+
+
 class Numbers(paddle.io.Dataset):
     def __len__(self):
         return 8

@@ -12,6 +12,8 @@ Paddle version: requirements.txt.
 | legacy (pre-PIR) static programs  | paddle.pir_utils.DygraphOldIrGuard                |
 | a hook on a to_static program     | PartialProgramLayerHook, program.set_hooker       |
 | an op attribute in that program   | Operator._set_attr                                |
+| bfloat16 casts in that program    | paddle.static.amp.bf16 (rewrite_program_bf16)     |
+| a legacy program's bfloat16 type  | paddle.base.core.VarDesc.VarType.BF16             |
 | stopping DataLoader workers now   | the loader iterator's _try_shutdown_all           |
 | optimizer accumulator names       | state-dict keys `<parameter name>_<accumulator>`  |
 | whether GradScaler skipped a step | GradScaler._enable, GradScaler._cache_found_inf   |
@@ -77,6 +79,27 @@ def attach_program_hook(compiled_layer, example_input, hook):
 def set_op_attribute(op, name, value):
     """Set an attribute of an operator of a legacy static program."""
     _require(op, "_set_attr", "operator attribute setter")(name, value)
+
+
+def bfloat16_convolutions(program):
+    """Rewrite a legacy static program (before its backward is appended) so that its
+    conv2d ops take and give bfloat16, with casts from and to float32 around them;
+    every other op keeps float32."""
+    from paddle.static.amp.bf16 import amp_lists, amp_utils
+
+    lists = _require(amp_lists, "AutoMixedPrecisionListsBF16", "static bfloat16 op lists")()
+    lists.bf16_list, lists.gray_list = {"conv2d"}, set()
+    lists.fp32_list = set(lists.fp32_list) - {"conv2d"}
+    _require(amp_utils, "rewrite_program_bf16", "static bfloat16 program rewrite")(program, lists)
+
+
+def is_bfloat16(dtype):
+    """True for bfloat16 as either dtype kind a variable may report: the DataType of
+    Paddle's PIR or the VarDesc.VarType of a legacy program."""
+    import paddle
+
+    legacy = _require(paddle.base.core.VarDesc.VarType, "BF16", "legacy bfloat16 variable type")
+    return dtype in (paddle.bfloat16, legacy)
 
 
 def stop_loader_workers(loader_iterator):

@@ -121,11 +121,12 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
     add_engine_argument(parser, training=True)
     add_arguments("log_dir", str, None, "Write training curves (loss, lr, accuracy or recall, test recall) as "
                   "VisualDL scalars to this directory (needs: pip install visualdl==2.5.3).", parser)
-    add_arguments("amp", bool, False, "Mixed precision on GPU (autocast of the network to --amp_dtype); "
-                  "ignored on CPU.", parser)
+    add_arguments("amp", bool, False, "Mixed precision: the network in --amp_dtype, the losses in float32 (GPU: "
+                  "autocast; CPU: bfloat16 only, the convolutions of --engine static).", parser)
     add_arguments("amp_dtype", choice(*AMP_DTYPES), "float16",
-                  "--amp's dtype: float16 (dynamic loss scaling, one read from the GPU per step) or bfloat16 "
-                  "(no scaler, no per-step read; GPUs of compute capability 8.0 and newer).", parser)
+                  "--amp's dtype: float16 (GPU only, dynamic loss scaling, one read from the GPU per step) or "
+                  "bfloat16 (no scaler; GPUs of compute capability 8.0 and newer, CPUs with avx512_bf16 or AMX).",
+                  parser)
     add_arguments("enable_ce", bool, False,
                   "Continuous evaluation: test at the end and print the 'kpis' lines (train_cost, test_recall).",
                   parser)

@@ -36,8 +36,9 @@ class TrainStep(nn.Layer):
 
     Under several ranks the memory gets the whole global batch (CrossBatchMemory.push).
 
-    `autocast` (--amp): a callable returning the context the network runs under; the
-    loss runs outside it, in float32 (see dml.train.amp)."""
+    `autocast` (--amp on a GPU): a callable returning the context the network runs
+    under; the loss runs outside it, in float32 (see dml.train.amp; on the CPU, bfloat16
+    is in the compiled `features`)."""
 
     def __init__(self, model, loss, features=None, memory=None, autocast=None):
         super().__init__()
@@ -144,6 +145,9 @@ def train(args, family):
     if device == "cpu":
         acceleration.configure_cpu()
     make_deterministic(device, train_flags.repeatable(args))
+    amp_dtype = amp.autocast_dtype(args.amp, args.amp_dtype, device)
+    if amp_dtype == "bfloat16" and device == "cpu":
+        amp.check_cpu_bfloat16(args.model, args.engine)
     world = ranks.current()
     rank, nranks = world.rank, world.nranks
     spec = losses.spec(args.loss_name)
@@ -164,7 +168,6 @@ def train(args, family):
     loss = losses.create(args.loss_name, model.feature_dim, class_dim=args.class_dim,
                          **train_flags.loss_params(args))
     start = 0
-    amp_dtype = amp.autocast_dtype(args.amp, args.amp_dtype, device)
     scaler = amp.make_scaler(amp_dtype)
     if resume_from:
         resume.check_restorable(resumed, resume_from, scaler is not None)
@@ -178,8 +181,8 @@ def train(args, family):
     if memory is not None and resume_from:
         checkpoint.restore_memory(resume_from, memory)
     amp.restore_scaler(scaler, resumed.get("grad_scaler"))
-    train_step = TrainStep(model, loss, acceleration.training_features(model, args.engine, device), memory,
-                           autocast=amp.network_autocast(amp_dtype))
+    features = acceleration.training_features(model, args.engine, device, bfloat16=amp_dtype == "bfloat16")
+    train_step = TrainStep(model, loss, features, memory, autocast=amp.network_autocast(amp_dtype, device))
     groups = parameter_groups(model, loss, args.loss_lr_mult, args.loss_weight_decay, args.weight_decay)
     optimizer, schedule = make_optimizer(groups, args.lr, **train_flags.optimizer_settings(args))
     if resume_from:
