@@ -107,3 +107,22 @@ def finite_float(text):
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text} must be a finite number")
     return value
+
+
+def parse_adam_betas(text):
+    """'0.9,0.999' -> (0.9, 0.999): two numbers in [0, 1)."""
+    parts = str(text).split(",")
+    try:
+        values = tuple(float(v) for v in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 2 or not all(math.isfinite(v) and 0 <= v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} must be two numbers in [0, 1) separated by a comma "
+                                         f"(beta1,beta2), e.g. 0.9,0.999")
+    return values
+
+
+def adam_betas(text):
+    """Checks the text as parse_adam_betas does and keeps it as it was written."""
+    parse_adam_betas(text)
+    return text

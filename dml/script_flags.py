@@ -82,6 +82,10 @@ def add_inference_arguments(parser, batch_size, weights_help):
                   parser)
     add_arguments("pretrained_model", str, None, weights_help, parser)
     add_engine_argument(parser, training=False)
+    add_arguments("flip_tta", bool, False,
+                  "Test-time augmentation: each image's feature is the mean of its own and its horizontal "
+                  "mirror's L2-normalised features, normalised again (two forward passes per image).", parser,
+                  nargs="?", const=True)
 
 
 def check_inference_flags(args, alternative=None):

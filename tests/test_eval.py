@@ -66,11 +66,13 @@ def saved_features(ckpt, demo_dir, tmp_path_factory):
     return path
 
 
-def brute_force(fea, lab, ks):
-    """Recall@K and MAP@R from the definitions: full stable sort of each row."""
+def brute_force(fea, lab, ks, precision_ks=(1, 10)):
+    """Recall@K, MAP@R, Precision@k and mAP@k from the definitions: full stable sort of
+    each row."""
     unit = fea / np.linalg.norm(fea, axis=1, keepdims=True)
     sims = unit.astype(np.float64) @ unit.T.astype(np.float64)
     recalls, aps = {k: [] for k in ks}, []
+    precisions, aps_at = {k: [] for k in precision_ks}, {k: [] for k in precision_ks}
     for q in range(len(fea)):
         others = np.array([i for i in range(len(fea)) if i != q])
         order = others[np.argsort(-sims[q, others], kind="stable")]
@@ -81,8 +83,14 @@ def brute_force(fea, lab, ks):
         if r:
             precision = np.cumsum(hits[:r]) / np.arange(1, r + 1)
             aps.append(float((precision * hits[:r]).sum() / r))
+        for k in precision_ks:
+            precisions[k].append(hits[:k].mean())
+            if r:
+                aps_at[k].append(sum(hits[:i + 1].mean() for i in range(k) if hits[i]) / min(k, r))
     result = {"recall@%d" % k: float(np.mean(v)) for k, v in recalls.items()}
     result["map@r"] = float(np.mean(aps))
+    result.update({"precision@%d" % k: float(np.mean(v)) for k, v in precisions.items()})
+    result.update({"map@%d" % k: float(np.mean(v)) for k, v in aps_at.items()})
     return result
 
 
@@ -114,9 +122,22 @@ def test_saved_features_reproduce_recall_and_metrics(eval_run, saved_features):
     assert saved.keys() == expected.keys()
     for key, value in expected.items():
         assert saved[key] == pytest.approx(value, abs=1e-9), key
-    for key in ("Recall@1", "Recall@2", "Recall@4", "Recall@8", "MAP@R"):
+    for key in ("Recall@1", "Recall@2", "Recall@4", "Recall@8", "MAP@R", "Precision@1", "Precision@10", "mAP@1",
+                "mAP@10"):
         value = expected[key.lower()]
         assert re.search(r"^%s\s+%.5f$" % (re.escape(key), value), stdout, re.M), key
+
+
+def test_a_k_past_every_other_class_s_items_gets_a_note(ckpt, demo_dir, eval_run, capsys):
+    """40 test images in classes of 4: K >= 37 reaches a positive whatever the ranking."""
+    assert "note:" not in eval_run[0]
+    args = eval_script.build_parser().parse_args(MODEL_FLAGS + ["--pretrained_model", ckpt, "--data_dir", demo_dir,
+                                                                "--recall_k", "1,36,37,50"])
+    summary = eval_script.evaluate(args)
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and notes[0].startswith("note: Recall@37, 50 is 1 by construction for the queries of "
+                                                   "class") and "(3 positives each): K >= 37" in notes[0]
+    assert summary["notes"] == notes and summary["metrics"]["recall@37"] == 1.0
 
 
 def test_save_json_says_what_was_evaluated(ckpt, demo_dir, eval_run):

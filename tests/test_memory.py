@@ -1,13 +1,12 @@
 """Cross-batch memory: a FIFO of unit embeddings, the objective it adds, exact resume,
 its flags, and --loss_lr_mult."""
-import os
 import re
 import shutil
 
 import numpy as np
 import paddle
 import pytest
-from test_trainer import final_params, flags, run
+from test_trainer import checkpoint_names, final_params, flags, run
 
 from dml import losses
 from dml.errors import UserError
@@ -78,7 +77,7 @@ def test_resume_with_memory_is_bit_for_bit(tmp_path, demo_dir):
     run("pair", xbm_flags(demo_dir, parts, total_iter_num=5, save_iter_step=2))
     saved = np.load(parts / "ResNet18" / "2" / "memory.npz")
     assert saved["embeddings"].shape == (24, 512) and saved["position"].tolist() == [12, 12]
-    for name in os.listdir(parts / "ResNet18"):
+    for name in checkpoint_names(parts / "ResNet18"):
         if name != "2":
             shutil.rmtree(parts / "ResNet18" / name)
     run("pair", xbm_flags(demo_dir, parts, total_iter_num=5, save_iter_step=2,

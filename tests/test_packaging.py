@@ -21,7 +21,7 @@ PROJECT = PYPROJECT["project"]
 #: requirements file -> the pyproject group whose dependencies it pins exactly
 GROUPS = {"requirements.txt": None, "requirements-index.txt": "index", "requirements-onnx.txt": "onnx",
           "requirements-test.txt": "test", "requirements-bench.txt": "bench", "requirements-serve.txt": "serve",
-          "requirements-calibrate.txt": "calibrate"}
+          "requirements-calibrate.txt": "calibrate", "requirements-plot.txt": "plot"}
 ROOT_NAMES = ("losses", "models", "reader", "imgtool", "utility")
 
 

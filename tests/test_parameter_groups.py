@@ -1,7 +1,7 @@
 """What the training optimizer does to each parameter: the network's weights get the L2
 decay of 1e-4, the loss layer's own parameters (class weights, proxies) get
---loss_lr_mult times the learning rate and --loss_weight_decay (default 1e-4, 0 exempts
-them)."""
+--loss_lr_mult times the learning rate and --loss_weight_decay (default under momentum
+1e-4, 0 exempts them)."""
 import numpy as np
 import paddle
 import pytest
@@ -83,7 +83,7 @@ def test_a_loss_without_parameters_gives_the_network_s():
 
 def test_loss_weight_decay_flag():
     parser = train_elem.build_parser()
-    assert parser.parse_args([]).loss_weight_decay == 1e-4
+    assert parser.parse_args([]).loss_weight_decay is None  # the optimizer's default (test_optimizers.py)
     assert parser.parse_args(["--loss_weight_decay=0"]).loss_weight_decay == 0.0
     with pytest.raises(SystemExit):
         parser.parse_args(["--loss_weight_decay=-1"])

@@ -27,12 +27,12 @@ def test_a_stop_before_a_batch_ends_the_embedding_after_it(demo_dir, network, mo
     batches = []
     real = features.extract_features
 
-    def counting(model, loader, show_progress=None, engine="static", after_batch=None):
+    def counting(model, loader, show_progress=None, engine="static", after_batch=None, **options):
         def counted():
             batches.append(1)
             after_batch()
 
-        return real(model, loader, show_progress, engine, counted)
+        return real(model, loader, show_progress, engine, counted, **options)
 
     monkeypatch.setattr(features, "extract_features", counting)
     with pytest.raises(periodic_test.TestStopped) as stopped:

@@ -94,22 +94,25 @@ def image_list(demo_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_infer_on_two_ranks_writes_and_prints_what_one_process_does(tmp_path, weights, image_list):
+@pytest.mark.parametrize("flip", [False, True])
+def test_infer_on_two_ranks_writes_and_prints_what_one_process_does(tmp_path, weights, image_list, flip):
     """41 images in batches of 4: rank 0 embeds 6 batches, rank 1 the other 5 (the
     unreadable image among them); the features, paths and printed lines are one
-    process's, byte for byte."""
+    process's, byte for byte (with --flip_tta too: each rank mirrors its own share)."""
     listing, paths = image_list
     outputs = {}
     for nproc in (1, 2):
         cwd = tmp_path / f"ranks{nproc}"
         args = [*NET, "--embedding_size=16", f"--pretrained_model={weights}", f"--image_list={listing}",
-                "--batch_size=4", f"--save_features={cwd / 'feats.npy'}"]
+                "--batch_size=4", f"--save_features={cwd / 'feats.npy'}", f"--flip_tta={flip}"]
         outputs[nproc] = run_script(cwd, "infer.py", args, nproc)
     one, two = tmp_path / "ranks1", tmp_path / "ranks2"
     assert_same_files(one, two, ["feats.npy", "feats.paths.txt", "feats.meta.json"])
     assert not (two / "feats.labels.npy").exists()
     assert_records_weights(json.loads((two / "feats.meta.json").read_text()), weights)
     assert len(np.load(two / "feats.npy")) == 40 and paths[30] not in (two / "feats.paths.txt").read_text()
+    norms = np.linalg.norm(np.load(two / "feats.npy"), axis=1)
+    assert np.allclose(norms, 1, atol=1e-5) == flip  # flip TTA's rows are unit length, raw features are not
     for starts in (("Test-",), ("skipped unreadable image",)):
         assert lines_without_time(outputs[2][0], *starts) == lines_without_time(outputs[1][0], *starts), starts
     assert len(lines_without_time(outputs[2][0], "Test-")) == 40
@@ -131,12 +134,15 @@ def query_gallery_lists(demo_dir, folder):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["all against all", "queries against a gallery"])
 def test_eval_on_two_ranks_scores_what_one_process_scores(tmp_path, demo_dir, weights, mode):
+    """Both modes; the gallery mode with --flip_tta (every rank mirrors its share) and
+    --precision_k (scored on rank 0)."""
     lists = [] if mode == "all against all" else query_gallery_lists(demo_dir, tmp_path)
+    extra = [] if mode == "all against all" else ["--flip_tta=True", "--precision_k=1,5"]
     summaries, printed = {}, {}
     for nproc in (1, 2):
         cwd = tmp_path / f"ranks{nproc}"
         args = [*NET, "--embedding_size=16", f"--pretrained_model={weights}", f"--data_dir={demo_dir}",
-                "--batch_size=3", "--recall_k=1,2,4", f"--save_json={cwd / 'metrics.json'}", *lists]
+                "--batch_size=3", "--recall_k=1,2,4", f"--save_json={cwd / 'metrics.json'}", *lists, *extra]
         printed[nproc], others = run_script(cwd, "eval.py", args, nproc)
         summaries[nproc] = json.loads((cwd / "metrics.json").read_text())
         assert all("End test" not in log and "metrics written" not in log for log in others)
@@ -144,9 +150,11 @@ def test_eval_on_two_ranks_scores_what_one_process_scores(tmp_path, demo_dir, we
         summary.pop("evaluated_at")
     assert summaries[2] == summaries[1]
     assert summaries[2]["num_images"] == 40 and summaries[2]["num_queries"] == (40 if not lists else 10)
-    table = ("End test", "metric ", "Recall@", "MAP@R")
+    assert summaries[2]["flip_tta"] == bool(extra)
+    assert ("precision@5" in summaries[2]["metrics"]) == bool(extra)
+    table = ("End test", "metric ", "Recall@", "MAP@R", "Precision@", "mAP@")
     assert lines_without_time(printed[2], *table) == lines_without_time(printed[1], *table)
-    assert len(lines_without_time(printed[2], *table)) == 6
+    assert len(lines_without_time(printed[2], *table)) == 10
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 from test_trainer import final_params, flags, run
 
 from dml.errors import UserError
-from dml.train import checkpoint, loop
+from dml.train import checkpoint, curves, loop
 from dml.weights import safe_load
 
 pytestmark = pytest.mark.slow  # every test here starts processes or runs commands end to end
@@ -44,7 +44,10 @@ def finish(proc, timeout=1800):
 
 
 def entries(directory):
-    return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    """What a directory holds, the training curves beside the checkpoints left out."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(name for name in os.listdir(directory) if name not in (curves.CURVES_FILE, curves.PLOT_FILE))
 
 
 def assert_same_params(a, b):

@@ -130,9 +130,11 @@ def test_kreciprocal_reads_only_the_lists_it_needs():
     assert 0 < known.sum() < 0.5 * len(known)
 
 
-def brute_force_of_rankings(orders, query_lab, gallery_lab, ks):
-    """Recall@K and MAP@R of full rankings (one gallery order per query), from the definitions."""
+def brute_force_of_rankings(orders, query_lab, gallery_lab, ks, precision_ks=()):
+    """Recall@K and MAP@R of full rankings (one gallery order per query), and
+    Precision@k and mAP@k for each k of `precision_ks`, from the definitions."""
     hits_at, precisions = dict.fromkeys(ks, 0), []
+    at_k, ap_at_k = {k: [] for k in precision_ks}, {k: [] for k in precision_ks}
     for order, label in zip(orders, query_lab):
         hits = gallery_lab[order] == label
         for k in ks:
@@ -140,8 +142,15 @@ def brute_force_of_rankings(orders, query_lab, gallery_lab, ks):
         r = int(hits.sum())
         if r:
             precisions.append(float((np.cumsum(hits[:r]) / np.arange(1, r + 1) * hits[:r]).sum()) / r)
+        for k in precision_ks:
+            top = hits[:k]
+            at_k[k].append(top.mean())
+            if r:
+                ap_at_k[k].append(float((np.cumsum(top) / np.arange(1, len(top) + 1) * top).sum()) / min(k, r))
     expected = {"recall@%d" % k: hits_at[k] / len(orders) for k in ks}
     expected["map@r"] = float(np.mean(precisions))
+    expected.update({"precision@%d" % k: float(np.mean(at_k[k])) for k in precision_ks})
+    expected.update({"map@%d" % k: float(np.mean(ap_at_k[k])) for k in precision_ks})
     return expected
 
 
@@ -153,6 +162,8 @@ def kreciprocal_orders(distances, original, depth):
 
 
 KS = (1, 2, 4, 10, 100)
+#: Precision@k and mAP@k within and past the re-ranked depths (8 and 10)
+PRECISION_KS = (1, 3, 12)
 
 
 @pytest.mark.parametrize("method", ["qe", "dba", "kreciprocal"])
@@ -167,8 +178,9 @@ def test_query_gallery_metrics_of_reranked_results_match_reference(method):
     else:
         distances = reference.kreciprocal_distances(queries, gallery, 5, 2, 0.3)
         orders = kreciprocal_orders(distances, reference.ranking(q @ g.T), 8)
-    got = metrics.query_gallery_metrics(queries, query_lab, gallery, gallery_lab, ks=KS, rerank=settings)
-    expected = brute_force_of_rankings(orders, query_lab, gallery_lab, KS)
+    got = metrics.query_gallery_metrics(queries, query_lab, gallery, gallery_lab, ks=KS, rerank=settings,
+                                        precision_ks=PRECISION_KS)
+    expected = brute_force_of_rankings(orders, query_lab, gallery_lab, KS, PRECISION_KS)
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=1e-12), key
 
@@ -187,8 +199,8 @@ def test_single_set_metrics_of_reranked_results_match_reference(method):
         distances = reference.kreciprocal_distances(fea, fea, 4, 3, 0.2, query_rows=rows)
         orders = kreciprocal_orders(distances, reference.ranking(x @ x.T, exclude=rows), 10)
     orders = orders[:, :-1]  # each query's own row, last, is not a result
-    got = metrics.retrieval_metrics(fea, lab, ks=KS, rerank=settings)
-    expected = brute_force_of_rankings(orders, lab, lab, KS)
+    got = metrics.retrieval_metrics(fea, lab, ks=KS, rerank=settings, precision_ks=PRECISION_KS)
+    expected = brute_force_of_rankings(orders, lab, lab, KS, PRECISION_KS)
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=1e-12), key
 

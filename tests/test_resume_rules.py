@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_trainer import final_params, flags, run
+from test_trainer import checkpoint_names, final_params, flags, run
 
 from dml.cli import run_cli
 from dml.commands import train_elem, train_pair
@@ -81,7 +81,7 @@ def test_a_trajectory_flag_given_with_another_value_refuses_the_resume(flag, val
         run("elem", bare(demo_dir, tmp_path, total_iter_num=4, checkpoint=tmp_path / "ResNet18" / "2",
                          **{flag: value}))
     assert f"--{flag}={value} differs from --{flag}={recorded}" in str(err.value) and "\n" not in str(err.value)
-    assert os.listdir(tmp_path / "ResNet18") == ["2"] and params_bytes(tmp_path / "ResNet18" / "2") == saved
+    assert checkpoint_names(tmp_path / "ResNet18") == ["2"] and params_bytes(tmp_path / "ResNet18" / "2") == saved
 
 
 def test_loss_parameters_and_the_schedule_length_count_where_they_shape_the_run(tmp_path, demo_dir):
@@ -162,7 +162,7 @@ def test_a_second_run_into_a_used_model_save_dir_is_refused_before_training(tmp_
     assert checkpoint.read_run_state(str(tmp_path / "ResNet18" / "5"))["run_id"] == run_id
     # --overwrite removes the other run's checkpoints first: `latest` is then the new run's
     run("elem", flags(demo_dir, tmp_path, total_iter_num=2, overwrite=True, **dict(RUN_FLAGS, seed=8)))
-    assert sorted(os.listdir(tmp_path / "ResNet18")) == ["2"]
+    assert checkpoint_names(tmp_path / "ResNet18") == ["2"]
     latest, _ = checkpoint.resolve("latest", str(tmp_path), "ResNet18")
     assert checkpoint.read_run_state(latest)["run_id"] != run_id
 
@@ -173,7 +173,7 @@ def test_overwrite_removes_a_link_not_what_it_points_to(tmp_path, demo_dir):
     (tmp_path / "out" / "ResNet18").mkdir(parents=True)
     os.symlink(elsewhere / "ResNet18" / "2", tmp_path / "out" / "ResNet18" / "7")
     run("elem", flags(demo_dir, tmp_path / "out", total_iter_num=1, overwrite=True, **RUN_FLAGS))
-    assert sorted(os.listdir(tmp_path / "out" / "ResNet18")) == ["1"]
+    assert checkpoint_names(tmp_path / "out" / "ResNet18") == ["1"]
     assert checkpoint.is_complete(str(elsewhere / "ResNet18" / "2"))
 
 

@@ -38,8 +38,14 @@ def run(family, argv):
     return loop.train(script.build_parser().parse_args(argv), family)
 
 
+def checkpoint_names(directory):
+    """The numbered checkpoints in `directory`, in order (curves.jsonl and curves.png
+    lie beside them)."""
+    return sorted((name for name in os.listdir(directory) if name.isdigit()), key=int)
+
+
 def final_params(out, model="ResNet18"):
-    steps = sorted(os.listdir(os.path.join(out, model)), key=int)
+    steps = checkpoint_names(os.path.join(out, model))
     return paddle.load(os.path.join(out, model, steps[-1], checkpoint.PARAMS)), steps
 
 

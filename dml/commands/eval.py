@@ -37,6 +37,9 @@ def build_parser():
                                       "image is a query against all the others.")
     add_arguments("recall_k", recall_ks, "1,10,100,1000", "Comma-separated K of the Recall@K to report "
                   "(positive integers; Recall@1 is always computed for the End test line).", parser)
+    add_arguments("precision_k", recall_ks, "1,10", "Comma-separated k of the Precision@k and mAP@k to report "
+                  "(positive integers; each query's top k are kept in memory, so k of 1000 on SOP needs "
+                  "gigabytes).", parser)
     add_arguments("save_json", str, None, "Also write the metrics and what was evaluated to this JSON file.",
                   parser)
     add_arguments("save_retrievals", str, None,
@@ -86,9 +89,16 @@ def recall_ks(text):
     return text
 
 
-def metrics_table(result, ks):
+def metric_names(ks, precision_ks):
+    """[(key in the result, name in the table)] in the table's order."""
+    return ([("recall@%d" % k, "Recall@%d" % k) for k in ks] + [("map@r", "MAP@R")]
+            + [("precision@%d" % k, "Precision@%d" % k) for k in precision_ks]
+            + [("map@%d" % k, "mAP@%d" % k) for k in precision_ks])
+
+
+def metrics_table(result, ks, precision_ks=()):
     """The metrics as a small aligned text table."""
-    rows = [("Recall@%d" % k, result["recall@%d" % k]) for k in ks] + [("MAP@R", result["map@r"])]
+    rows = [(name, result[key]) for key, name in metric_names(ks, precision_ks)]
     width = max(len(name) for name, _ in rows)
     lines = ["%-*s  %s" % (width, "metric", "value")]
     lines += ["%-*s  %.5f" % (width, name, value) for name, value in rows]
@@ -99,6 +109,7 @@ def evaluate(args, world=ranks.SINGLE):
     """Run the whole evaluation described by the parsed flags; return the JSON summary
     (on rank 0; None on the other ranks, which only embed their share of the images)."""
     size, ks = check_flags(args), parse_recall_k(args.recall_k)
+    precision_ks = parse_recall_k(args.precision_k)
     settings = rerank.Settings.from_args(args)
     device = choose_device(args.use_gpu)
     test_set = read_test_set(args.data_dir, args.test_list, args.query_list, args.gallery_list)
@@ -109,7 +120,7 @@ def evaluate(args, world=ranks.SINGLE):
 
     workers = data_workers.worker_count(args.num_workers, device, world.nranks)
     scored = score_network(model, test_set, size, args.batch_size, workers, args.engine, ks, map_at_r=True,
-                           ranks=world, rerank=settings)
+                           ranks=world, rerank=settings, flip=args.flip_tta, precision_ks=precision_ks)
     if not world.leader:
         return None
     for image_list, skipped in zip(test_set.lists, scored.skipped):
@@ -118,14 +129,18 @@ def evaluate(args, world=ranks.SINGLE):
     if settings.active:
         print("re-ranked: " + ", ".join(f"{key} {value}" for key, value in settings.record().items()))
     print("[%s] End test %d, test_recall %.5f" % (fmt_time(), scored.num_queries, result["recall@1"]), flush=True)
-    print(metrics_table(result, ks), flush=True)
+    print(metrics_table(result, ks, precision_ks), flush=True)
+    notes = trivial_recall_notes(scored, ks)
+    for line in notes:
+        print(line, flush=True)
 
     lists = {"test_list": test_set.queries} if test_set.gallery is None else \
         {"query_list": test_set.queries, "gallery_list": test_set.gallery}
     summary = {
-        "metrics": {key: result[key] for key in ["recall@%d" % k for k in ks] + ["map@r"]},
+        "metrics": {key: result[key] for key, _ in metric_names(ks, precision_ks)}, "notes": notes,
         "model": args.model, "embedding_size": args.embedding_size, "image_shape": args.image_shape,
         "pretrained_model": os.path.abspath(args.pretrained_model), "weights_format": report.format,
+        "flip_tta": bool(args.flip_tta),
         "data_dir": os.path.abspath(args.data_dir),
         **{flag: os.path.abspath(image_list.list_path) for flag, image_list in lists.items()},
         "num_images": int(sum(len(f) for f in scored.fea)), "num_queries": scored.num_queries,
@@ -140,6 +155,17 @@ def evaluate(args, world=ranks.SINGLE):
     if args.save_retrievals:
         save_retrievals(args, test_set, scored, settings, names)
     return summary
+
+
+def trivial_recall_notes(scored, ks):
+    """A note when a K of --recall_k makes some query's Recall@K 1 by construction."""
+    found = metrics.guaranteed_recall(*scored.labels)
+    if found is None or max(ks) < found[0]:
+        return []
+    least, label, positives = found
+    big = ", ".join(str(k) for k in ks if k >= least)
+    return [f"note: Recall@{big} is 1 by construction for the queries of class {label} ({positives} positives "
+            f"each): K >= {least} reaches past every gallery item of the other classes"]
 
 
 def save_retrievals(args, test_set, scored, settings, names=None):

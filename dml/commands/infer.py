@@ -10,7 +10,7 @@ an ONNX model).
 Prints `Test-<r>-feature: <first five values> <image path>` for each readable image,
 r counting the rows written (from 0): line r describes row r of the saved features.
 `--save_features PATH` writes the features of every readable image to PATH (.npy,
-float32 [N, D], raw network outputs, not normalised) and their paths, one a line, in
+float32 [N, D], raw network outputs, not normalised; with --flip_tta, unit rows) and their paths, one a line, in
 the same order, to PATH with `.paths.txt` instead of `.npy`, the network's record
 (dml.run_record) to `.meta.json` (plus `.labels.npy` when the input is an SOP list,
 and `.classes.txt`, the class names, when --data_dir has a classes.txt).
@@ -112,7 +112,8 @@ def infer(args, world=ranks.SINGLE):
     names = class_names.in_directory(args.data_dir) if labelled and args.save_features else None
     network, device = build_network(args)
     workers = data_workers.worker_count(args.num_workers, device, world.nranks)
-    fea, lab, skipped = sharded.extract_list(network, images, size, args.batch_size, workers, args.engine, world)
+    fea, lab, skipped = sharded.extract_list(network, images, size, args.batch_size, workers, args.engine, world,
+                                             flip=args.flip_tta)
     reader.SkipReport(images).note(np.flatnonzero(skipped).tolist())
     kept = np.flatnonzero(~skipped)
     if len(kept) == 0:

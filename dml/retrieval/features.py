@@ -21,9 +21,12 @@ def progress(iterable, total, desc, enabled=None):
 
 
 @paddle.no_grad()
-def extract_features(model, loader, show_progress=None, engine=acceleration.DEFAULT_INFER_ENGINE, after_batch=None):
+def extract_features(model, loader, show_progress=None, engine=acceleration.DEFAULT_INFER_ENGINE, after_batch=None,
+                     flip=False):
     """Run `model` in eval mode over a test loader; `engine` "static" runs it exported
     to an in-process predictor (acceleration.inference_forward), "dygraph" as it is.
+    `flip` (test-time augmentation): each feature is the mean of the L2-normalised
+    features of the image and of its horizontal mirror, normalised again.
 
     Returns (features [N,D] float32, labels [N], skipped [N] bool); rows of unreadable
     images are kept in place (zeros in, features out) and flagged in `skipped`.
@@ -42,6 +45,8 @@ def extract_features(model, loader, show_progress=None, engine=acceleration.DEFA
     try:
         with acceleration.inference_forward(model, engine) as forward:
             to_host = getattr(forward, "numpy_features", None) or (lambda images: forward(on_device(images)).numpy())
+            if flip:
+                to_host = flip_averaged(to_host)
             for images, batch_labels, batch_skipped in progress(batches, len(loader), "features", show_progress):
                 feats.append(np.asarray(to_host(images), dtype=np.float32))
                 labels.append(batch_labels.reshape([-1]))
@@ -60,3 +65,20 @@ def on_device(images):
     """A host batch on the current device: one copy to the GPU (the rank's), none on the CPU."""
     device = gpu_id()
     return images if device is None else images.cuda(device)
+
+
+def flip_averaged(to_host):
+    """images -> features as `to_host` gives them, averaged with the mirror's (see
+    extract_features)."""
+    def both(images):
+        mirrored = paddle.flip(images, axis=[3]) if isinstance(images, paddle.Tensor) else images[..., ::-1].copy()
+        return unit_rows(unit_rows(np.asarray(to_host(images), np.float64))
+                         + unit_rows(np.asarray(to_host(mirrored), np.float64)))
+
+    return both
+
+
+def unit_rows(fea):
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    norms = np.linalg.norm(fea, axis=1, keepdims=True)
+    return fea / np.where(norms > 0, norms, 1.0)

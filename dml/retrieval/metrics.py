@@ -30,8 +30,10 @@ def recall_topk(fea, lab, k=1):
     return retrieval_metrics(fea, lab, ks=(k,), map_at_r=False)["recall@%d" % k]
 
 
-def retrieval_metrics(fea, lab, ks=(1, 10, 100, 1000), map_at_r=True, block_size=None, rerank=None, cancel=None):
-    """Recall@K for each K in `ks`, and MAP@R, in one pass over blocks of queries.
+def retrieval_metrics(fea, lab, ks=(1, 10, 100, 1000), map_at_r=True, block_size=None, rerank=None, cancel=None,
+                      precision_ks=()):
+    """Recall@K for each K in `ks`, and MAP@R, in one pass over blocks of queries;
+    Precision@k and mAP@k for each k in `precision_ks`.
 
     fea: [N, D] numpy array or paddle Tensor (any float dtype; computed in float32).
     lab: [N] or [N, 1] class labels (ints, or anything `np.unique` can sort).
@@ -43,17 +45,21 @@ def retrieval_metrics(fea, lab, ks=(1, 10, 100, 1000), map_at_r=True, block_size
     of other items of the query's class, AP@R = (1/R) sum_{i<=R} P(i) rel(i) over the
     top R; MAP@R is its mean over the queries with R > 0 (queries without any positive
     are left out of it; nan when no query has one).
+    Precision@k: the share of same-class items among the query's top L = min(k, items
+    it is ranked against), averaged over all queries (0 for a query without positives).
+    mAP@k: AP@k = (1/min(k, R)) sum_{i<=k} P(i) rel(i), averaged over the queries with
+    R > 0 (nan when none has one).
     block_size: queries per block (exact_search.QUERY_BLOCK by default).
     rerank: a dml.retrieval.rerank.Settings: the metrics of the re-ranked results.
     cancel: a threading.Event that stops the computation (exact_search.Cancelled).
     """
     fea = normalised_features(fea)
     return _metrics(fea, fea, _class_ids(lab, len(fea)), np.arange(len(fea)), ks, map_at_r, block_size, rerank,
-                    cancel)
+                    cancel, precision_ks)
 
 
 def query_gallery_metrics(query_fea, query_lab, gallery_fea, gallery_lab, ks=(1, 10, 20, 30, 40, 50),
-                          map_at_r=True, block_size=None, rerank=None, cancel=None):
+                          map_at_r=True, block_size=None, rerank=None, cancel=None, precision_ks=()):
     """Recall@K and MAP@R of queries searching a separate gallery (In-Shop's protocol).
 
     As retrieval_metrics, but each query is ranked against the gallery items only (no
@@ -71,20 +77,23 @@ def query_gallery_metrics(query_fea, query_lab, gallery_fea, gallery_lab, ks=(1,
                          % (len(query_lab), len(gallery_lab), len(queries), len(gallery)))
     classes = _class_ids(np.concatenate([gallery_lab, query_lab]), len(gallery) + len(queries))
     query_rows = np.arange(len(gallery), len(gallery) + len(queries))
-    return _metrics(queries, gallery, classes, query_rows, ks, map_at_r, block_size, rerank, cancel)
+    return _metrics(queries, gallery, classes, query_rows, ks, map_at_r, block_size, rerank, cancel, precision_ks)
 
 
-def _metrics(queries, gallery, classes, query_rows, ks, map_at_r, block_size, rerank, cancel=None):
+def _metrics(queries, gallery, classes, query_rows, ks, map_at_r, block_size, rerank, cancel=None, precision_ks=()):
     """The metrics of `queries` (rows query_rows of `classes`: below len(gallery), the
     gallery row each query is, left out of its results) searching `gallery` (rows
     ..len(gallery) of `classes`), re-ranked as `rerank` says."""
     ks = _check_ks(ks)
+    precision_ks = _check_ks(precision_ks) if len(precision_ks) else []
     num_gallery = len(gallery)
     members = _ClassMembers(classes, num_gallery)
     num_pos = members.num_positives(query_rows)
     own = np.where(query_rows < num_gallery, query_rows, -1)
+    visible = num_gallery - (query_rows < num_gallery)
     ranked = reranking.for_metrics(rerank or reranking.Settings(), queries, gallery, own)
-    depth = np.maximum(num_pos if map_at_r else 0, ranked.depth)
+    depth = np.maximum(np.maximum(num_pos if map_at_r else 0, ranked.depth),
+                       np.minimum(max(precision_ks, default=0), visible))
     found = exact_search.search(ranked.queries, ranked.gallery, depth, exclude=own, block_size=block_size,
                                 pivots=_best_positives(ranked.queries, ranked.gallery, members, query_rows, cancel),
                                 count_limit=max(ks), symmetric=ranked.queries is ranked.gallery, cancel=cancel)
@@ -96,8 +105,9 @@ def _metrics(queries, gallery, classes, query_rows, ks, map_at_r, block_size, re
         first_hit = np.where(hit.any(axis=1), hit.argmax(axis=1), found.before)
     first_hit = np.where(num_pos > 0, first_hit, _NEVER)
     result = {"recall@%d" % k: float(np.mean(first_hit < k)) for k in ks}
+    hits = (found.indices >= 0) & (classes[found.indices] == query_classes[:, None])
+    result.update(_precision_metrics(hits, num_pos, visible, precision_ks))
     if map_at_r:
-        hits = classes[found.indices] == query_classes[:, None]
         average_precision = _average_precision_at_r(hits, num_pos)
         has_positive = num_pos > 0
         result["map@r"] = (
@@ -156,6 +166,23 @@ def _class_ids(lab, num):
     return np.unique(lab, return_inverse=True)[1].reshape(-1)
 
 
+def guaranteed_recall(query_lab, gallery_lab=None):
+    """(K, label, positives): the smallest K at which some query's Recall@K is 1 whatever
+    the features (its top K must hold a positive: K > the gallery items of other
+    classes), with that query's class and its number of gallery positives; None when
+    no query has a positive. Every item against all the others without `gallery_lab`."""
+    query_lab = np.asarray(query_lab).reshape(-1)
+    gallery_lab = query_lab if gallery_lab is None else np.asarray(gallery_lab).reshape(-1)
+    labels, counts = np.unique(gallery_lab, return_counts=True)
+    own = 1 if gallery_lab is query_lab else 0
+    positives = counts - own
+    asked = np.isin(labels, query_lab) & (positives > 0)
+    if not asked.any():
+        return None
+    best = np.flatnonzero(asked)[np.argmax(counts[asked])]
+    return int(len(gallery_lab) - counts[best] + 1), labels[best].item(), int(positives[best])
+
+
 def _check_ks(ks):
     ks = [int(k) for k in np.atleast_1d(ks)]
     if any(k < 1 for k in ks):
@@ -191,6 +218,21 @@ class _ClassMembers:
         index = self.order[np.where(valid, self.starts[cls][:, None] + slots, 0)]
         own = np.where(queries < self.num_gallery, queries, self.num_gallery)[:, None]
         return np.where(valid & (index != own), index, own)
+
+
+def _precision_metrics(hits, num_pos, visible, ks):
+    """{"precision@k", "map@k"} for each k (retrieval_metrics' definitions) from each
+    query's ranked hits (top min(max k, visible) at least)."""
+    result = {}
+    has_positive = num_pos > 0
+    for k in ks:
+        top = hits[:, :k]
+        result["precision@%d" % k] = float(np.mean(top.sum(axis=1) / np.minimum(k, visible)))
+        precision_at = np.cumsum(top, axis=1) / np.arange(1, top.shape[1] + 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            average = (precision_at * top).sum(axis=1) / np.minimum(k, num_pos)
+        result["map@%d" % k] = float(np.mean(average[has_positive])) if has_positive.any() else float("nan")
+    return result
 
 
 def _average_precision_at_r(hits, num_pos):

@@ -14,9 +14,10 @@ from . import features
 
 
 def extract_list(network, image_list, size, batch_size, num_workers, engine, ranks=SINGLE, after_batch=None,
-                 shared_memory=None, show_progress=None):
+                 shared_memory=None, show_progress=None, flip=False):
     """(features [N, D] float32, labels [N], skipped [N] bool) of every image of
-    `image_list`, on every rank (a collective under several ranks).
+    `image_list`, on every rank (a collective under several ranks). `flip`: every rank
+    averages its share's features with their mirror's (features.extract_features).
 
     after_batch: called after each batch round, the same number of times on every
     rank (a rank whose share has fewer batches calls it for the rounds it sits out),
@@ -24,14 +25,14 @@ def extract_list(network, image_list, size, batch_size, num_workers, engine, ran
     if ranks.nranks <= 1:
         loader = reader.test_loader(image_list, size, batch_size, num_workers, shared_memory)
         return features.extract_features(network, loader, show_progress=show_progress, engine=engine,
-                                           after_batch=after_batch)
+                                           after_batch=after_batch, flip=flip)
     start, stop, rounds = batch_share(len(image_list), batch_size, ranks)
     fea, flags = np.zeros((0, 0), np.float32), np.zeros((0, 2), np.int64)
     if stop > start:
         share = reader.ImageList(image_list.paths[start:stop], image_list.labels[start:stop], image_list.list_path)
         loader = reader.test_loader(share, size, batch_size, num_workers, shared_memory)
         fea, labels, skipped = features.extract_features(network, loader, show_progress=show_progress,
-                                                         engine=engine, after_batch=after_batch)
+                                                         engine=engine, after_batch=after_batch, flip=flip)
         flags = np.stack([labels.astype(np.int64), skipped.astype(np.int64)], axis=1)
     for _ in range(rounds - -(-(stop - start) // batch_size)):
         if after_batch is not None:

@@ -64,14 +64,16 @@ class Scored:
 
 
 def embed_test_set(network, test_set, image_size, batch_size, num_workers, engine, ranks=SINGLE, after_batch=None,
-                   shared_memory=None):
+                   shared_memory=None, flip=False):
     """The features of every list of `test_set` (each split over `ranks` and gathered,
-    sharded.extract_list), unreadable images left out (reported by the caller from
+    sharded.extract_list; with `flip`, every rank averages its share's features with
+    the mirrored images'), unreadable images left out (reported by the caller from
     `skipped`); UserError when too few are left to score."""
     fea, labels, kept, skipped = [], [], [], []
     for image_list in test_set.lists:
         values, list_labels, unreadable = sharded.extract_list(network, image_list, image_size, batch_size,
-                                                               num_workers, engine, ranks, after_batch, shared_memory)
+                                                               num_workers, engine, ranks, after_batch, shared_memory,
+                                                               flip=flip)
         readable = np.flatnonzero(~unreadable)
         fea.append(values[readable])
         labels.append(list_labels[readable])
@@ -85,23 +87,24 @@ def embed_test_set(network, test_set, image_size, batch_size, num_workers, engin
     return Scored(fea, labels, kept, skipped)
 
 
-def score(scored, ks=(1,), map_at_r=False, cancel=None, rerank=None):
+def score(scored, ks=(1,), map_at_r=False, cancel=None, rerank=None, precision_ks=()):
     """The metrics of embedded test lists (all against all, or queries against the
-    gallery); `cancel`: see exact_search.search; `rerank`: see score_network."""
+    gallery; Precision@k and mAP@k for each k of `precision_ks`); `cancel`: see
+    exact_search.search; `rerank`: see score_network."""
     ks = sorted(set(ks) | {1})
     if len(scored.fea) == 1:
         return metrics.retrieval_metrics(scored.fea[0], scored.labels[0], ks=ks, map_at_r=map_at_r, rerank=rerank,
-                                         cancel=cancel)
+                                         cancel=cancel, precision_ks=precision_ks)
     return metrics.query_gallery_metrics(scored.fea[0], scored.labels[0], scored.fea[1], scored.labels[1], ks=ks,
-                                         map_at_r=map_at_r, rerank=rerank, cancel=cancel)
+                                         map_at_r=map_at_r, rerank=rerank, cancel=cancel, precision_ks=precision_ks)
 
 
 def score_network(network, test_set, image_size, batch_size, num_workers, engine, ks=(1,), map_at_r=False,
-                  ranks=SINGLE, rerank=None):
-    """Extract the features of every list of `test_set` (split over `ranks`) and score
-    them on rank 0 (the other ranks' `result` stays None), re-ranked as `rerank` (a
-    dml.retrieval.rerank.Settings) says."""
-    scored = embed_test_set(network, test_set, image_size, batch_size, num_workers, engine, ranks)
+                  ranks=SINGLE, rerank=None, flip=False, precision_ks=()):
+    """Extract the features of every list of `test_set` (split over `ranks`; `flip`:
+    see embed_test_set) and score them on rank 0 (the other ranks' `result` stays None),
+    re-ranked as `rerank` (a dml.retrieval.rerank.Settings) says."""
+    scored = embed_test_set(network, test_set, image_size, batch_size, num_workers, engine, ranks, flip=flip)
     if ranks.leader:
-        scored.result = score(scored, ks, map_at_r, rerank=rerank)
+        scored.result = score(scored, ks, map_at_r, rerank=rerank, precision_ks=precision_ks)
     return scored

@@ -13,6 +13,7 @@ import platform
 import re
 import shutil
 import time
+import warnings
 
 import numpy as np
 import paddle
@@ -72,7 +73,11 @@ def restore_optimizer(optimizer, model, loss, directory):
     """Load a checkpoint's optimizer state into `optimizer` (built over model + loss)."""
     saved = safe_load.load(os.path.join(directory, OPTIMIZER))
     back = {new: old for old, new in _param_names(model, loss).items()}
-    optimizer.set_state_dict(paddle_compat.rename_accumulators(saved, back))
+    with warnings.catch_warnings():
+        # LinearWarmup's state holds its inner schedule's, which Paddle's base class
+        # calls unused before LinearWarmup restores it
+        warnings.filterwarnings("ignore", message="There are some unused values in state_dict")
+        optimizer.set_state_dict(paddle_compat.rename_accumulators(saved, back))
 
 
 def save_checkpoint(directory, model, loss, optimizer, state, memory=None):

@@ -9,10 +9,12 @@ from dml.data import imgtool
 from dml.errors import UserError
 from dml.flag_types import (
     DefaultSeed,
+    adam_betas,
     choice,
     increasing_ints,
     nonnegative_float,
     nonnegative_int,
+    parse_adam_betas,
     parse_increasing_ints,
     positive_float,
     positive_int,
@@ -22,6 +24,10 @@ from dml.script_flags import add_data_arguments, add_engine_argument, add_model_
 from .amp import AMP_DTYPES
 
 LR_STRATEGIES = ("piecewise_decay", "cosine_decay")
+OPTIMIZERS = ("momentum", "adamw")
+#: --weight_decay and --loss_weight_decay when left out, per --optimizer
+DEFAULT_DECAY = {"momentum": 1e-4, "adamw": 0.05}
+DEFAULT_LOSS_DECAY = {"momentum": 1e-4, "adamw": 0.0}
 BATCH_RULES = {"elem": ".", "pair": "; each device's share must be divisible by 3 for triplet, and by "
                                     "--samples_each_class, with at least 2 classes, for the other losses."}
 
@@ -38,8 +44,25 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
     class_help = ("Number of training classes: rows of the classifier / proxies (SOP: 11318)." if family == "elem"
                   else "Number of training classes; kept from the original, not read by the pair losses.")
     add_arguments("class_dim", positive_int, 11318, class_help, parser)
-    add_arguments("lr", positive_float, lr, "Initial learning rate of the Momentum optimizer (momentum 0.9, L2 "
-                  "decay 1e-4); --lr_strategy lowers it.", parser)
+    add_arguments("lr", positive_float, lr, "Initial learning rate (after --warmup_iters); --lr_strategy lowers "
+                  "it.", parser)
+    add_arguments("optimizer", choice(*OPTIMIZERS), "momentum",
+                  "momentum (the original: momentum 0.9, L2 decay --weight_decay added to the gradient) or adamw "
+                  "(Adam with decoupled weight decay --weight_decay, betas --adam_betas; Loshchilov & Hutter, "
+                  "ICLR 2019).", parser)
+    add_arguments("weight_decay", nonnegative_float, None,
+                  f"Weight decay of the network's parameters: L2 decay under momentum (left out: "
+                  f"{DEFAULT_DECAY['momentum']:g}, the original's), decoupled decay under adamw (left out: "
+                  f"{DEFAULT_DECAY['adamw']:g}).", parser)
+    add_arguments("adam_betas", adam_betas, "0.9,0.999",
+                  "adamw's beta1,beta2 (decay rates of the gradient's running mean and mean square).", parser)
+    add_arguments("warmup_iters", nonnegative_int, 0,
+                  "Raise the learning rate linearly from 0 to --lr over this many first iterations, then follow "
+                  "--lr_strategy (cosine_decay then reaches 0 at --total_iter_num; --lr_steps count from the "
+                  "run's start). 0: no warmup.", parser)
+    add_arguments("clip_grad_norm", nonnegative_float, 0.0,
+                  "Scale the gradients down so that their global L2 norm (network and loss layer together) is "
+                  "at most this. 0: no clipping.", parser)
     add_arguments("lr_strategy", choice(*LR_STRATEGIES), "piecewise_decay",
                   "Learning-rate schedule: piecewise_decay (x0.1 at each of --lr_steps) or cosine_decay "
                   "(to 0 at --total_iter_num).", parser)
@@ -81,9 +104,11 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
     add_arguments("loss_lr_mult", positive_float, 1.0,
                   "Learning-rate multiplier for the loss layer's own parameters (class weights, proxies; "
                   "Proxy-Anchor's authors train proxies at 100).", parser)
-    add_arguments("loss_weight_decay", nonnegative_float, 1e-4,
-                  "L2 decay of the loss layer's own parameters (class weights, proxies); the network's is 1e-4. "
-                  "0: not decayed, as pytorch-metric-learning's examples train proxies.", parser)
+    add_arguments("loss_weight_decay", nonnegative_float, None,
+                  f"Weight decay of the loss layer's own parameters (class weights, proxies), of --optimizer's "
+                  f"kind; left out: {DEFAULT_LOSS_DECAY['momentum']:g} under momentum (the original's), "
+                  f"{DEFAULT_LOSS_DECAY['adamw']:g} under adamw (proxies are not decayed, as "
+                  f"pytorch-metric-learning's examples train them).", parser)
     if family == "pair":
         memory_losses = ", ".join(n for n in losses.names("pair") if losses.spec(n).reference_set)
         add_arguments("xbm_size", nonnegative_int, 0,
@@ -176,6 +201,24 @@ def settle_fine_tune(args):
     recorded_flags.settle_network(args, record, changeable)
 
 
+def settle_optimizer_defaults(values):
+    """In a {flag: value} dict (a parsed Namespace's vars, a checkpoint's flags):
+    --weight_decay and --loss_weight_decay left out become --optimizer's defaults, so
+    state.json records the values the run used."""
+    optimizer = values.get("optimizer") or "momentum"
+    if values.get("weight_decay") is None:
+        values["weight_decay"] = DEFAULT_DECAY[optimizer]
+    if values.get("loss_weight_decay") is None:
+        values["loss_weight_decay"] = DEFAULT_LOSS_DECAY[optimizer]
+
+
+def optimizer_settings(args):
+    """make_optimizer's keyword arguments from the flags."""
+    return dict(lr_strategy=args.lr_strategy, lr_steps=lr_steps(args), total_iter_num=args.total_iter_num,
+                optimizer=args.optimizer, weight_decay=args.weight_decay,
+                adam_betas=parse_adam_betas(args.adam_betas), warmup_iters=args.warmup_iters)
+
+
 def lr_steps(args):
     return parse_increasing_ints(args.lr_steps)
 
@@ -188,6 +231,7 @@ def check(args, family):
     """The rules that tie several flags together (each flag's own range is in its type)."""
     models.check_image_size(args.model, image_size(args))
     check_test_lists(args)
+    check_warmup(args)
     spec = losses.spec(args.loss_name)
     if spec.family != family:
         raise UserError(f"--loss_name={args.loss_name} is trained by {spec.script}")
@@ -195,6 +239,17 @@ def check(args, family):
         users = ", ".join(n for n in losses.names() if losses.spec(n).reference_set)
         raise UserError(f"--xbm_size works with the losses that compare a batch with a memory ({users}), "
                         f"not {args.loss_name}; use --xbm_size=0")
+
+
+def check_warmup(args):
+    """The warmup ends before the run does, and before piecewise_decay's first step."""
+    if args.warmup_iters >= args.total_iter_num:
+        raise UserError(f"--warmup_iters={args.warmup_iters} leaves no iteration of the --total_iter_num="
+                        f"{args.total_iter_num}: use fewer warmup iterations")
+    first_step = lr_steps(args)[0]
+    if args.lr_strategy == "piecewise_decay" and args.warmup_iters >= first_step:
+        raise UserError(f"--warmup_iters={args.warmup_iters} reaches the first of --lr_steps={args.lr_steps}: "
+                        f"warm up for fewer than {first_step} iterations, or move the steps later")
 
 
 def check_memory(args):

@@ -4,6 +4,7 @@ The scripts differ only in their flags; the loss's spec decides the sampler
 (shuffled images, (anchor, positive, negative) triples or class-balanced batches).
 """
 import contextlib
+import os
 import time
 
 import numpy as np
@@ -17,7 +18,7 @@ from dml.retrieval.test_set import read_test_set
 from dml.runtime import acceleration, data_workers, paddle_compat, ranks
 from dml.runtime.device import choose_device, make_deterministic
 
-from . import amp, checkpoint, interrupts, resume, run_dir
+from . import amp, checkpoint, curves, interrupts, resume, run_dir
 from . import flags as train_flags
 from .memory import CrossBatchMemory
 from .monitor import CheckpointWriter, Run, Schedule
@@ -63,19 +64,39 @@ class TrainStep(nn.Layer):
         return cost, embeddings, probs
 
 
-def make_optimizer(parameters, lr, lr_strategy="piecewise_decay", lr_steps=(), total_iter_num=None):
-    """Momentum 0.9 with L2 decay 1e-4 and the learning-rate schedule: piecewise_decay
-    (lr x 0.1 at each of lr_steps) or cosine_decay over total_iter_num steps.
-    `parameters`: a list of parameters, or Paddle's parameter groups (dicts with
-    'params' and a 'learning_rate' multiplier)."""
+def make_optimizer(parameters, lr, lr_strategy="piecewise_decay", lr_steps=(), total_iter_num=None, *,
+                   optimizer="momentum", weight_decay=1e-4, adam_betas=(0.9, 0.999), warmup_iters=0):
+    """The optimizer and its learning-rate schedule.
+
+    momentum: momentum 0.9, L2 decay `weight_decay` added to the gradient (the
+    original); adamw: Adam with `adam_betas` and decoupled decay p -= lr * decay * p.
+    `parameters`: a list of parameters, or parameter groups (dicts with 'params', a
+    'learning_rate' multiplier and their own 'weight_decay', of the optimizer's kind).
+    Gradient clipping is forward_backward's (Paddle's grad_clip would clip each group
+    to the norm on its own)."""
+    schedule = make_schedule(lr, lr_strategy, lr_steps, total_iter_num, warmup_iters)
+    if optimizer == "adamw":
+        beta1, beta2 = adam_betas
+        built = paddle.optimizer.AdamW(learning_rate=schedule, beta1=beta1, beta2=beta2, epsilon=1e-8,
+                                       parameters=parameters, weight_decay=weight_decay)
+    else:
+        built = paddle.optimizer.Momentum(learning_rate=schedule, momentum=0.9, parameters=parameters,
+                                          weight_decay=paddle.regularizer.L2Decay(weight_decay))
+    return built, schedule
+
+
+def make_schedule(lr, lr_strategy, lr_steps, total_iter_num, warmup_iters=0):
+    """piecewise_decay (lr x 0.1 at each of lr_steps) or cosine_decay (to 0 at
+    total_iter_num), after a linear warmup from 0 over `warmup_iters` iterations (the
+    steps count from the run's start; the cosine spans the iterations after warmup)."""
     if lr_strategy == "cosine_decay":
-        schedule = paddle.optimizer.lr.CosineAnnealingDecay(lr, T_max=total_iter_num)
+        schedule = paddle.optimizer.lr.CosineAnnealingDecay(lr, T_max=total_iter_num - warmup_iters)
     else:
         values = [lr * (0.1 ** i) for i in range(len(lr_steps) + 1)]
-        schedule = paddle.optimizer.lr.PiecewiseDecay(list(lr_steps), values)
-    optimizer = paddle.optimizer.Momentum(learning_rate=schedule, momentum=0.9, parameters=parameters,
-                                          weight_decay=paddle.regularizer.L2Decay(1e-4))
-    return optimizer, schedule
+        schedule = paddle.optimizer.lr.PiecewiseDecay([step - warmup_iters for step in lr_steps], values)
+    if warmup_iters:
+        schedule = paddle.optimizer.lr.LinearWarmup(schedule, warmup_iters, start_lr=0.0, end_lr=lr)
+    return schedule
 
 
 def main(parser, family):
@@ -103,6 +124,7 @@ def prepare(args, family):
         point = (directory, state)
     elif args.pretrained_model:
         train_flags.settle_fine_tune(args)
+    train_flags.settle_optimizer_defaults(vars(args))
     check_flags(args, family, paddle.distributed.get_world_size())
     args._resume_point = point
     return point
@@ -161,9 +183,8 @@ def train(args, family):
     amp.restore_scaler(scaler, resumed.get("grad_scaler"))
     features = acceleration.training_features(model, args.engine, device, bfloat16=amp_dtype == "bfloat16")
     train_step = TrainStep(model, loss, features, memory, autocast=amp.network_autocast(amp_dtype, device))
-    groups = parameter_groups(model, loss, args.loss_lr_mult, args.loss_weight_decay)
-    optimizer, schedule = make_optimizer(groups, args.lr, args.lr_strategy, train_flags.lr_steps(args),
-                                         args.total_iter_num)
+    groups = parameter_groups(model, loss, args.loss_lr_mult, args.loss_weight_decay, args.weight_decay)
+    optimizer, schedule = make_optimizer(groups, args.lr, **train_flags.optimizer_settings(args))
     if resume_from:
         checkpoint.restore_optimizer(optimizer, model, loss, resume_from)
     step = paddle.DataParallel(train_step) if nranks > 1 else train_step
@@ -181,7 +202,9 @@ def train(args, family):
                                       dict(train_flags.run_identity(args), run_id=run_id),
                                       flags=flag_values(args), last_saved=resume_from),
               log_dir=args.log_dir, enable_ce=args.enable_ce, memory=memory, scaler=scaler,
-              skips=reader.SkipReport(train_list))
+              skips=reader.SkipReport(train_list),
+              curve_file=curves.CurveFile(os.path.join(args.model_save_dir, args.model) if rank == 0 else None,
+                                          start))
     run.meter.restore(resumed.get("meter"))
     if args.test_before_training and start == 0:
         run.test(0)
@@ -194,7 +217,8 @@ def train(args, family):
             for iteration, (images, labels, replaced) in zip(range(start, args.total_iter_num), batches):
                 run.skips.add(replaced)
                 train_step.use_memory = iteration >= getattr(args, "xbm_start_iter", 0)
-                cost, embeddings, probs = forward_backward(step, scaler, optimizer, images, labels)
+                cost, embeddings, probs = forward_backward(step, scaler, optimizer, images, labels,
+                                                           args.clip_grad_norm)
                 lr = optimizer.get_lr()
                 if not amp.skipped_step(scaler):
                     schedule.step()
@@ -207,15 +231,22 @@ def train(args, family):
     return run
 
 
-def parameter_groups(model, loss, loss_lr_mult=1.0, loss_weight_decay=1e-4):
-    """The parameters to optimise: the network's (the optimizer's L2 decay of 1e-4), then
-    the loss layer's own (class weights, proxies) at `loss_lr_mult` times the learning
-    rate with L2 decay `loss_weight_decay` (by default the network's, as the original)."""
+def parameter_groups(model, loss, loss_lr_mult=1.0, loss_weight_decay=1e-4, weight_decay=1e-4):
+    """The parameters to optimise: the network's with decay `weight_decay`, then the
+    loss layer's own (class weights, proxies) at `loss_lr_mult` times the learning rate
+    with decay `loss_weight_decay` (the decay of the optimizer's kind: L2 under
+    momentum, decoupled under adamw)."""
     own = loss.parameters()
     if not own:
         return model.parameters()
-    return [{"params": model.parameters()},
+    return [{"params": model.parameters(), "weight_decay": weight_decay},
             {"params": own, "learning_rate": loss_lr_mult, "weight_decay": loss_weight_decay}]
+
+
+def clip_gradients(step, clip_norm):
+    """g <- g min(1, clip_norm / (||all gradients|| + 1e-6)); nothing when clip_norm is 0."""
+    if clip_norm:
+        paddle.nn.utils.clip_grad_norm_([p for p in step.parameters() if p.grad is not None], clip_norm)
 
 
 def resolve_checkpoint(args, rank):
@@ -229,16 +260,22 @@ def resolve_checkpoint(args, rank):
     return directory
 
 
-def forward_backward(step, scaler, optimizer, images, labels):
+def forward_backward(step, scaler, optimizer, images, labels, clip_norm=0.0):
     """One optimisation step; with a scaler, with loss scaling (the step's TrainStep
-    runs its network under autocast)."""
+    runs its network under autocast). `clip_norm` > 0: the gradients of all the step's
+    parameters (network and loss layer together) are first scaled so that their
+    global L2 norm is at most `clip_norm`."""
     if scaler is None:
         cost, embeddings, probs = step(images, labels)
         cost.backward()
+        clip_gradients(step, clip_norm)
         optimizer.step()
     else:
         cost, embeddings, probs = step(images, labels)
         scaler.scale(cost).backward()
+        if clip_norm:
+            scaler.unscale_(optimizer)
+            clip_gradients(step, clip_norm)
         scaler.step(optimizer)
         scaler.update()
     optimizer.clear_grad()

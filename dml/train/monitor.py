@@ -83,7 +83,7 @@ class Run:
     points it at its interrupts.StopRequests), read during a test."""
 
     def __init__(self, *, model, loss, optimizer, schedule, tester, writer, rank=0, nranks=1,
-                 log_dir=None, enable_ce=False, memory=None, scaler=None, skips=None):
+                 log_dir=None, enable_ce=False, memory=None, scaler=None, skips=None, curve_file=None):
         self.rank, self.nranks = rank, nranks
         self.scaler = scaler
         self.skips = skips or reader.SkipReport(None)
@@ -97,6 +97,7 @@ class Run:
         self.last_recall = None
         self.last_cost = None
         self.curves = curves.ScalarLog(log_dir if rank == 0 else None)
+        self.curve_file = curve_file or curves.CurveFile(None)
         self.cadence = agreement.Cadence(nranks)
         self.pending_signal = lambda: None
         self._step_seconds, self._steps = 0.0, 0
@@ -155,6 +156,7 @@ class Run:
         print(display_line(iteration, lr, means), flush=True)
         scalars = {f"train/{name}": value for name, value in means.items() if name != "time"}
         self.curves.add(iteration, **scalars, **{"train/lr": lr})
+        self.curve_file.add(curves.LOSS, iteration, means["loss"])
 
     def save(self, done):
         """Rank 0: the checkpoint after `done` steps (the cross-batch memory is the same
@@ -177,6 +179,7 @@ class Run:
         if self.rank == 0:
             self.last_recall = recall
             self.curves.add(done, **{"test/recall@1": recall})
+            self.curve_file.add(curves.RECALL, done, recall)
             print("[%s] test_img_num %d, trainbatch %d, test_recall %.5f" % (fmt_time(), count, done, recall),
                   flush=True)
         return 0
@@ -196,6 +199,20 @@ class Run:
             # ends the remaining ranks ~3 s after one of them exits with a non-zero code
         raise interrupts.Stopped(interrupts.EXIT_CODES[signum])
 
+    def draw_curves(self):
+        """The picture of the run's curves beside its checkpoints; a note line, never a
+        failed run, when it cannot be drawn."""
+        if self.curve_file.path is None:
+            return
+        directory = os.path.dirname(self.curve_file.path)
+        try:
+            path = curves.plot(directory)
+        except (UserError, OSError, ValueError) as err:
+            print(f"note: no picture of the training curves: {err}", flush=True)
+            return
+        if path:
+            print(f"[{fmt_time()}] training curves drawn to {path}", flush=True)
+
     def finish(self, start):
         if start >= self.schedule.total:
             self.curves.close()
@@ -207,6 +224,7 @@ class Run:
         self.curves.close()
         if self.rank != 0:
             return
+        self.draw_curves()
         if self.enable_ce:
             print("kpis\ttrain_cost\t%f" % (self.last_cost if self.last_cost is not None else float("nan")))
             print("kpis\ttest_recall\t%f" % (self.last_recall if self.last_recall is not None else float("nan")))

@@ -21,7 +21,8 @@ from dml import losses
 from dml.cli import given, note, set_from
 from dml.data import imgtool
 from dml.errors import UserError
-from dml.flag_types import parse_increasing_ints
+from dml.flag_types import parse_adam_betas, parse_increasing_ints
+from dml.train.flags import settle_optimizer_defaults
 
 TRAJECTORY, RUN, INVOCATION = "trajectory", "run", "invocation"
 
@@ -67,7 +68,13 @@ RULES = {
     "amp": Rule(TRAJECTORY),
     "amp_dtype": Rule(TRAJECTORY, when=lambda flags: bool(flags.get("amp"))),
     # the optimizer and its learning-rate schedule
+    "optimizer": Rule(TRAJECTORY),
+    "weight_decay": Rule(TRAJECTORY),
+    "adam_betas": Rule(TRAJECTORY, when=lambda flags: flags.get("optimizer") == "adamw",
+                       canonical=parse_adam_betas),
+    "clip_grad_norm": Rule(TRAJECTORY),
     "lr": Rule(TRAJECTORY),
+    "warmup_iters": Rule(TRAJECTORY),
     "lr_strategy": Rule(TRAJECTORY),
     "lr_steps": Rule(TRAJECTORY, when=lambda flags: flags["lr_strategy"] == "piecewise_decay",
                      canonical=parse_increasing_ints),
@@ -128,6 +135,7 @@ def recorded_values(state, actions, directory):
                 raise UserError(f"--checkpoint {directory!r}: its state.json records --{flag}={str(value)[:80]!r}, "
                                 f"which is not valid ({err})") from None
         values[flag] = value
+    settle_optimizer_defaults(values)
     return values
 
 

@@ -44,10 +44,10 @@ calls = []
 nan_at = tuple(int(v) for v in options["nan_at"].split(":")) if "nan_at" in options else None
 
 
-def recorded_step(*args):
-    cost, embeddings, probs = real_step(*args)
+def recorded_step(step, scaler, optimizer, images, labels, *rest, **options):
+    cost, embeddings, probs = real_step(step, scaler, optimizer, images, labels, *rest, **options)
     calls.append(1)
-    last_step.update(embeddings=embeddings.numpy(), labels=args[-1].numpy())
+    last_step.update(embeddings=embeddings.numpy(), labels=labels.numpy())
     if nan_at and nan_at[0] == rank and len(calls) == nan_at[1] + 1:
         cost = cost * float("nan")
     return cost, embeddings, probs
