@@ -146,6 +146,7 @@ def test_a_case_computed_by_hand():
     ({"threshold": 1.5}, "from -1 to 1"),
     ({"threshold": "0.5"}, "from -1 to 1"),
     ([0.5], "from -1 to 1"),
+    ({"threshold": 0.5, "flip_tta": True}, r"mirror images \(eval.py --flip_tta\).*calibrate without --flip_tta"),
 ])
 def test_threshold_file_refusals(tmp_path, content, needle):
     path = tmp_path / "threshold.json"

@@ -9,8 +9,10 @@ import pytest
 
 from dml import models
 from dml.commands import eval as eval_script
+from dml.commands import index as index_cmd
 from dml.commands import infer as infer_script
 from dml.data import imgtool, reader
+from dml.errors import UserError
 from dml.retrieval import features
 
 SIZE = 32
@@ -78,6 +80,11 @@ def test_infer_and_eval_use_the_flipped_features(weights, demo_dir, tmp_path, ca
     infer_script.infer(infer_script.build_parser().parse_args(flags(weights, demo_dir, "--flip_tta",
                                                                     f"--save_features={out}")))
     np.testing.assert_allclose(np.load(out), expected, rtol=1e-4, atol=1e-5)
+    assert json.load(open(tmp_path / "f.meta.json"))["flip_tta"] is True
+    with pytest.raises(UserError, match=r"averaged with their mirror images \(infer.py --flip_tta\).*without "
+                                        r"--flip_tta"):
+        index_cmd.main(["build", f"--index_dir={tmp_path / 'index'}", f"--features={out}"])
+    assert not os.path.exists(tmp_path / "index")
     summary = eval_script.evaluate(eval_script.build_parser().parse_args(
         flags(weights, demo_dir, "--flip_tta=True", "--recall_k=1,2", f"--save_json={tmp_path / 'm.json'}")))
     assert summary["flip_tta"] is True and json.load(open(tmp_path / "m.json"))["flip_tta"] is True

@@ -123,7 +123,7 @@ def infer(args, world=ranks.SINGLE):
         print("Test-{0}-feature: {1} {2}".format(row, first_values(fea[i]), path))
     if args.save_features and world.leader:
         save_features(args.save_features, fea[kept], paths, lab[kept] if labelled else None,
-                      network_record(args), class_names.render(names) if names else None)
+                      network_record(args), class_names.render(names) if names else None, args.flip_tta)
     return fea[kept], paths, lab[kept]
 
 

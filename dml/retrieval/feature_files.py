@@ -28,16 +28,18 @@ def write_paths(handle, paths):
     handle.write("".join(p + "\n" for p in paths).encode())
 
 
-def save_features(path, fea, paths, labels=None, record=None, names_text=None):
+def save_features(path, fea, paths, labels=None, record=None, names_text=None, flip_tta=False):
     """Write features (.npy), their paths (.paths.txt), the network's record
-    (.meta.json), labels (.labels.npy) and class names (.classes.txt, the text of a
-    classes.txt) as one set; an older set's .labels.npy, .meta.json or .classes.txt
-    that this one lacks is removed."""
+    (.meta.json, with `flip_tta: true` for features averaged with their mirror images),
+    labels (.labels.npy) and class names (.classes.txt, the text of a classes.txt) as
+    one set; an older set's .labels.npy, .meta.json or .classes.txt that this one lacks
+    is removed."""
     path = features_path(path)
     writers = {path: lambda handle: np.save(handle, fea),
                companion(path, ".paths.txt"): lambda handle: write_paths(handle, paths)}
     if record is not None:
-        meta = dict(record.as_dict(), count=int(len(fea)), dim=int(fea.shape[1]))
+        meta = dict(record.as_dict(), count=int(len(fea)), dim=int(fea.shape[1]), **({"flip_tta": True} if flip_tta
+                                                                                      else {}))
         text = json.dumps(meta, indent=1, sort_keys=True) + "\n"
         writers[companion(path, META)] = lambda handle: handle.write(text.encode())
     if labels is not None:
@@ -57,6 +59,10 @@ def read_record(path, rows=None):
         return None
     meta = run_record.read_json(meta_file, "the features' record")
     record = run_record.from_mapping(meta, "the features' record", meta_file)
+    if meta.get("flip_tta") is True:
+        raise UserError(f"{path!r} holds features averaged with their mirror images (infer.py --flip_tta), but an "
+                        f"index embeds query and added images without mirroring, so their scores would not compare: "
+                        f"write these features without --flip_tta")
     if rows is not None and meta.get("count") != rows:
         raise UserError(f"{meta_file!r} describes {meta.get('count')!r} rows, {path!r} holds {rows}: "
                         f"the files are not one set")

@@ -10,6 +10,9 @@ calibration.png) and index.py stores in an index.
     model, embedding_size, image_shape, preprocessing, weights, weights_sha256: the
                        network scored (dml.run_record)
     data_dir, test_list or query_list + gallery_list, created
+    flip_tta           true when the scores came from features averaged with their mirror
+                       images (eval.py --flip_tta): refused by index.py, whose queries
+                       are embedded without mirroring
 
 A threshold holds for the network that produced the scores only: index.py refuses one
 whose weights_sha256 differs from the index's.
@@ -28,7 +31,7 @@ from . import calibration, calibration_plot, open_set
 FILE = "threshold.json"
 PLOT = "calibration.png"
 MAX_BYTES = 1 << 20
-RECORD = ("model", "embedding_size", "image_shape", "data_dir", "test_list", "query_list", "gallery_list")
+RECORD = ("model", "embedding_size", "image_shape", "data_dir", "test_list", "query_list", "gallery_list", "flip_tta")
 
 
 def open_set_scores(scored):
@@ -97,5 +100,9 @@ def read(path):
     if type(value) not in (int, float) or not math.isfinite(value) or not -1.0 <= value <= 1.0:
         raise UserError(f"--threshold_file {path!r}: 'threshold' must be a cosine similarity from -1 to 1, "
                         f"not {str(value)[:40]!r}")
+    if content.get("flip_tta") is True:
+        raise UserError(f"--threshold_file {path!r} was calibrated on features averaged with their mirror images "
+                        f"(eval.py --flip_tta); an index embeds its queries without mirroring: calibrate without "
+                        f"--flip_tta")
     sha = content.get("weights_sha256")
     return float(value), sha if isinstance(sha, str) else None
