@@ -171,12 +171,12 @@ def test_training_steps_read_the_device_only_at_log_and_save_steps(tmp_path, dem
     steps = []
     real_step, real_save = loop.forward_backward, checkpoint.save_checkpoint
 
-    def counted_step(*args):
+    def counted_step(step, scaler, optimizer, images, labels, *rest, **options):
         if len(steps) == 1:
             counter.copies = 0  # the first step may copy constants to the device, once
         counter.active = True
-        cost, embeddings, probs = real_step(*args)
-        steps.append((cost.detach(), embeddings.detach(), args[-1]))
+        cost, embeddings, probs = real_step(step, scaler, optimizer, images, labels, *rest, **options)
+        steps.append((cost.detach(), embeddings.detach(), labels))
         return cost, embeddings, probs
 
     def uncounted_save(*args, **kwargs):

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 
 import environment
 import pytest
@@ -22,5 +23,7 @@ def test_short_soak_with_workers_does_not_grow_or_leak(demo_dir):
     assert report["rss_ratio"] <= 1.3, report  # a short run still warms up; bench/soak.py holds 1.2 over 2000
     assert len(report["workers"]) == 2, report  # the decode workers really ran
     assert report["children_after"] == [] and report["workers_alive_after_exit"] == [], report
-    # Paddle's DataLoader keeps a few pipes; no file of ours (images, lists, checkpoints) stays open
-    assert not [fd for fd in report["new_fds"] if fd.startswith("/")], report
+    # Paddle's DataLoader keeps a few pipes, matplotlib the fonts it drew curves.png with (its
+    # font cache, in site-packages); no file of ours (images, lists, checkpoints) stays open
+    libraries = sysconfig.get_paths()["purelib"] + os.sep
+    assert not [fd for fd in report["new_fds"] if fd.startswith("/") and not fd.startswith(libraries)], report
