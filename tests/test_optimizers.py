@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import paddle
 import pytest
+from proxy_steps import optimizer_steps
 from test_resume_rules import bare, params_bytes
 from test_trainer import final_params, flags, run
 
@@ -32,23 +33,8 @@ def adamw_reference(value, grads, lr, decay, beta1, beta2, eps=1e-8):
 
 
 def three_steps(make):
-    """Values before, each step's gradients and values after three steps of the
-    optimizer `make(groups)` builds over a linear layer and Proxy-Anchor's proxies."""
-    rng = np.random.default_rng(0)
-    x = paddle.to_tensor(rng.normal(size=(8, 6)).astype(np.float32))
-    y = paddle.to_tensor(np.arange(8) % 4)
-    paddle.seed(0)
-    net, loss = paddle.nn.Linear(6, 5), losses.create("proxyanchor", 5, class_dim=4)
-    params = net.parameters() + loss.parameters()
-    before = [p.numpy().astype(np.float64) for p in params]
-    optimizer = make(net, loss)
-    grads = []
-    for _ in range(3):
-        loss(net(x), y)[0].backward()
-        grads.append([p.grad.numpy().astype(np.float64) for p in params])
-        optimizer.step()
-        optimizer.clear_grad()
-    return before, [list(g) for g in zip(*grads)], [p.numpy() for p in params]
+    """Three steps of the optimizer `make(net, loss)` builds (proxy_steps.optimizer_steps)."""
+    return optimizer_steps(make, 3)
 
 
 @pytest.mark.parametrize("net_decay, proxy_mult, proxy_decay, betas", [

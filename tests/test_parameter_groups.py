@@ -5,6 +5,7 @@ decay of 1e-4, the loss layer's own parameters (class weights, proxies) get
 import numpy as np
 import paddle
 import pytest
+from proxy_steps import optimizer_steps
 
 from dml import losses
 from dml.commands import train_elem
@@ -24,23 +25,10 @@ def momentum_reference(values, grads, lr, decay):
 
 
 def two_steps(**group_args):
-    """Values before, gradients of both steps and values after two optimizer steps, for
-    the network's parameters followed by the proxies."""
-    rng = np.random.default_rng(0)
-    x = paddle.to_tensor(rng.normal(size=(8, 6)).astype(np.float32))
-    y = paddle.to_tensor(np.arange(8) % 4)
-    paddle.seed(0)
-    net, loss = paddle.nn.Linear(6, 5), losses.create("proxyanchor", 5, class_dim=4)
-    params = net.parameters() + loss.parameters()
-    before = [p.numpy().astype(np.float64) for p in params]
-    optimizer, _ = loop.make_optimizer(loop.parameter_groups(net, loss, **group_args), lr=LR, lr_steps=[100])
-    grads = []
-    for _ in range(2):
-        loss(net(x), y)[0].backward()
-        grads.append([p.grad.numpy().astype(np.float64) for p in params])
-        optimizer.step()
-        optimizer.clear_grad()
-    return before, [list(g) for g in zip(*grads)], [p.numpy() for p in params]
+    """Two steps of the scripts' optimizer over parameter_groups(**group_args)
+    (proxy_steps.optimizer_steps)."""
+    return optimizer_steps(lambda net, loss: loop.make_optimizer(loop.parameter_groups(net, loss, **group_args),
+                                                                 lr=LR, lr_steps=[100])[0], 2)
 
 
 @pytest.mark.parametrize("group_args, proxy_mult, proxy_decay", [
