@@ -3,11 +3,14 @@
     bash scripts/demo.sh                      # once: the demo data and network
     python -m bench.serve_load                # the README's table (~10 minutes on 2 cores)
     python -m bench.serve_load --quick        # smoke run
+    python -m bench.serve_load --weights=random --image_shape=3,224,224 --gallery=10000 \
+        --concurrency=16 --add_images=0       # image queries where the network is the work
 
-1. Baseline: infer.py's images/s for the demo network (ResNet18 at 32 px): its code path
-   (reader.test_loader + the exported predictor, batch 100, no decode workers) on the
-   demo test images, as the marginal rate between 600 and 3,000 images (the one-time
-   export left out).
+1. Baseline: infer.py's images/s for the demo network (ResNet18 at 32 px; or --model at
+   --image_shape with --weights=random): its code path (reader.test_loader + the
+   exported predictor, batch 100, no decode workers) on the demo test images, as the
+   marginal rate between embedding them once and 5 times (twice above 64 px; the
+   one-time export left out).
 2. A flat index of --gallery vectors (default 100,000 x 512): the demo network's
    features of the demo test images plus embedding-like synthetic vectors, recorded with
    the demo network so that images can query it.
@@ -38,9 +41,11 @@ import time
 import uuid
 
 import numpy as np
+import paddle
 
 from bench.search_bench import embedding_like
-from dml.data import reader
+from dml import models
+from dml.data import imgtool, reader
 from dml.index import embed, gallery, manifest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,7 +55,11 @@ MAX_IMAGES = 64
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default="demo_output/eml/ResNet18/150")
+    parser.add_argument("--weights", default="demo_output/eml/ResNet18/150",
+                        help="The network's weights, or 'random': --model initialised with seed 0 (for the "
+                             "image rate at a larger --image_shape, where the weights do not matter).")
+    parser.add_argument("--model", default="ResNet18")
+    parser.add_argument("--image_shape", default="3,32,32")
     parser.add_argument("--data_dir", default="data/demo")
     parser.add_argument("--gallery", type=int, default=100_000)
     parser.add_argument("--concurrency", default="1,4,16")
@@ -72,22 +81,28 @@ def machine():
     return f"{model}, {len(os.sched_getaffinity(0))} cores, load average {os.getloadavg()[0]:.1f}"
 
 
-def demo_network(weights):
-    if not os.path.exists(weights):
+def network_under_test(args, work):
+    """(index record, network): the demo network, or --model with random weights."""
+    weights = args.weights
+    if weights == "random":
+        paddle.seed(0)
+        weights = os.path.join(work, "random")
+        paddle.save(models.create(args.model, 0).state_dict(), weights + ".pdparams")
+    elif not os.path.exists(weights):
         sys.exit(f"error: {weights} is missing: run `bash scripts/demo.sh` first (it trains the demo network)")
-    record = manifest.model_record(argparse.Namespace(pretrained_model=weights, model="ResNet18", embedding_size=0,
-                                                      image_shape="3,32,32"))
+    record = manifest.model_record(argparse.Namespace(pretrained_model=weights, model=args.model, embedding_size=0,
+                                                      image_shape=args.image_shape))
     return record, embed.load_network(record)
 
 
-def marginal_rate(network, images):
-    """infer.py's rate between embedding 600 and 3,000 images (the one-time export left
-    out): (images/s, CPU seconds of this process per image)."""
+def marginal_rate(network, images, size, most=5):
+    """infer.py's rate between embedding the images once and `copies` times (the
+    one-time export left out): (images/s, CPU seconds of this process per image)."""
     wall, cpu = {}, {}
-    for copies in (1, 5):
+    for copies in (1, most):
         many = reader.ImageList(images.paths * copies, np.tile(images.labels, copies), images.list_path)
         start, start_cpu = time.perf_counter(), time.process_time()
-        embed.embed(network, many, 32, 100)
+        embed.embed(network, many, size, 100)
         wall[len(many)], cpu[len(many)] = time.perf_counter() - start, time.process_time() - start_cpu
     small, large = sorted(wall)
     return (large - small) / (wall[large] - wall[small]), (cpu[large] - cpu[small]) / (large - small)
@@ -254,28 +269,28 @@ def main():
     args = parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     print(f"serve_load: {machine()}", flush=True)
-    record, network = demo_network(args.weights)
     test_images = reader.read_list(args.data_dir, "Ebay_test.txt", "test")
     train_images = reader.read_list(args.data_dir, "Ebay_train.txt", "train")
-    baseline, baseline_cpu = marginal_rate(network, test_images)
-    print(f"infer.py's path, ResNet18 at 32 px: {baseline:.1f} images/s, {1000 * baseline_cpu:.1f} CPU ms an image",
-          flush=True)
-    features, _, _ = embed.embed(network, test_images, 32, 100)
-
     adds = reader.ImageList((train_images.paths * (args.add_images // len(train_images) + 1))[:args.add_images],
                             None, train_images.list_path)
     image_bytes = [open(p, "rb").read() for p in test_images.paths]
-    noisy = features + 0.05 * np.random.default_rng(0).standard_normal(features.shape).astype(np.float32)
-
-    def vector_request(number):
-        row = noisy[number % len(noisy)]
-        return json.dumps({"vectors": [row.tolist()], "topk": 10}).encode(), "application/json"
-
-    def image_request(number):
-        return multipart([(f"q{number}.jpg", image_bytes[number % len(image_bytes)])], [("topk", "10")])
-
+    size = imgtool.parse_image_shape(args.image_shape)[1]
     top = max(concurrencies)
     with tempfile.TemporaryDirectory(prefix="serve-load-") as work:
+        record, network = network_under_test(args, work)
+        baseline, baseline_cpu = marginal_rate(network, test_images, size, 5 if size <= 64 else 2)
+        print(f"infer.py's path, {args.model} at {size} px: {baseline:.1f} images/s, "
+              f"{1000 * baseline_cpu:.1f} CPU ms an image", flush=True)
+        features, _, _ = embed.embed(network, test_images, size, 100)
+        noisy = features + 0.05 * np.random.default_rng(0).standard_normal(features.shape).astype(np.float32)
+
+        def vector_request(number):
+            row = noisy[number % len(noisy)]
+            return json.dumps({"vectors": [row.tolist()], "topk": 10}).encode(), "application/json"
+
+        def image_request(number):
+            return multipart([(f"q{number}.jpg", image_bytes[number % len(image_bytes)])], [("topk", "10")])
+
         index_dir, small_dir, key_file = (os.path.join(work, name) for name in ("index", "small", "key"))
         with open(key_file, "w") as handle:
             handle.write(KEY + "\n")
@@ -302,26 +317,29 @@ def main():
                 for concurrency in concurrencies:
                     result = load(service, make, concurrency, args.requests, args.seconds, checker)
                     rates[name, concurrency] = summary(name, concurrency, *result)
-            done = threading.Event()
-            adder = threading.Thread(target=add_all, args=(service, adds, checker, done))
-            start = time.perf_counter()
-            adder.start()
-            with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                during = {name: pool.submit(load, service, make, 4, args.requests, 600, checker, done)
-                          for name, make in (("vector", vector_request), ("image", image_request))}
-                adder.join()
-                results = {name: future.result() for name, future in during.items()}
-            add_seconds = time.perf_counter() - start
-            for name, result in results.items():
-                summary(f"{name}, during the add", 4, *result[:3], float("nan"))
-            failed = sum(len(result[1]) for result in results.values())
+            if args.add_images:
+                done = threading.Event()
+                adder = threading.Thread(target=add_all, args=(service, adds, checker, done))
+                start = time.perf_counter()
+                adder.start()
+                with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                    during = {name: pool.submit(load, service, make, 4, args.requests, 600, checker, done)
+                              for name, make in (("vector", vector_request), ("image", image_request))}
+                    adder.join()
+                    results = {name: future.result() for name, future in during.items()}
+                add_seconds = time.perf_counter() - start
+                for name, result in results.items():
+                    summary(f"{name}, during the add", 4, *result[:3], float("nan"))
+                failed = sum(len(result[1]) for result in results.values())
         finally:
             service.stop()
-    print(f"\nadd of {len(adds.paths)} images through POST /add ({MAX_IMAGES} a request): {add_seconds:.1f} s, "
-          f"{len(checker.counts)} generations seen")
-    problems = checker.problems()
-    print(f"during the add: {failed} failed requests, {len(problems)} hits inconsistent with the generation of "
-          f"their reply, in {len(checker.replies)} replies checked" + (f" (e.g. {problems[0]})" if problems else ""))
+    if args.add_images:
+        print(f"\nadd of {len(adds.paths)} images through POST /add ({MAX_IMAGES} a request): {add_seconds:.1f} s, "
+              f"{len(checker.counts)} generations seen")
+        problems = checker.problems()
+        example = f" (e.g. {problems[0]})" if problems else ""
+        print(f"during the add: {failed} failed requests, {len(problems)} hits inconsistent with the generation of "
+              f"their reply, in {len(checker.replies)} replies checked{example}")
     if ("vector", 4) in rates:
         print(f"vector p99 at concurrency 4: {rates['vector', 4][1]:.1f} ms (goal <= 50)")
     for label, key in ((f"{args.gallery:,}-vector index", ("image", top)), (f"{len(features)}-vector index", "small")):

@@ -122,7 +122,14 @@ def parse_adam_betas(text):
     return values
 
 
-def adam_betas(text):
-    """Checks the text as parse_adam_betas does and keeps it as it was written."""
-    parse_adam_betas(text)
-    return text
+def kept_as_written(parse):
+    """An argparse type that checks the text with `parse` and keeps it as written (the
+    configuration block and the run's record then show what the user typed)."""
+    def check(text):
+        parse(text)
+        return text
+    check.__name__ = parse.__name__
+    return check
+
+
+adam_betas = kept_as_written(parse_adam_betas)

@@ -4,10 +4,12 @@ Hostile files (tests/hostile_pickles.py) are refused with one line, within secon
 small memory bound, each read in a child process under an address-space limit; files
 written by Paddle, numpy, PyTorch and safetensors load bit for bit as their own readers
 read them; mutated valid files give only WeightsFileError (hypothesis)."""
+import atexit
 import collections
 import os
 import pickle
 import re
+import shutil
 import signal
 import struct
 import tempfile
@@ -306,6 +308,7 @@ def test_parse_pickle_in_memory_and_its_bounds():
 
 def valid_files():
     directory = tempfile.mkdtemp(prefix="weights-fuzz-")
+    atexit.register(shutil.rmtree, directory, True)
     paddle.seed(0)
     files = {}
     for protocol in (2, 4):

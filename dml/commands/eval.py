@@ -18,7 +18,7 @@ from dml import models
 # utility first, before anything imports paddle: it quiets Paddle's import-time notices
 from dml.cli import ArgumentParser, add_arguments, fmt_time, print_arguments, run_cli
 from dml.data import class_names, reader
-from dml.flag_types import float_in, positive_int
+from dml.flag_types import float_in, kept_as_written, positive_int
 from dml.outputs import write_json_atomic
 from dml.retrieval import calibration_plot, grid, metrics, rerank, threshold_file
 from dml.retrieval.test_set import read_test_set, score_network
@@ -83,10 +83,7 @@ def parse_recall_k(text):
     return ks
 
 
-def recall_ks(text):
-    """argparse type of --recall_k: checked by parse_recall_k, kept as written."""
-    parse_recall_k(text)
-    return text
+recall_ks = kept_as_written(parse_recall_k)
 
 
 def metric_names(ks, precision_ks):
