@@ -8,6 +8,7 @@ from conftest import write_list
 
 from dml.data import reader
 from dml.errors import UserError
+from dml.runtime import paddle_compat
 
 
 def fake_list(tmp_path, class_sizes, mode_rows=None):
@@ -165,14 +166,15 @@ def test_loader_yields_batches_and_replaces_bad_images(demo_dir, tmp_path):
     open(bad, "wb").close()  # zero bytes
     os.remove(image_list.paths[5])
     sampler = reader.make_sampler("balanced", image_list, 8, seed=0, samples_each_class=4)
-    loader = reader.train_loader(image_list, sampler, 32, num_workers=0)
+    batches = iter(reader.train_loader(image_list, sampler, 32, num_workers=0))
     report = reader.SkipReport(image_list)
-    for step, (images, labels, replaced) in enumerate(loader):
+    for step, (images, labels, replaced) in enumerate(batches):
         assert images.shape == [8, 3, 32, 32] and labels.shape == [8]
         assert np.isfinite(images.numpy()).all()
         report.note(replaced.numpy().tolist())
         if step == 30:
             break
+    paddle_compat.stop_loader_workers(batches)  # its prefetch thread reads the images, removed after the test
     assert report.seen == {0, 5}
 
 
@@ -198,5 +200,6 @@ def test_worker_processes_give_the_same_batches(demo_dir):
         loader = reader.train_loader(image_list, sampler, 32, num_workers=workers, start=2)
         it = iter(loader)
         runs.append([next(it)[0].numpy() for _ in range(3)])
+        paddle_compat.stop_loader_workers(it)
     for a, b in zip(*runs):
         assert np.array_equal(a, b)
