@@ -4,6 +4,7 @@ time limit, keys read from files, the threshold a request or the index gives."""
 import asyncio
 import concurrent.futures
 import threading
+import time
 
 import pytest
 
@@ -55,6 +56,32 @@ def test_batcher_waits_for_announced_work_and_counts_rows():
         assert seen[0] == 8 and seen[1] == ["abc", "defgh"]
     finally:
         batcher.close()
+
+
+def test_batcher_keeps_clients_that_come_back_together_in_one_batch():
+    """Four clients, each sending its next request as soon as it has its answer: once
+    they are all in, the batches hold all four (announced work alone would leave them
+    alternating between a batch of one and a batch of the other three; the last batch
+    may be short when a client was served alone at first)."""
+    sizes = []
+
+    def process(items):
+        time.sleep(0.02)
+        sizes.append(len(items))
+        return items
+
+    batcher = batching.Batcher(process, max_batch=8, max_wait=1, name="test")
+
+    def client(number):
+        return [batcher.run((number, i)) for i in range(12)]
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(client, range(4)))
+    finally:
+        batcher.close()
+    assert answers == [[(n, i) for i in range(12)] for n in range(4)]
+    assert sum(sizes) == 48 and sizes.count(4) >= 10, sizes
 
 
 def test_batcher_error_reaches_every_request_of_the_batch():

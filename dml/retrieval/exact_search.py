@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import bfloat16, gallery_norms, onednn
+from . import bfloat16, kept_gallery, onednn
 
 #: Default of `budget`: bytes of work space.
 DEFAULT_BUDGET = 256 << 20
@@ -114,7 +114,8 @@ def search(queries, gallery, depth, exclude=None, pivots=None, count_limit=None,
     budget: bytes of work space: screened scores held at once (all threads), and a
       bfloat16 copy of the whole gallery, kept when there are several blocks of queries
       and it fits (else each block rounds the chunks it reads).
-    screen: "bfloat16" or "float32" (default: default_screen(Q)).
+    screen: "bfloat16" or "float32" (default: default_screen(Q), or bfloat16 where a
+      read-only memory-mapped gallery's rounded copy is kept: dml.retrieval.kept_gallery).
     symmetric: the queries are the gallery (row i of both the same vector): each
       product of two blocks serves both (half the products).
     cancel: None or a threading.Event another thread may set: the search then raises
@@ -125,8 +126,10 @@ def search(queries, gallery, depth, exclude=None, pivots=None, count_limit=None,
         raise ValueError(f"queries {np.shape(queries)} and gallery {np.shape(gallery)} must be [Q, D] and [N, D]")
     if symmetric and len(queries) != len(gallery):
         raise ValueError("symmetric search needs the queries to be the gallery's rows")
+    kept = kept_gallery.rounded_copy(gallery, budget) if screen != "float32" and default_screen() == "bfloat16" \
+        else None
     job = _Job(queries, gallery, depth, exclude, pivots, count_limit, block_size, budget,
-               screen or default_screen(len(queries)), symmetric, cancel)
+               screen or ("bfloat16" if kept is not None else default_screen(len(queries))), symmetric, cancel, kept)
     return job.run()
 
 
@@ -145,7 +148,7 @@ class _Chunk:
 
 class _Job:
     def __init__(self, queries, gallery, depth, exclude, pivots, count_limit, block_size, budget, screen,
-                 symmetric, cancel=None):
+                 symmetric, cancel=None, rounded=None):
         if screen not in SCREENS:
             raise ValueError(f"screen must be one of {SCREENS}, got {screen!r}")
         self.queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -162,10 +165,10 @@ class _Job:
         num_queries = len(self.queries)
         block = max(1, min(block_size or QUERY_BLOCK, num_queries or 1))
         self.blocks = [(s, min(s + block, num_queries)) for s in range(0, num_queries, block)]
+        self.rounded = rounded
         self.chunk = block if symmetric else int(max(1, min(
             _CHUNK_ELEMENTS // block, _CHUNK_ELEMENTS // max(self.dim, 1), budget // (4 * block * self.workers))))
         self.budget = budget
-        self.rounded = None
         self.cancel = cancel
 
     def check_cancel(self):
@@ -180,7 +183,8 @@ class _Job:
         if not num_queries or not len(self.gallery):
             return found
         with concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="exact_search") as pool:
-            if self.screen == "bfloat16" and len(self.blocks) > 1 and 2 * self.gallery.size <= self.budget:
+            if self.rounded is None and self.screen == "bfloat16" and len(self.blocks) > 1 \
+                    and 2 * self.gallery.size <= self.budget:
                 self.rounded = self._round_gallery(pool)
             if self.symmetric:
                 states = [_Block(self, b) for b in range(len(self.blocks))]
@@ -222,7 +226,7 @@ class _Job:
         if self.screen == "bfloat16":
             rounded = bfloat16.round_rows(rows)
             return _Chunk(start, stop, rows, rounded.bits, rounded.norm.max(), rounded.error.max())
-        return _Chunk(start, stop, rows, rows, gallery_norms.chunk_bound(self.gallery, start, stop, rows), 0.0)
+        return _Chunk(start, stop, rows, rows, kept_gallery.chunk_bound(self.gallery, start, stop, rows), 0.0)
 
     def product(self, left, right, out, screen):
         if screen == "bfloat16":

@@ -2,9 +2,12 @@
 
 A request first announces the work it will submit (`expect`), does what it must before
 (decoding its images), then submits. The worker takes what is queued; while the batch
-is not full and announced work is still on its way, it waits for it, at most
-max_wait seconds. A lone request is therefore never kept waiting, and concurrent ones
-share one pass through the network (or one scan of the gallery).
+is not full and announced work is still on its way, or the batch is smaller than the
+rows that were in the service during the last batch (that batch's and those queued
+meanwhile: its requesters, once answered, send their next requests together), it waits
+for more, at most max_wait seconds. A lone client is therefore never kept
+waiting, and concurrent ones share one pass through the network (or one scan of the
+gallery) instead of alternating between a batch of one and a batch of the others.
 """
 import collections
 import concurrent.futures
@@ -59,6 +62,7 @@ class Batcher:
         self._queue = collections.deque()
         self._announced = 0
         self._closed = False
+        self._expected = 0
         self._ready = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -109,7 +113,8 @@ class Batcher:
             if not self._queue:
                 return None
             deadline = time.monotonic() + self.max_wait
-            while self._queued_rows() < self.max_batch and self._announced > 0:
+            expected = min(self.max_batch, self._expected)
+            while self._queued_rows() < self.max_batch and (self._announced > 0 or self._queued_rows() < expected):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -146,6 +151,9 @@ class Batcher:
                     if running:
                         future.set_exception(err)
                 continue
+            finally:
+                with self._cond:
+                    self._expected = rows + self._queued_rows()
             for future, running, result in zip(futures, live, results):
                 if running:
                     future.set_result(result)
