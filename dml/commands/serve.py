@@ -50,7 +50,7 @@ def build_parser():
     add_arguments("max_batch", positive_int, 32, "Most images (or query vectors) of concurrent requests run "
                   "through the network (or the index) together.", parser)
     add_arguments("max_wait_ms", nonnegative_float, 10.0, "Longest wait for more requests' images to fill a batch "
-                  "(only while more are on their way).", parser)
+                  "(only while more are on their way, or fewer than during the last batch have come).", parser)
     add_arguments("use_gpu", bool, True, "Run on the GPU when Paddle sees one.", parser)
     add_arguments("inference_model", str, None, "Embed images with this model written by export_model.py "
                   "(paddle.inference or ONNX) instead of the index's weights; its export_info.json must record "
