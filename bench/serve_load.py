@@ -87,7 +87,8 @@ def network_under_test(args, work):
     if weights == "random":
         paddle.seed(0)
         weights = os.path.join(work, "random")
-        paddle.save(models.create(args.model, 0).state_dict(), weights + ".pdparams")
+        os.makedirs(weights)
+        paddle.save(models.create(args.model, 0).state_dict(), os.path.join(weights, "model.pdparams"))
     elif not os.path.exists(weights):
         sys.exit(f"error: {weights} is missing: run `bash scripts/demo.sh` first (it trains the demo network)")
     record = manifest.model_record(argparse.Namespace(pretrained_model=weights, model=args.model, embedding_size=0,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dml.retrieval import bfloat16, exact_search, onednn
+from dml.retrieval import bfloat16, exact_search, kept_gallery, onednn
 
 SCREENS = ["float32", "bfloat16"]
 
@@ -306,12 +306,13 @@ def test_a_read_only_mapped_gallery_is_measured_once_and_others_every_search(tmp
         assert sum(n for n in measured if n != len(q)) == len(gallery)
 
 
-def test_a_read_only_mapped_gallery_keeps_its_bfloat16_copy_from_its_second_search(tmp_path, monkeypatch):
-    """Where bfloat16 is native, a read-only memory map's first search (a few queries)
-    screens in float32 and rounds no gallery row; its second rounds the whole gallery
-    once and screens in bfloat16; later ones round nothing. A copy that would not fit
-    the budget is never made. Every search stays exact, whichever screen it took."""
+def test_a_read_only_mapped_gallery_keeps_its_bfloat16_copy_once_searched_often(tmp_path, monkeypatch):
+    """Where bfloat16 is native, a read-only memory map's first ROUND_AFTER searches (a
+    few queries) screen in float32 and round no gallery row; the next rounds the whole
+    gallery once and screens in bfloat16; later ones round nothing. A copy that would
+    not fit the budget is never made. Every search stays exact, whichever screen it took."""
     monkeypatch.setattr(bfloat16, "native_on_this_cpu", lambda: True)
+    monkeypatch.setattr(kept_gallery, "ROUND_AFTER", 2)
     rng = np.random.default_rng(13)
     gallery = unit_rows(rng, 3000, 24)
     np.save(tmp_path / "g.npy", gallery)
@@ -323,12 +324,12 @@ def test_a_read_only_mapped_gallery_keeps_its_bfloat16_copy_from_its_second_sear
     monkeypatch.setattr(exact_search._Job, "product",
                         lambda job, left, right, out, screen: screens.append(screen) or product(job, left, right, out,
                                                                                                screen))
-    for search in range(4):
+    for search in range(5):
         rounded.clear(), screens.clear()
         assert_exact_top(exact_search.search(q, mapped, 7), q, gallery, 7)
         gallery_rows = sum(n for n in rounded if n != len(q))
-        assert gallery_rows == (len(gallery) if search == 1 else 0), (search, rounded)
-        assert set(screens) == {"float32" if search == 0 else "bfloat16"}
+        assert gallery_rows == (len(gallery) if search == 2 else 0), (search, rounded)
+        assert set(screens) == {"float32" if search < 2 else "bfloat16"}
     small = np.load(tmp_path / "g.npy", mmap_mode="r")
     for _ in range(3):
         rounded.clear(), screens.clear()

@@ -1,6 +1,6 @@
 """What exact search keeps of a read-only memory-mapped gallery (an index generation)
-between searches: its rows' norm bounds and, from its second search on, its bfloat16
-copy.
+between searches: its rows' norm bounds and, once it has been searched often enough,
+its bfloat16 copy.
 
 A search for a few queries is a matrix-vector product: reading the gallery is the
 work. The float32 screen's margin needs an upper bound of each chunk's row norms, and
@@ -9,9 +9,9 @@ but must first round the gallery, which costs several float32 scans. An index
 generation's vectors are memory-mapped read-only and never change, so both are kept
 for as long as the array lives: the row bounds from its first search, the rounded copy
 (when the CPU multiplies bfloat16 natively and the copy fits the search's work-space
-budget) from its second, so that a one-off search (search.py) never pays for rounding
-while a service's searches share it. Any other gallery is measured per chunk, as it
-may change between searches.
+budget) once it has had ROUND_AFTER searches, so that a one-off search (search.py) or
+a generation soon replaced never pays for rounding while a service's searches share
+it. Any other gallery is measured per chunk, as it may change between searches.
 """
 import threading
 import weakref
@@ -21,6 +21,10 @@ import numpy as np
 from . import bfloat16
 
 _ROWS_PER_PASS = 1 << 14
+#: Searches of a gallery before its bfloat16 copy is made: rounding costs about as much
+#: as ten float32 scans and saves a fraction of one per search, so a generation that a
+#: stream of commits replaces within a few searches never pays for it.
+ROUND_AFTER = 32
 
 
 class _Kept:
@@ -49,14 +53,14 @@ def chunk_bound(gallery, start, stop, rows):
 
 def rounded_copy(gallery, budget):
     """The gallery's kept bfloat16.Rounded copy, or None: not a read-only memory map,
-    the copy does not fit `budget` bytes, or this is the gallery's first search (each
-    call counts as one search)."""
+    the copy does not fit `budget` bytes, or the gallery has not yet had ROUND_AFTER
+    searches (each call counts as one)."""
     kept = _entry(gallery)
     if kept is None or 2 * gallery.size > budget:
         return None
     with _lock:
         kept.searches += 1
-        if kept.rounded is not None or kept.searches < 2:
+        if kept.rounded is not None or kept.searches <= ROUND_AFTER:
             return kept.rounded
     rounded = [bfloat16.round_rows(gallery[s:s + _ROWS_PER_PASS]) for s in range(0, len(gallery), _ROWS_PER_PASS)]
     joined = bfloat16.Rounded(*(np.concatenate([getattr(p, f) for p in rounded]) for f in ("bits", "norm", "error")))
