@@ -78,6 +78,13 @@ def round_rows(rows):
     return Rounded(upper.astype(np.uint16), norm_bounds(x), norm_bounds(error))
 
 
+def round_in_parts(rows, step, mapper=map):
+    """round_rows of [n, D] rows taken `step` rows at a time (bounded work space; `mapper`,
+    e.g. a thread pool's map, may round the parts in parallel), joined into one Rounded."""
+    parts = list(mapper(lambda start: round_rows(rows[start:start + step]), range(0, len(rows), step)))
+    return Rounded(*(np.concatenate([getattr(p, field) for p in parts]) for field in ("bits", "norm", "error")))
+
+
 def screening_margin(query_norm, query_error, gallery_norm, gallery_error, dim):
     """M (float64 [Q]) with |screened - exact| <= M for every gallery row of a chunk.
 

@@ -212,10 +212,7 @@ class _Job:
 
     def _round_gallery(self, pool):
         """The whole gallery in bfloat16 (for several query blocks), rounded in parallel."""
-        num = len(self.gallery)
-        step = max(1, _CHUNK_ELEMENTS // self.dim)
-        parts = list(pool.map(lambda s: bfloat16.round_rows(self.gallery[s:s + step]), range(0, num, step)))
-        return bfloat16.Rounded(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("bits", "norm", "error")))
+        return bfloat16.round_in_parts(self.gallery, max(1, _CHUNK_ELEMENTS // self.dim), pool.map)
 
     def chunk_of(self, start, stop):
         rows = np.ascontiguousarray(self.gallery[start:stop], dtype=np.float32)

@@ -62,10 +62,10 @@ def rounded_copy(gallery, budget):
         kept.searches += 1
         if kept.rounded is not None or kept.searches <= ROUND_AFTER:
             return kept.rounded
-    rounded = [bfloat16.round_rows(gallery[s:s + _ROWS_PER_PASS]) for s in range(0, len(gallery), _ROWS_PER_PASS)]
-    joined = bfloat16.Rounded(*(np.concatenate([getattr(p, f) for p in rounded]) for f in ("bits", "norm", "error")))
+    rounded = bfloat16.round_in_parts(gallery, _ROWS_PER_PASS)
     with _lock:
-        kept.rounded = kept.rounded or joined
+        if kept.rounded is None:
+            kept.rounded = rounded
         kept.bounds = kept.rounded.norm
         return kept.rounded
 
