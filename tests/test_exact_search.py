@@ -337,6 +337,33 @@ def test_a_read_only_mapped_gallery_keeps_its_bfloat16_copy_once_searched_often(
         assert rounded == [] and set(screens) == {"float32"}
 
 
+@pytest.mark.parametrize("screen", SCREENS)
+def test_a_gallery_read_once_per_product_gets_larger_products(tmp_path, monkeypatch, screen):
+    """A product's gallery rows are capped to what stays in cache only where a second
+    pass reads them (an in-memory array's norms): a read-only memory map, whose bounds
+    (and, for bfloat16, rounded copy) are kept, is screened in larger products, at most
+    one per task. Both stay exact."""
+    monkeypatch.setattr(exact_search, "_CHUNK_ELEMENTS", 24 * 256)  # 256 rows of 24 in "cache"
+    monkeypatch.setattr(bfloat16, "native_on_this_cpu", lambda: True)
+    monkeypatch.setattr(kept_gallery, "ROUND_AFTER", 0)
+    rng = np.random.default_rng(14)
+    gallery = unit_rows(rng, 6000, 24)
+    np.save(tmp_path / "g.npy", gallery)
+    mapped = np.load(tmp_path / "g.npy", mmap_mode="r")
+    q = unit_rows(rng, 4, 24)
+    sizes = []
+    product = exact_search._Job.product
+    monkeypatch.setattr(exact_search._Job, "product",
+                        lambda job, left, right, out, kind: sizes.append(len(right)) or product(job, left, right, out,
+                                                                                               kind))
+    for _ in range(2):
+        assert_exact_top(exact_search.search(q, mapped, 7, screen=screen), q, gallery, 7)
+    assert min(sizes) > 256 and len(sizes) <= 2 * 4 * exact_search.worker_count(), sizes
+    sizes.clear()
+    assert_exact_top(exact_search.search(q, gallery.copy(), 7, screen=screen), q, gallery, 7)
+    assert max(sizes) <= 256 and sum(sizes) == len(gallery)
+
+
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_a_cancelled_search_stops_after_the_products_in_progress(monkeypatch, symmetric):
     """Cancelled during its first product: the search raises Cancelled, and no task

@@ -14,6 +14,7 @@ subnormal inputs and results to zero (DAZ/FTZ); what that changes is far below t
 absolute head-room added.
 """
 import functools
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,8 @@ import numpy as np
 _UNIT = 2.0 ** -24
 #: Relative head-room on every bound, for float64 evaluation of the bound itself.
 _SAFETY = 1 + 2.0 ** -16
+#: Where a float32's upper 16 bits (bfloat16's) sit among its two uint16 halves.
+_HIGH_HALF = 1 if sys.byteorder == "little" else 0
 #: Absolute head-room per unit of (1 + |q|)(1 + |x|) and dimension, far above what
 #: flushing subnormal inputs, products and sums to zero (DAZ/FTZ kernels) can change.
 _TINY = 2.0 ** -100
@@ -66,16 +69,36 @@ class Rounded:
     error: np.ndarray
 
 
-def round_rows(rows):
-    """Float32 rows [n, D] to the nearest bfloat16 (halfway cases away from zero)."""
+def nearest_bits(rows):
+    """Float32 rows [n, D] to the nearest bfloat16 (halfway cases away from zero): bit
+    patterns [n, D] (uint16). A value too large for bfloat16 becomes infinite; its
+    row's squared norm then overflows too, and every bound on the row is infinite."""
     x = np.ascontiguousarray(rows, dtype=np.float32)
     if x.ndim != 2:
-        raise ValueError(f"round_rows takes [n, D] rows, got shape {x.shape}")
-    upper = x.view(np.uint32) + np.uint32(0x8000)
-    upper &= np.uint32(0xFFFF0000)
-    error = x - upper.view(np.float32)
-    upper >>= 16
-    return Rounded(upper.astype(np.uint16), norm_bounds(x), norm_bounds(error))
+        raise ValueError(f"nearest_bits takes [n, D] rows, got shape {x.shape}")
+    wide = x.view(np.uint32) + np.uint32(0x8000)
+    return np.ascontiguousarray(wide.view(np.uint16)[:, _HIGH_HALF::2])
+
+
+def conversion_bound(norm, dim):
+    """An upper bound of |x - x~| for rows of norm at most `norm` converted to bfloat16
+    by a routine whose rounding is not known (oneDNN inside a product): each element
+    becomes one of its two bfloat16 neighbours, less than one step (2^-7 of itself)
+    away, or zero below float32's normal range (less than 2^-126 away)."""
+    return (norm * 2.0 ** -7 + np.sqrt(dim) * 2.0 ** -126) * _SAFETY
+
+
+def widened(bits):
+    """bfloat16 bit patterns [n, D] (uint16) as the float32 values they are (exact)."""
+    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def round_rows(rows):
+    """nearest_bits of float32 rows [n, D], with their norms and rounding errors measured."""
+    x = np.ascontiguousarray(rows, dtype=np.float32)
+    bits = nearest_bits(x)
+    error = x - widened(bits)
+    return Rounded(bits, norm_bounds(x), norm_bounds(error))
 
 
 def round_in_parts(rows, step, mapper=map):

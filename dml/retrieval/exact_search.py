@@ -9,8 +9,11 @@ Scores are defined once, by `exact_scores` (a float32 dot product: the same bits
 the same pair wherever it is computed); every reported score and every comparison
 between rows uses it. Finding the few rows worth scoring is the costly part: a matrix
 product of a block of queries with a chunk of gallery rows (the "screening" product),
-in bfloat16 where the CPU multiplies it natively (about twice float32's speed;
-dml.retrieval.bfloat16) or in float32. A screened score s~ brackets the exact one,
+in bfloat16 where the CPU multiplies it natively (several times float32's speed on AMX;
+dml.retrieval.bfloat16) or in float32. A float32 gallery is rounded inside the product
+by oneDNN (no rounded copy is written; its error is bounded a priori), the queries and
+a gallery's kept bfloat16 copy beforehand by bfloat16.round_rows (their errors
+measured, a tighter bound). A screened score s~ brackets the exact one,
 s~ - M <= s <= s~ + M, with M proven per query and chunk (bfloat16.screening_margin).
 A row is dropped only when its upper bound is below the depth-th largest lower bound
 of distinct rows: that many rows certainly score higher. A pivot count takes the rows
@@ -50,15 +53,16 @@ _SETTLE_PER_DEPTH = 64
 _RESCORE_ELEMENTS = 1 << 22
 
 SCREENS = ("bfloat16", "float32")
-#: Fewest queries for which the bfloat16 screen beats float32 (measured: bench/search_bench.py).
-BFLOAT16_MIN_QUERIES = 256
+#: Fewest queries for which the bfloat16 screen beats float32 (measured at 300,000 x 512
+#: on an AMX Xeon: even at 4 queries, where both read the gallery at memory speed, 1.15x
+#: at 16, 1.6x at 256).
+BFLOAT16_MIN_QUERIES = 16
 _LOWEST = np.finfo(np.float32).min
 
 
 def default_screen(num_queries=BFLOAT16_MIN_QUERIES):
     """bfloat16 on CPUs that multiply it natively (and with oneDNN), for enough queries
-    to pay for rounding the gallery (the product per gallery row grows with the
-    queries, the rounding does not); else float32."""
+    that the product, not reading the gallery, is the work; else float32."""
     native = onednn.available() and bfloat16.native_on_this_cpu()
     return "bfloat16" if native and num_queries >= BFLOAT16_MIN_QUERIES else "float32"
 
@@ -166,10 +170,35 @@ class _Job:
         block = max(1, min(block_size or QUERY_BLOCK, num_queries or 1))
         self.blocks = [(s, min(s + block, num_queries)) for s in range(0, num_queries, block)]
         self.rounded = rounded
+        rows_in_cache = _CHUNK_ELEMENTS // max(self.dim, 1)
+        gallery_rows = max(len(gallery), 1) if self.reads_chunks_once(gallery) else rows_in_cache
         self.chunk = block if symmetric else int(max(1, min(
-            _CHUNK_ELEMENTS // block, _CHUNK_ELEMENTS // max(self.dim, 1), budget // (4 * block * self.workers))))
+            _CHUNK_ELEMENTS // block, gallery_rows, budget // (4 * block * self.workers))))
+        self.task_rows = min(self.chunk, rows_in_cache)
+        self._operands = [None] * len(self.blocks)
+        self._operand_locks = [threading.Lock() for _ in self.blocks]
         self.budget = budget
         self.cancel = cancel
+
+    def reads_chunks_once(self, gallery):
+        """True when the screening product is the only pass over a chunk of gallery rows
+        (a kept rounded copy, or kept norm bounds): the chunk then need not stay in
+        cache after it, and fewer, larger products cost less."""
+        return self.rounded is not None or kept_gallery.keeps_bounds(gallery)
+
+    def operand(self, block):
+        """A block's screening operand and the bounds of its norms and rounding errors,
+        made once for all of the block's tasks."""
+        with self._operand_locks[block]:
+            if self._operands[block] is None:
+                queries = self.queries[slice(*self.blocks[block])]
+                if self.screen == "float32":
+                    self._operands[block] = queries, bfloat16.norm_bounds(queries), 0.0
+                else:  # against float32 chunks, bfloat16 values as float32: converted unchanged
+                    rounded = bfloat16.round_rows(queries)
+                    bits = rounded.bits if self.rounded is not None else bfloat16.widened(rounded.bits)
+                    self._operands[block] = bits, rounded.norm, rounded.error
+            return self._operands[block]
 
     def check_cancel(self):
         if self.cancel is not None and self.cancel.is_set():
@@ -206,7 +235,7 @@ class _Job:
     def _gallery_ranges(self):
         """Ranges of gallery rows, so that there are about 4 tasks per worker."""
         num = len(self.gallery)
-        parts = max(1, min(-(-4 * self.workers // len(self.blocks)), -(-num // self.chunk)))
+        parts = max(1, min(-(-4 * self.workers // len(self.blocks)), -(-num // self.task_rows)))
         step = -(-num // parts)
         return [(s, min(s + step, num)) for s in range(0, num, step)]
 
@@ -220,14 +249,15 @@ class _Job:
             part = slice(start, stop)
             return _Chunk(start, stop, rows, self.rounded.bits[part], self.rounded.norm[part].max(),
                           self.rounded.error[part].max())
-        if self.screen == "bfloat16":
-            rounded = bfloat16.round_rows(rows)
-            return _Chunk(start, stop, rows, rounded.bits, rounded.norm.max(), rounded.error.max())
-        return _Chunk(start, stop, rows, rows, kept_gallery.chunk_bound(self.gallery, start, stop, rows), 0.0)
+        norm = kept_gallery.chunk_bound(self.gallery, start, stop, rows)
+        error = bfloat16.conversion_bound(norm, self.dim) if self.screen == "bfloat16" else 0.0
+        return _Chunk(start, stop, rows, rows, norm, error)
 
     def product(self, left, right, out, screen):
         if screen == "bfloat16":
-            return onednn.gemm_bf16(left, right, out)
+            if left.dtype == np.uint16:
+                return onednn.gemm_bf16(left, right, out)
+            return onednn.gemm_converting_to_bf16(left, right, out)
         if onednn.available():
             return onednn.sgemm(left, right, out)
         return np.matmul(left, right.T, out=out)
@@ -273,11 +303,8 @@ class _Block:
             chunk = job.chunk_of(first, last)
             self.operand, self.norm = chunk.operand, job.rounded.norm[first:last]
             self.error = job.rounded.error[first:last]
-        elif job.screen == "bfloat16":
-            rounded = bfloat16.round_rows(self.queries)
-            self.operand, self.norm, self.error = rounded.bits, rounded.norm, rounded.error
         else:
-            self.operand, self.norm, self.error = self.queries, bfloat16.norm_bounds(self.queries), 0.0
+            self.operand, self.norm, self.error = job.operand(block)
         self.scorer = _Scorer(self.queries, job.gallery)
         depth = job.depth[first:last]
         self.candidates = _Candidates(depth, self.scorer) if depth.max(initial=0) > 0 else None

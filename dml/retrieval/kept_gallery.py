@@ -51,6 +51,11 @@ def chunk_bound(gallery, start, stop, rows):
     return kept.bounds[start:stop].max()
 
 
+def keeps_bounds(gallery):
+    """True when chunk_bound reads the gallery's kept row bounds, not its rows."""
+    return isinstance(gallery, np.memmap) and gallery.mode == "r" and len(gallery) > 0
+
+
 def rounded_copy(gallery, budget):
     """The gallery's kept bfloat16.Rounded copy, or None: not a read-only memory map,
     the copy does not fit `budget` bytes, or the gallery has not yet had ROUND_AFTER
@@ -71,7 +76,7 @@ def rounded_copy(gallery, budget):
 
 
 def _entry(gallery):
-    if not (isinstance(gallery, np.memmap) and gallery.mode == "r") or not len(gallery):
+    if not keeps_bounds(gallery):
         return None
     key = id(gallery)
     with _lock:
