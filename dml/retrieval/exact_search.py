@@ -177,6 +177,7 @@ class _Job:
         self.task_rows = min(self.chunk, rows_in_cache)
         self._operands = [None] * len(self.blocks)
         self._operand_locks = [threading.Lock() for _ in self.blocks]
+        self.thresholds = [np.full(stop - start, -np.inf) for start, stop in self.blocks]
         self.budget = budget
         self.cancel = cancel
 
@@ -307,7 +308,8 @@ class _Block:
             self.operand, self.norm, self.error = job.operand(block)
         self.scorer = _Scorer(self.queries, job.gallery)
         depth = job.depth[first:last]
-        self.candidates = _Candidates(depth, self.scorer) if depth.max(initial=0) > 0 else None
+        shared = None if job.symmetric else job.thresholds[block]
+        self.candidates = _Candidates(depth, self.scorer, shared) if depth.max(initial=0) > 0 else None
         self.before = np.zeros(last - first, np.int64) if job.pivots is not None else None
         self.pivots = None if self.before is None else (job.pivots[0][first:last], job.pivots[1][first:last])
         self.exclude = None if job.exclude is None else job.exclude[first:last]
@@ -404,10 +406,13 @@ class _Candidates:
     as the deepest query needs, largest first) and `floor` a value that depth distinct
     rows reach; the larger of the depth-th best and the floor is the threshold: a row
     whose hi is below it is beaten by `depth` rows, whatever its exact score.
+    `shared` (optional, per query) holds the thresholds of the block's other tasks,
+    over other gallery rows: each is reached by `depth` distinct rows too, so each
+    task's threshold rises with the best of them (fewer candidates kept).
     """
 
-    def __init__(self, depth, scorer):
-        self.depth, self.scorer = depth, scorer
+    def __init__(self, depth, scorer, shared=None):
+        self.depth, self.scorer, self.shared = depth, scorer, shared
         self.num, self.width = len(depth), int(depth.max())
         self.best = np.full((self.num, self.width), -np.inf)
         self.floor = np.where(depth > 0, -np.inf, np.inf)
@@ -420,6 +425,8 @@ class _Candidates:
 
     def take(self, sims, offset, margin):
         """Keep the entries of a chunk's screened scores that may reach the top."""
+        if self.shared is not None:
+            np.maximum(self.floor, self.shared, out=self.floor)
         threshold = self.threshold()
         unset = np.flatnonzero(threshold == -np.inf)
         if len(unset) and sims.shape[1] >= self.width:
@@ -428,6 +435,8 @@ class _Candidates:
         rows, cols, values = _at_least(sims, _float32_below(threshold - margin))
         lo, hi = values - margin[rows], values + margin[rows]
         self._raise_best(rows, lo)
+        if self.shared is not None:
+            np.maximum(self.shared, self.threshold(), out=self.shared)  # a lost race leaves a valid, lower one
         self.parts.append((rows, cols + offset, lo, hi, np.zeros(len(rows), bool)))
         self.pending += len(rows)
         if self.pending > max(_PRUNE_EVERY, 4 * self.num * self.width):
