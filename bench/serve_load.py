@@ -47,6 +47,7 @@ from bench.search_bench import embedding_like
 from dml import models
 from dml.data import imgtool, reader
 from dml.index import embed, gallery, manifest
+from dml.runtime import threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = uuid.uuid4().hex
@@ -125,7 +126,8 @@ class Service:
             [sys.executable, "-m", "dml", "serve", "--index_dir", index_dir, "--host", "127.0.0.1", "--port", "0",
              "--api_key_file", key_file, "--use_gpu", "False", "--max_batch", str(args.max_batch),
              "--max_wait_ms", str(args.max_wait_ms), "--max_images", str(MAX_IMAGES), "--request_timeout", "120"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            env=threads.environment_for_children())
         for line in self.process.stdout:
             found = re.search(r"on http://(127\.0\.0\.1):(\d+)/", line)
             if found:

@@ -206,3 +206,19 @@ def test_paddles_own_openmp_runtime_is_the_one_read_back():
     paddle_compat.set_cpu_threads(2)
     assert runtime.omp_get_max_threads() == 2
     paddle_compat.set_cpu_threads(threads.count())
+
+
+@pytest.mark.parametrize("users", [None, "3"])
+def test_children_get_the_users_thread_count_not_paddles_rewrite(monkeypatch, users):
+    """After Paddle's import set OMP_NUM_THREADS to "1", a child process started with
+    environment_for_children sees what the user set (nothing, or "3"), and so runs on
+    every core, or 3 threads, not on one."""
+    import subprocess
+
+    from dml.runtime import threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(threads, "FROM_ENVIRONMENT", users)
+    shown = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('OMP_NUM_THREADS'))"],
+                           env=threads.environment_for_children(), capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == str(users)

@@ -48,3 +48,14 @@ def requested(value):
 def count():
     """The number of threads for the toolkit's CPU math (see the module docstring)."""
     return requested(FROM_ENVIRONMENT) or len(os.sched_getaffinity(0))
+
+
+def environment_for_children():
+    """A copy of os.environ with OMP_NUM_THREADS as the user set it (absent when unset),
+    for a child process started after Paddle's import rewrote it: the child would
+    otherwise take Paddle's "1" for the user's and run its math on one thread."""
+    environment = dict(os.environ)
+    environment.pop(VARIABLE, None)
+    if FROM_ENVIRONMENT is not None:
+        environment[VARIABLE] = FROM_ENVIRONMENT
+    return environment
