@@ -56,6 +56,22 @@ def assert_exact_top(found, queries, gallery, depth, exclude=None):
         assert (found.indices[q, d:] == -1).all()
 
 
+def mapped_copy(tmp_path, gallery):
+    """The gallery saved and memory-mapped read-only, as an index generation is."""
+    np.save(tmp_path / "g.npy", gallery)
+    return np.load(tmp_path / "g.npy", mmap_mode="r")
+
+
+def note_products(monkeypatch, note):
+    """Call note(gallery operand, screen) before each screening product."""
+    product = exact_search._Job.product
+
+    def noted(job, left, right, out, screen):
+        note(right, screen)
+        return product(job, left, right, out, screen)
+    monkeypatch.setattr(exact_search._Job, "product", noted)
+
+
 def unit_rows(rng, num, dim):
     x = rng.standard_normal((num, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -270,8 +286,7 @@ def test_without_onednn_numpy_multiplies(monkeypatch):
 def test_memory_mapped_gallery_and_empty_inputs(tmp_path, screen):
     rng = np.random.default_rng(6)
     gallery = unit_rows(rng, 3000, 24)
-    np.save(tmp_path / "g.npy", gallery)
-    mapped = np.load(tmp_path / "g.npy", mmap_mode="r")
+    mapped = mapped_copy(tmp_path, gallery)
     q = unit_rows(rng, 5, 24)
     assert_exact_top(exact_search.search(q, mapped, 7, screen=screen), q, gallery, 7)
     empty = exact_search.search(q[:0], mapped, 7, screen=screen)
@@ -289,8 +304,7 @@ def test_a_read_only_mapped_gallery_is_measured_once_and_others_every_search(tmp
     longer wins). Both stay exact."""
     rng = np.random.default_rng(12)
     gallery = unit_rows(rng, 3000, 24)
-    np.save(tmp_path / "g.npy", gallery)
-    mapped = np.load(tmp_path / "g.npy", mmap_mode="r")
+    mapped = mapped_copy(tmp_path, gallery)
     q = unit_rows(rng, 4, 24)
     measured = []
     norm_bounds = bfloat16.norm_bounds
@@ -315,22 +329,19 @@ def test_a_read_only_mapped_gallery_keeps_its_bfloat16_copy_once_searched_often(
     monkeypatch.setattr(kept_gallery, "ROUND_AFTER", 2)
     rng = np.random.default_rng(13)
     gallery = unit_rows(rng, 3000, 24)
-    np.save(tmp_path / "g.npy", gallery)
-    mapped = np.load(tmp_path / "g.npy", mmap_mode="r")
+    mapped = mapped_copy(tmp_path, gallery)
     q = unit_rows(rng, 4, 24)
     rounded, screens = [], []
-    round_rows, product = bfloat16.round_rows, exact_search._Job.product
+    round_rows = bfloat16.round_rows
     monkeypatch.setattr(bfloat16, "round_rows", lambda rows: rounded.append(len(rows)) or round_rows(rows))
-    monkeypatch.setattr(exact_search._Job, "product",
-                        lambda job, left, right, out, screen: screens.append(screen) or product(job, left, right, out,
-                                                                                               screen))
+    note_products(monkeypatch, lambda right, screen: screens.append(screen))
     for search in range(5):
         rounded.clear(), screens.clear()
         assert_exact_top(exact_search.search(q, mapped, 7), q, gallery, 7)
         gallery_rows = sum(n for n in rounded if n != len(q))
         assert gallery_rows == (len(gallery) if search == 2 else 0), (search, rounded)
         assert set(screens) == {"float32" if search < 2 else "bfloat16"}
-    small = np.load(tmp_path / "g.npy", mmap_mode="r")
+    small = mapped_copy(tmp_path, gallery)
     for _ in range(3):
         rounded.clear(), screens.clear()
         assert_exact_top(exact_search.search(q, small, 7, budget=gallery.size), q, gallery, 7)
@@ -348,14 +359,10 @@ def test_a_gallery_read_once_per_product_gets_larger_products(tmp_path, monkeypa
     monkeypatch.setattr(kept_gallery, "ROUND_AFTER", 0)
     rng = np.random.default_rng(14)
     gallery = unit_rows(rng, 6000, 24)
-    np.save(tmp_path / "g.npy", gallery)
-    mapped = np.load(tmp_path / "g.npy", mmap_mode="r")
+    mapped = mapped_copy(tmp_path, gallery)
     q = unit_rows(rng, 4, 24)
     sizes = []
-    product = exact_search._Job.product
-    monkeypatch.setattr(exact_search._Job, "product",
-                        lambda job, left, right, out, kind: sizes.append(len(right)) or product(job, left, right, out,
-                                                                                               kind))
+    note_products(monkeypatch, lambda right, screen: sizes.append(len(right)))
     for _ in range(2):
         assert_exact_top(exact_search.search(q, mapped, 7, screen=screen), q, gallery, 7)
     assert min(sizes) > 256 and len(sizes) <= 2 * 4 * exact_search.worker_count(), sizes
