@@ -139,14 +139,33 @@ class Service:
         return http.client.HTTPConnection(self.host, self.port, timeout=300)
 
     def cpu_seconds(self):
-        """User + system CPU time of the service process so far (all its threads)."""
-        with open(f"/proc/{self.process.pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time so far of the service process (all its threads) and of
+        its child processes (the network's, on the CPU)."""
+        return sum(process_cpu_seconds(pid) for pid in [self.process.pid, *child_pids(self.process.pid)])
 
     def stop(self):
         self.process.terminate()
         self.process.wait(60)
+
+
+def process_cpu_seconds(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:  # ended meanwhile
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid):
+    pids = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                pids += [int(child) for child in handle.read().split()]
+        except OSError:
+            pass
+    return pids
 
 
 def multipart(files, fields=()):

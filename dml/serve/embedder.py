@@ -1,7 +1,8 @@
 """Query and gallery images -> unit vectors through the index's network: loaded once,
 run by one worker thread on batches of concurrent requests' images (batching.py), the
-way infer.py runs it (the exported predictor under --engine static), or through a model
-export_model.py wrote (paddle.inference or ONNX) when it records the index's network."""
+way infer.py runs it (the exported predictor under --engine static; on the CPU in a
+process of its own, network_process.py), or through a model export_model.py wrote
+(paddle.inference or ONNX) when it records the index's network."""
 import contextlib
 
 import numpy as np
@@ -14,19 +15,21 @@ from dml.runtime.device import choose_device
 
 from .batching import Batcher
 from .errors import ApiError
+from .network_process import NetworkProcess
 
 
 class Embedder:
     """embed(images [N, 3, S, S]) -> unit vectors [N, D], batched with other requests'."""
 
     def __init__(self, meta, index_dir, engine, use_gpu, max_batch, max_wait, on_batch=None, inference_model=None):
-        choose_device(use_gpu)
+        self._on_cpu = choose_device(use_gpu) == "cpu"
         self._exported = inference_model is not None
         if self._exported:  # the index's weights need not be on this machine
             record, self._network = meta, exported_network(meta, index_dir, inference_model, use_gpu)
         else:
             record = manifest.network_of(meta, index_dir)
-            self._network = embed.load_network(record)
+            self._network = None if self._on_cpu else embed.load_network(record)
+        self._record = record
         self.record = {key: record.get(key) for key in manifest.MODEL_KEYS}
         self.size = embed.image_size(record)
         self._engine = engine
@@ -40,18 +43,13 @@ class Embedder:
         predictor, warmed by one image so the first request does not pay for it)."""
         if self._exported:
             self._forward = self._network.run
+        elif self._on_cpu:
+            process = NetworkProcess(self._record, self._engine)
+            self._stack.callback(process.close)
+            self._forward = process
         else:
-            self._network.eval()
-            forward = self._stack.enter_context(acceleration.inference_forward(self._network, self._engine))
-            self._forward = getattr(forward, "numpy_features", None) or self._dynamic_graph(forward)
+            self._forward = numpy_forward(self._network, self._engine, self._stack)
         self._forward(np.zeros((1, 3, self.size, self.size), np.float32))
-
-    @staticmethod
-    def _dynamic_graph(model):
-        def features(images):
-            with paddle.no_grad():
-                return model(paddle.to_tensor(images)).numpy()
-        return features
 
     def _run(self, items):
         fea = flat.normalised(np.asarray(self._forward(np.concatenate(items)), dtype=np.float32))
@@ -67,6 +65,21 @@ class Embedder:
     def close(self):
         self.batcher.close()
         self._stack.close()
+
+
+def numpy_forward(network, engine, stack):
+    """images (numpy) -> features (numpy) through the network in eval mode, as infer.py
+    runs it under `engine`; what it holds is closed with `stack`."""
+    network.eval()
+    forward = stack.enter_context(acceleration.inference_forward(network, engine))
+    numpy_features = getattr(forward, "numpy_features", None)
+    if numpy_features is not None:
+        return numpy_features
+
+    def features(images):
+        with paddle.no_grad():
+            return forward(paddle.to_tensor(images)).numpy()
+    return features
 
 
 def exported_network(meta, index_dir, model_dir, use_gpu):
