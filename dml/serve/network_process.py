@@ -73,9 +73,11 @@ def serve(conn, record, engine):
     """The child: load the network, say "ready" (or why not), then answer each batch
     with its features until told to stop (None) or the service is gone."""
     from dml.index import embed
+    from dml.runtime.device import choose_device
 
     from .embedder import numpy_forward
 
+    choose_device(False)  # this process exists for the CPU, also under a CUDA build of Paddle
     with contextlib.ExitStack() as stack:
         try:
             forward = numpy_forward(embed.load_network(record), engine, stack)
