@@ -72,6 +72,12 @@ def note_products(monkeypatch, note):
     monkeypatch.setattr(exact_search._Job, "product", noted)
 
 
+def native_bfloat16_rounding_after(monkeypatch, searches):
+    """As on a CPU that multiplies bfloat16 natively, a gallery's copy kept after `searches`."""
+    monkeypatch.setattr(bfloat16, "native_on_this_cpu", lambda: True)
+    monkeypatch.setattr(kept_gallery, "ROUND_AFTER", searches)
+
+
 def unit_rows(rng, num, dim):
     x = rng.standard_normal((num, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -325,8 +331,7 @@ def test_a_read_only_mapped_gallery_keeps_its_bfloat16_copy_once_searched_often(
     few queries) screen in float32 and round no gallery row; the next rounds the whole
     gallery once and screens in bfloat16; later ones round nothing. A copy that would
     not fit the budget is never made. Every search stays exact, whichever screen it took."""
-    monkeypatch.setattr(bfloat16, "native_on_this_cpu", lambda: True)
-    monkeypatch.setattr(kept_gallery, "ROUND_AFTER", 2)
+    native_bfloat16_rounding_after(monkeypatch, 2)
     rng = np.random.default_rng(13)
     gallery = unit_rows(rng, 3000, 24)
     mapped = mapped_copy(tmp_path, gallery)
@@ -355,8 +360,7 @@ def test_a_gallery_read_once_per_product_gets_larger_products(tmp_path, monkeypa
     (and, for bfloat16, rounded copy) are kept, is screened in larger products, at most
     one per task. Both stay exact."""
     monkeypatch.setattr(exact_search, "_CHUNK_ELEMENTS", 24 * 256)  # 256 rows of 24 in "cache"
-    monkeypatch.setattr(bfloat16, "native_on_this_cpu", lambda: True)
-    monkeypatch.setattr(kept_gallery, "ROUND_AFTER", 0)
+    native_bfloat16_rounding_after(monkeypatch, 0)
     rng = np.random.default_rng(14)
     gallery = unit_rows(rng, 6000, 24)
     mapped = mapped_copy(tmp_path, gallery)

@@ -39,9 +39,7 @@ def _library():
         openmp = ctypes.CDLL("libgomp.so.1")  # the OpenMP runtime libdnnl.so.3 is linked to
     except OSError:
         return None
-    for name in ("dnnl_sgemm", "dnnl_gemm_bf16bf16f32"):
-        function = getattr(lib, name)
-        function.argtypes, function.restype = _GEMM_ARGS, ctypes.c_int
+    lib.dnnl_sgemm.argtypes, lib.dnnl_sgemm.restype = _GEMM_ARGS, ctypes.c_int
     openmp.omp_set_num_threads.argtypes = [ctypes.c_int]
     return lib, openmp
 
