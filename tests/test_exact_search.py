@@ -1,8 +1,8 @@
 """dml/retrieval/exact_search.py against an independent brute force (float64 products,
-one stable sort per query), on both screens: bfloat16 (bounded error, then an exact
-re-score) and float32. Data made to fool a wrong screening bound: rows whose bfloat16
-scores rank decoys first while their exact scores do not, and near-ties far below the
-bfloat16 resolution."""
+one stable sort per query), on every screen: bfloat16 and int8 (bounded error, then an
+exact re-score) and float32. Data made to fool a wrong screening bound: rows whose
+bfloat16 (or int8) scores rank decoys first while their exact scores do not, and
+near-ties far below the bfloat16 resolution."""
 import threading
 
 import numpy as np
@@ -10,16 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dml.retrieval import bfloat16, exact_search, kept_gallery, onednn
+from dml.retrieval import bfloat16, exact_search, int8, kept_gallery, onednn
 
-SCREENS = ["float32", "bfloat16"]
+SCREENS = ["float32", "bfloat16", "int8"]
 
 
 @pytest.fixture(params=SCREENS)
 def screen(request):
-    """Both screens, always: the pinned CPU wheel of Paddle ships oneDNN, which the
-    bfloat16 screen multiplies with; a build without it would leave that screen untested."""
-    assert request.param != "bfloat16" or onednn.available(), "this Paddle build has no oneDNN"
+    """Every screen, always: the pinned CPU wheel of Paddle ships oneDNN, which the
+    bfloat16 and int8 screens multiply with; a build without it would leave them untested."""
+    assert request.param == "float32" or onednn.available(), "this Paddle build has no oneDNN"
     return request.param
 
 
@@ -117,10 +117,11 @@ def test_ties_exclusions_and_per_query_depth(num, queries, dim, seed, screen):
     assert not ((found.indices == exclude[:, None]) & (exclude[:, None] >= 0)).any()
 
 
+@pytest.mark.parametrize("screen", ["float32", "bfloat16"])
 @pytest.mark.parametrize("block_size,budget", [(None, 1 << 20), (7, 1 << 20), (100, 1 << 20), (100, 1 << 10)])
 def test_symmetric_search_matches_brute_force(screen, block_size, budget):
     """Queries that are the gallery, itself excluded: each block product serves both
-    blocks; pivots counted on the way."""
+    blocks; pivots counted on the way. (int8 is for a few queries: refused here.)"""
     rng = np.random.default_rng(11)
     rows = unit_rows(rng, 700, 20)
     rows[500:560] = rows[3]  # duplicates across blocks
@@ -137,6 +138,8 @@ def test_symmetric_search_matches_brute_force(screen, block_size, budget):
     np.testing.assert_array_equal(found.before, pivot_rank)
     with pytest.raises(ValueError, match="symmetric"):
         exact_search.search(rows[:5], rows, 3, symmetric=True)
+    with pytest.raises(ValueError, match="int8 screen is not for symmetric"):
+        exact_search.search(rows, rows, 3, screen="int8", symmetric=True)
 
 
 def decoy_gallery(num_best=3, num_decoys=60, dim=64):
@@ -216,6 +219,75 @@ def test_screening_margin_covers_the_worst_rounding():
     error = np.abs(screened[0] - exact)
     assert (error <= margin).all()
     assert (error >= 0.99 * margin).any(), "aligned errors: the bound is nearly reached"
+
+
+def int8_decoy_gallery(num_best=3, num_decoys=60, dim=64):
+    """Rows whose int8 scores against q = (1, ..., 1) put every decoy above the best.
+
+    Every row's largest element is 127 (scale 1: integers are kept exactly). A best
+    row's other elements are 10.49 (rounded down to 10: its screened score ~31 below
+    its exact one); a decoy has 62 elements of 10.51 (rounded up to 11) and one of 8:
+    exact ~786.6 < 787.8, screened 817 > 757. The bounds of the two rows must together
+    cover most of the 60 the rounding moved them.
+    """
+    best = np.full((num_best, dim), 10.49, np.float32)
+    best[:, 1] -= np.float32(0.01) * np.arange(num_best, dtype=np.float32)  # distinct, still rounded to 10
+    decoys = np.full((num_decoys, dim), 10.51, np.float32)
+    decoys[:, 1] = 8.0
+    best[:, 0] = decoys[:, 0] = 127.0
+    gallery = np.concatenate([decoys[:num_decoys // 2], best, decoys[num_decoys // 2:]])
+    return gallery, np.ones((1, dim), np.float32), np.arange(num_best) + num_decoys // 2
+
+
+def test_decoys_that_fool_int8_never_win(screen):
+    gallery, query, best_rows = int8_decoy_gallery()
+    rows, q = int8.quantize_rows(gallery), int8.quantize_rows(query)
+    screened = (q.scale[:, None] * q.values.astype(np.float64)) @ (rows.scale[:, None] * rows.values).T
+    assert screened[0, best_rows].max() < np.delete(screened[0], best_rows).min(), "the data must fool int8"
+    for budget in (1 << 20, 4 * 5):
+        found = exact_search.search(query, gallery, 3, budget=budget, screen=screen)
+        np.testing.assert_array_equal(found.indices[0], best_rows)
+        assert_exact_top(found, query, gallery, 3)
+
+
+def test_int8_screening_margin_covers_the_worst_rounding():
+    """int8 errors aligned with the query: the screened score (as int8.screened_scores
+    computes it) is off by nearly the whole bound, never more."""
+    gallery, query, _ = int8_decoy_gallery()
+    rows, q = int8.quantize_rows(gallery), int8.quantize_rows(query)
+    screened = int8.screened_scores(q, rows)[0]
+    exact = truth(query, gallery)[0]
+    margin = np.array([bfloat16.screening_margin(q.norm, q.error, rows.norm[i], rows.error[i], gallery.shape[1])[0]
+                       for i in range(len(gallery))])
+    error = np.abs(screened - exact)
+    assert (error <= margin).all()
+    assert (error >= 0.99 * margin).any(), "aligned errors: the bound is nearly reached"
+
+
+def test_quantize_rows_keeps_each_element_within_half_a_step_and_measures_the_error():
+    rng = np.random.default_rng(15)
+    x = (rng.standard_normal((40, 33)) * 10.0 ** rng.integers(-15, 15, size=(40, 1))).astype(np.float32)
+    x[1] = 0.0
+    x[2, 5], x[3, 0] = np.inf, np.nan
+    quantized = int8.quantize_rows(x)
+    finite = np.arange(40) > 3
+    wide = x[finite].astype(np.float64)
+    peak = np.abs(wide).max(axis=1)
+    values = quantized.values[finite].astype(np.float64)
+    assert quantized.values.dtype == np.int8 and (np.abs(values) <= 127).all()
+    assert (np.abs(values).max(axis=1) == 127).all()
+    np.testing.assert_allclose(quantized.scale[finite], peak / 127, rtol=2.0**-23)
+    restored = quantized.scale[finite, None] * values
+    assert (np.abs(restored - wide) <= quantized.scale[finite, None] / 2 * (1 + 2.0**-15)).all()
+    exact_norm, exact_error = np.linalg.norm(wide, axis=1), np.linalg.norm(wide - restored, axis=1)
+    floor = np.sqrt(33 * 2.0**-126)  # what squares lost to underflow could add
+    assert (quantized.norm[finite] >= exact_norm).all()
+    assert (quantized.norm[finite] <= exact_norm * (1 + 1e-4) + floor).all()
+    assert (quantized.error[finite] >= exact_error).all()
+    assert (quantized.error[finite] <= exact_error * (1 + 1e-4) + (exact_norm + floor) * 2.0**-19).all()
+    assert quantized.scale[1] == 0 and quantized.error[1] <= 2 * floor and (quantized.values[1] == 0).all()
+    assert (quantized.scale[2:4] == 0).all() and (quantized.values[2:4] == 0).all()
+    assert np.isinf(quantized.error[2:4]).all()
 
 
 def near_tie_rows(rng, num, dim, gap=1e-5):
@@ -326,38 +398,49 @@ def test_a_read_only_mapped_gallery_is_measured_once_and_others_every_search(tmp
         assert sum(n for n in measured if n != len(q)) == len(gallery)
 
 
-def test_a_read_only_mapped_gallery_keeps_its_bfloat16_copy_once_searched_often(tmp_path, monkeypatch):
+def test_a_read_only_mapped_gallery_keeps_its_int8_copy_once_searched_often(tmp_path, monkeypatch):
     """Where bfloat16 is native, a read-only memory map's first ROUND_AFTER searches (a
-    few queries) screen in float32 and round no gallery row; the next rounds the whole
-    gallery once and screens in bfloat16; later ones round nothing. A copy that would
-    not fit the budget is never made. Every search stays exact, whichever screen it took."""
+    few queries) screen in float32 and quantize no gallery row; the next starts
+    quantizing the whole gallery once, in another thread, and still screens in float32;
+    the ones after the copy is made screen in int8 and quantize nothing. A copy that
+    would not fit the budget is never made. Every search stays exact, whichever screen
+    it took."""
     native_bfloat16_rounding_after(monkeypatch, 2)
     rng = np.random.default_rng(13)
     gallery = unit_rows(rng, 3000, 24)
     mapped = mapped_copy(tmp_path, gallery)
     q = unit_rows(rng, 4, 24)
     rounded, screens = [], []
-    round_rows = bfloat16.round_rows
-    monkeypatch.setattr(bfloat16, "round_rows", lambda rows: rounded.append(len(rows)) or round_rows(rows))
+    quantize_rows = int8.quantize_rows
+    makers = set()
+
+    def counted(rows):
+        rounded.append(len(rows))
+        if len(rows) != len(q):
+            makers.add(threading.current_thread().name)
+        return quantize_rows(rows)
+    monkeypatch.setattr(int8, "quantize_rows", counted)
     note_products(monkeypatch, lambda right, screen: screens.append(screen))
     for search in range(5):
         rounded.clear(), screens.clear()
         assert_exact_top(exact_search.search(q, mapped, 7), q, gallery, 7)
+        kept_gallery.wait_for_copies()
         gallery_rows = sum(n for n in rounded if n != len(q))
         assert gallery_rows == (len(gallery) if search == 2 else 0), (search, rounded)
-        assert set(screens) == {"float32" if search < 2 else "bfloat16"}
+        assert set(screens) == {"float32" if search <= 2 else "int8"}
+    assert makers == {"kept_gallery"}, "the copy is made beside the searches, not by one"
     small = mapped_copy(tmp_path, gallery)
     for _ in range(3):
         rounded.clear(), screens.clear()
-        assert_exact_top(exact_search.search(q, small, 7, budget=gallery.size), q, gallery, 7)
+        assert_exact_top(exact_search.search(q, small, 7, budget=gallery.size - 1), q, gallery, 7)
         assert rounded == [] and set(screens) == {"float32"}
 
 
 @pytest.mark.parametrize("screen", SCREENS)
 def test_a_gallery_read_once_per_product_gets_larger_products(tmp_path, monkeypatch, screen):
     """A product's gallery rows are capped to what stays in cache only where a second
-    pass reads them (an in-memory array's norms): a read-only memory map, whose bounds
-    (and, for bfloat16, rounded copy) are kept, is screened in larger products, at most
+    pass reads them (an in-memory array's norms, or its int8 quantization): a
+    read-only memory map, whose bounds (and int8 copy) are kept, is screened in larger products, at most
     one per task. Both stay exact."""
     monkeypatch.setattr(exact_search, "_CHUNK_ELEMENTS", 24 * 256)  # 256 rows of 24 in "cache"
     native_bfloat16_rounding_after(monkeypatch, 0)

@@ -1,5 +1,5 @@
 """dml/retrieval/onednn.py: Paddle's oneDNN found and loaded (the pinned wheel ships it),
-its three products against numpy (float64, with bounds written from the rounding rules),
+its four products against numpy (float64, with bounds written from the rounding rules),
 from several threads at once and past the kept primitives' limit, and wrong operands
 refused before the library sees them."""
 import concurrent.futures
@@ -67,6 +67,18 @@ def test_gemm_converting_to_bf16_stays_within_one_bfloat16_step_of_each_input(m,
     assert (np.abs(out - a.astype(np.float64) @ b.astype(np.float64).T) <= magnitude * relative + 1e-30).all()
 
 
+@pytest.mark.parametrize("m,n,k", SHAPES + [(3, 5, 70000)])
+def test_gemm_s8_is_exact(m, n, k):
+    """int8 products summed in int32 equal numpy's int64 product, to the bit, up to the
+    extremes (-128 and 127 everywhere: sums of 2^14 k)."""
+    rng = np.random.default_rng(5)
+    a = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
+    b = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+    a[0], b[0] = -128, -128
+    out = in_a_thread(onednn.gemm_s8, a, b, np.empty((m, n), np.int32))
+    np.testing.assert_array_equal(out, a.astype(np.int64) @ b.astype(np.int64).T)
+
+
 def test_primitives_past_the_kept_limit_are_remade_and_agree(monkeypatch):
     """With room for two shapes, five shapes in turn (twice) evict and remake
     primitives; every product still equals a float64 one of the same bfloat16 values."""
@@ -82,20 +94,23 @@ def test_primitives_past_the_kept_limit_are_remade_and_agree(monkeypatch):
     assert len(onednn._matmuls().free) <= 2
 
 
-@pytest.mark.parametrize("product", ["sgemm", "gemm_bf16", "gemm_converting_to_bf16"])
+@pytest.mark.parametrize("product", ["sgemm", "gemm_bf16", "gemm_converting_to_bf16", "gemm_s8"])
 def test_products_run_in_other_threads_at_once(product):
     """Four threads multiplying at once (each on a primitive of its own) get the bits
     one thread gets alone."""
     rng = np.random.default_rng(2)
     a, b = rng.standard_normal((64, 128)).astype(np.float32), rng.standard_normal((256, 128)).astype(np.float32)
+    out_type = np.int32 if product == "gemm_s8" else np.float32
     if product == "gemm_bf16":
         a, b = ((x.view(np.uint32) >> 16).astype(np.uint16) for x in (a, b))
+    if product == "gemm_s8":
+        a, b = ((x * 40).clip(-127, 127).astype(np.int8) for x in (a, b))
     function = getattr(onednn, product)
-    expected = in_a_thread(function, a, b, np.empty((64, 256), np.float32))
+    expected = in_a_thread(function, a, b, np.empty((64, 256), out_type))
     results = [None] * 4
 
     def run(i):
-        results[i] = function(a, b, np.empty((64, 256), np.float32))
+        results[i] = function(a, b, np.empty((64, 256), out_type))
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
     for t in threads:
@@ -120,3 +135,7 @@ def test_wrong_operands_are_refused():
         onednn.gemm_converting_to_bf16(a.view(np.uint16), a.view(np.uint16), np.empty((3, 3), np.float32))
     with pytest.raises(ValueError, match="contiguous"):
         onednn.gemm_converting_to_bf16(a, a[:, :3], np.empty((3, 3), np.float32))
+    with pytest.raises(ValueError, match="int8"):
+        onednn.gemm_s8(a, a, np.empty((3, 3), np.int32))
+    with pytest.raises(ValueError, match="int32"):
+        onednn.gemm_s8(a.astype(np.int8), a.astype(np.int8), np.empty((3, 3), np.float32))

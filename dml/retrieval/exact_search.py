@@ -10,10 +10,11 @@ the same pair wherever it is computed); every reported score and every compariso
 between rows uses it. Finding the few rows worth scoring is the costly part: a matrix
 product of a block of queries with a chunk of gallery rows (the "screening" product),
 in bfloat16 where the CPU multiplies it natively (several times float32's speed on AMX;
-dml.retrieval.bfloat16) or in float32. A float32 gallery is rounded inside the product
-by oneDNN (no rounded copy is written; its error is bounded a priori), the queries and
-a gallery's kept bfloat16 copy beforehand by bfloat16.round_rows (their errors
-measured, a tighter bound). A screened score s~ brackets the exact one,
+dml.retrieval.bfloat16), in float32, or in int8 (dml.retrieval.int8: half bfloat16's
+bytes, for a few queries against a kept copy, where reading the gallery is the work).
+A float32 gallery is rounded inside the bfloat16 product by oneDNN (no rounded copy is
+written; its error is bounded a priori), the queries and int8 rows beforehand (their
+errors measured, a tighter bound). A screened score s~ brackets the exact one,
 s~ - M <= s <= s~ + M, with M proven per query and chunk (bfloat16.screening_margin).
 A row is dropped only when its upper bound is below the depth-th largest lower bound
 of distinct rows: that many rows certainly score higher. A pivot count takes the rows
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import bfloat16, kept_gallery, onednn
+from . import bfloat16, int8, kept_gallery, onednn
 
 #: Default of `budget`: bytes of work space.
 DEFAULT_BUDGET = 256 << 20
@@ -52,7 +53,7 @@ _SETTLE_PER_DEPTH = 64
 #: Gathered pairs per exact re-scoring batch, in elements of each operand.
 _RESCORE_ELEMENTS = 1 << 22
 
-SCREENS = ("bfloat16", "float32")
+SCREENS = ("bfloat16", "float32", "int8")
 #: Fewest queries for which the bfloat16 screen beats float32 (measured at 300,000 x 512
 #: on an AMX Xeon: even at 4 queries, where both read the gallery at memory speed, 1.15x
 #: at 16, 1.6x at 256).
@@ -118,8 +119,9 @@ def search(queries, gallery, depth, exclude=None, pivots=None, count_limit=None,
     budget: bytes of work space: screened scores held at once (all threads), and a
       bfloat16 copy of the whole gallery, kept when there are several blocks of queries
       and it fits (else each block rounds the chunks it reads).
-    screen: "bfloat16" or "float32" (default: default_screen(Q), or bfloat16 where a
-      read-only memory-mapped gallery's rounded copy is kept: dml.retrieval.kept_gallery).
+    screen: "bfloat16", "float32" or "int8" (default: default_screen(Q), or int8 where a
+      read-only memory-mapped gallery's int8 copy is kept: dml.retrieval.kept_gallery).
+      int8 is not for symmetric searches.
     symmetric: the queries are the gallery (row i of both the same vector): each
       product of two blocks serves both (half the products).
     cancel: None or a threading.Event another thread may set: the search then raises
@@ -130,10 +132,12 @@ def search(queries, gallery, depth, exclude=None, pivots=None, count_limit=None,
         raise ValueError(f"queries {np.shape(queries)} and gallery {np.shape(gallery)} must be [Q, D] and [N, D]")
     if symmetric and len(queries) != len(gallery):
         raise ValueError("symmetric search needs the queries to be the gallery's rows")
-    kept = kept_gallery.rounded_copy(gallery, budget) if screen != "float32" and default_screen() == "bfloat16" \
-        else None
+    if symmetric and screen == "int8":
+        raise ValueError("the int8 screen is not for symmetric searches")
+    kept = kept_gallery.quantized_copy(gallery, budget) if screen in (None, "int8") and not symmetric \
+        and default_screen() == "bfloat16" else None
     job = _Job(queries, gallery, depth, exclude, pivots, count_limit, block_size, budget,
-               screen or ("bfloat16" if kept is not None else default_screen(len(queries))), symmetric, cancel, kept)
+               screen or ("int8" if kept is not None else default_screen(len(queries))), symmetric, cancel, kept)
     return job.run()
 
 
@@ -183,7 +187,7 @@ class _Job:
 
     def reads_chunks_once(self, gallery):
         """True when the screening product is the only pass over a chunk of gallery rows
-        (a kept rounded copy, or kept norm bounds): the chunk then need not stay in
+        (a kept int8 copy, or kept norm bounds): the chunk then need not stay in
         cache after it, and fewer, larger products cost less."""
         return self.rounded is not None or kept_gallery.keeps_bounds(gallery)
 
@@ -195,6 +199,9 @@ class _Job:
                 queries = self.queries[slice(*self.blocks[block])]
                 if self.screen == "float32":
                     self._operands[block] = queries, bfloat16.norm_bounds(queries), 0.0
+                elif self.screen == "int8":
+                    quantized = int8.quantize_rows(queries)
+                    self._operands[block] = quantized, quantized.norm, quantized.error
                 else:  # against float32 chunks, bfloat16 values as float32: converted unchanged
                     rounded = bfloat16.round_rows(queries)
                     bits = rounded.bits if self.rounded is not None else bfloat16.widened(rounded.bits)
@@ -246,6 +253,9 @@ class _Job:
 
     def chunk_of(self, start, stop):
         rows = np.ascontiguousarray(self.gallery[start:stop], dtype=np.float32)
+        if self.screen == "int8":
+            part = self.rounded.part(start, stop) if self.rounded is not None else int8.quantize_rows(rows)
+            return _Chunk(start, stop, rows, part, part.norm.max(), part.error.max())
         if self.rounded is not None:
             part = slice(start, stop)
             return _Chunk(start, stop, rows, self.rounded.bits[part], self.rounded.norm[part].max(),
@@ -255,6 +265,9 @@ class _Job:
         return _Chunk(start, stop, rows, rows, norm, error)
 
     def product(self, left, right, out, screen):
+        """The screened scores: in `out` (float32), or float64 for int8."""
+        if screen == "int8":
+            return int8.screened_scores(left, right)
         if screen == "bfloat16":
             if left.dtype == np.uint16:
                 return onednn.gemm_bf16(left, right, out)
@@ -266,11 +279,12 @@ class _Job:
     def _scan(self, block, start, stop):
         """One task: a block's queries against gallery rows start:stop, chunk by chunk."""
         state = _Block(self, block)
-        buffer = np.empty(len(state.queries) * self.chunk, np.float32)
+        buffer = np.empty(len(state.queries) * self.chunk, np.float32) if self.screen != "int8" else None
         for offset in range(start, stop, self.chunk):
             self.check_cancel()
             chunk = self.chunk_of(offset, min(offset + self.chunk, stop))
-            out = buffer[:len(state.queries) * (chunk.stop - chunk.start)].reshape(len(state.queries), -1)
+            out = None if buffer is None else \
+                buffer[:len(state.queries) * (chunk.stop - chunk.start)].reshape(len(state.queries), -1)
             state.visit(self.product(state.operand, chunk.operand, out, self.screen), chunk)
         return state
 
@@ -336,7 +350,7 @@ class _Block:
         unsure = ~certain & open_rows[rows]
         rows, cols = rows[unsure], cols[unsure]
         crowded = np.bincount(rows, minlength=len(sims)) > max(16, sims.shape[1] // 32)
-        if self.job.screen == "bfloat16" and crowded.any():
+        if self.job.screen != "float32" and crowded.any():
             refine = crowded[rows]
             counts += self._count_refined(np.flatnonzero(crowded), pivot_score, rows[refine], cols[refine], chunk)
             rows, cols = rows[~refine], cols[~refine]

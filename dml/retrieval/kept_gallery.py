@@ -1,27 +1,31 @@
 """What exact search keeps of a read-only memory-mapped gallery (an index generation)
 between searches: its rows' norm bounds and, once it has been searched often enough,
-its bfloat16 copy.
+its int8 copy.
 
 A search for a few queries is a matrix-vector product: reading the gallery is the
 work. The float32 screen's margin needs an upper bound of each chunk's row norms, and
-computing it reads the chunk a second time; the bfloat16 screen reads half the bytes
-but must first round the gallery, which costs several float32 scans. An index
-generation's vectors are memory-mapped read-only and never change, so both are kept
-for as long as the array lives: the row bounds from its first search, the rounded copy
-(when the CPU multiplies bfloat16 natively and the copy fits the search's work-space
-budget) once it has had ROUND_AFTER searches, so that a one-off search (search.py) or
-a generation soon replaced never pays for rounding while a service's searches share
-it. Any other gallery is measured per chunk, as it may change between searches.
+computing it reads the chunk a second time; the int8 screen (dml.retrieval.int8) reads
+a quarter of the bytes (half of a bfloat16 copy's) but must first quantize the
+gallery, which costs several float32 scans. An index generation's vectors are
+memory-mapped read-only and never change, so both are kept for as long as the array
+lives: the row bounds from its first search, the int8 copy (on CPUs with oneDNN's
+native low-precision products, those that multiply bfloat16 natively, and when the
+copy fits the search's work-space budget) once it has had ROUND_AFTER searches, so
+that a one-off search (search.py) or a generation soon replaced never pays for it
+while a service's searches share it. The copy is made by a thread of its own (a
+service's requests go on meanwhile, screening in float32) and used from the first
+search after it is done. Any other gallery is measured per chunk, as it may change
+between searches.
 """
 import threading
 import weakref
 
 import numpy as np
 
-from . import bfloat16
+from . import bfloat16, int8
 
 _ROWS_PER_PASS = 1 << 14
-#: Searches of a gallery before its bfloat16 copy is made: rounding costs about as much
+#: Searches of a gallery before its int8 copy is made: quantizing costs about as much
 #: as ten float32 scans and saves a fraction of one per search, so a generation that a
 #: stream of commits replaces within a few searches never pays for it.
 ROUND_AFTER = 32
@@ -31,11 +35,13 @@ class _Kept:
     def __init__(self):
         self.searches = 0
         self.bounds = None
-        self.rounded = None
+        self.quantized = None
+        self.building = False
 
 
 _kept = {}  # id(gallery) -> (weak reference to it, _Kept)
 _lock = threading.Lock()
+_builders = []  # threads making copies
 
 
 def chunk_bound(gallery, start, stop, rows):
@@ -56,23 +62,39 @@ def keeps_bounds(gallery):
     return isinstance(gallery, np.memmap) and gallery.mode == "r" and len(gallery) > 0
 
 
-def rounded_copy(gallery, budget):
-    """The gallery's kept bfloat16.Rounded copy, or None: not a read-only memory map,
-    the copy does not fit `budget` bytes, or the gallery has not yet had ROUND_AFTER
-    searches (each call counts as one)."""
+def quantized_copy(gallery, budget):
+    """The gallery's kept int8.Quantized copy, or None: not a read-only memory map,
+    the copy does not fit `budget` bytes, or it is not made yet. Each call counts as
+    a search; the one after ROUND_AFTER starts making the copy in another thread."""
     kept = _entry(gallery)
-    if kept is None or 2 * gallery.size > budget:
+    if kept is None or gallery.size > budget:
         return None
     with _lock:
         kept.searches += 1
-        if kept.rounded is not None or kept.searches <= ROUND_AFTER:
-            return kept.rounded
-    rounded = bfloat16.round_in_parts(gallery, _ROWS_PER_PASS)
-    with _lock:
-        if kept.rounded is None:
-            kept.rounded = rounded
-        kept.bounds = kept.rounded.norm
-        return kept.rounded
+        if kept.quantized is not None or kept.building or kept.searches <= ROUND_AFTER:
+            return kept.quantized
+        kept.building = True
+        builder = threading.Thread(target=_make_copy, args=(gallery, kept), name="kept_gallery", daemon=True)
+        _builders.append(builder)
+        builder.start()
+    return None
+
+
+def wait_for_copies():
+    """Wait until the copies being made are done (tests, benchmarks)."""
+    while _builders:
+        _builders[0].join()
+
+
+def _make_copy(gallery, kept):
+    try:
+        quantized = int8.quantize_in_parts(gallery, _ROWS_PER_PASS)
+        with _lock:
+            kept.quantized, kept.bounds = quantized, quantized.norm
+    finally:
+        with _lock:
+            kept.building = False
+            _builders.remove(threading.current_thread())
 
 
 def _entry(gallery):

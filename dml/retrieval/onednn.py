@@ -2,8 +2,9 @@
 
 Products of row-major matrices, out = a @ b.T, with float32 output: float32 (`sgemm`),
 bfloat16 inputs (`gemm_bf16`, given as uint16 bit patterns) and float32 inputs that
-oneDNN converts to bfloat16 itself inside the product (`gemm_converting_to_bf16`). The
-last two run oneDNN's matmul primitive (its AMX kernels where the CPU has them, about
+oneDNN converts to bfloat16 itself inside the product (`gemm_converting_to_bf16`); and
+int8 inputs with an exact int32 output (`gemm_s8`). The last three run oneDNN's matmul
+primitive (its AMX kernels where the CPU has them, about
 twice the speed of its gemm function), created once per shape and kept. Each call runs
 on the calling thread alone (it sets that thread's OpenMP thread count to one): the
 callers parallelise over threads of their own, which take work as they are free, so a
@@ -48,9 +49,9 @@ def available():
     return _library() is not None
 
 
-def _check_shapes(name, a, b, out):
-    if out.dtype != np.float32:
-        raise ValueError(f"{name}: the output must be float32")
+def _check_shapes(name, a, b, out, out_dtype=np.float32):
+    if out.dtype != out_dtype:
+        raise ValueError(f"{name}: the output must be {np.dtype(out_dtype).name}")
     if not (a.ndim == 2 and b.ndim == 2 and a.flags.c_contiguous and b.flags.c_contiguous
             and out.flags.c_contiguous and b.shape[1] == a.shape[1] and out.shape == (a.shape[0], b.shape[0])):
         raise ValueError(f"{name}: expected contiguous a [m, k], b [n, k], out [m, n]; got {a.shape}, "
@@ -96,6 +97,15 @@ def gemm_converting_to_bf16(a, b, out):
     return _matmuls().run(a, b, out, _F32, converting=True)
 
 
+def gemm_s8(a, b, out):
+    """out[m, n] = a[m, k] @ b[n, k].T for int8 a and b, exact in int32 (the sums of
+    products stay below 2^31 for k < 2^17)."""
+    if a.dtype != np.int8 or b.dtype != np.int8:
+        raise ValueError("gemm_s8 takes int8 arrays")
+    _check_shapes("gemm_s8", a, b, out, np.int32)
+    return _matmuls().run(a, b, out, _S8, converting=False)
+
+
 def implementation(converting=False):
     """The name of the oneDNN kernel a product uses (e.g. "brg_matmul:avx512_core_amx"),
     for benchmarks and tests."""
@@ -105,7 +115,7 @@ def implementation(converting=False):
     return primitive.name
 
 
-_BF16, _F32 = 2, 3  # dnnl_data_type_t
+_BF16, _F32, _S32, _S8 = 2, 3, 4, 5  # dnnl_data_type_t
 _CPU_ENGINE, _IN_ORDER, _FPMATH_BF16, _IMPL_INFO_STR = 1, 1, 1, 8
 _SRC, _DST, _WEIGHTS = 1, 17, 33  # DNNL_ARG_*
 #: Product shapes whose primitives are kept: beyond it the least recently used are destroyed.
@@ -118,13 +128,14 @@ class _ExecArg(ctypes.Structure):
 
 
 class _Primitive:
-    """A matmul primitive for one shape and input type, with its three memory objects."""
+    """A matmul primitive for one shape and input type, with its three memory objects
+    (the output float32, or int32 for int8 inputs)."""
 
     def __init__(self, lib, engine, m, n, depth, data_type, converting):
         self.lib = lib
         src = _descriptor(lib, (m, depth), data_type, (depth, 1))
         weights = _descriptor(lib, (depth, n), data_type, (1, depth) if depth > 1 else (n, 1))  # b [n, k] as b.T
-        dst = _descriptor(lib, (m, n), _F32, (n, 1))
+        dst = _descriptor(lib, (m, n), _S32 if data_type == _S8 else _F32, (n, 1))
         attr = ctypes.c_void_p()
         _ok(lib.dnnl_primitive_attr_create(ctypes.byref(attr)), "primitive_attr_create")
         if converting:
