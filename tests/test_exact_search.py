@@ -402,8 +402,9 @@ def test_a_read_only_mapped_gallery_keeps_its_int8_copy_once_searched_often(tmp_
     """Where bfloat16 is native, a read-only memory map's first ROUND_AFTER searches (a
     few queries) screen in float32 and quantize no gallery row; the next starts
     quantizing the whole gallery once, in another thread, and still screens in float32;
-    the ones after the copy is made screen in int8 and quantize nothing. A copy that
-    would not fit the budget is never made. Every search stays exact, whichever screen
+    the ones after the copy is made screen in int8 and quantize nothing (a search of
+    more queries than int8 pays for screens in bfloat16). A copy that would not fit the
+    budget is never made. Every search stays exact, whichever screen
     it took."""
     native_bfloat16_rounding_after(monkeypatch, 2)
     rng = np.random.default_rng(13)
@@ -429,6 +430,10 @@ def test_a_read_only_mapped_gallery_keeps_its_int8_copy_once_searched_often(tmp_
         assert gallery_rows == (len(gallery) if search == 2 else 0), (search, rounded)
         assert set(screens) == {"float32" if search <= 2 else "int8"}
     assert makers == {"kept_gallery"}, "the copy is made beside the searches, not by one"
+    many = unit_rows(rng, exact_search.INT8_MAX_QUERIES + 1, 24)
+    screens.clear()
+    assert_exact_top(exact_search.search(many, mapped, 7), many, gallery, 7)
+    assert set(screens) == {"bfloat16"}, "more queries than int8 pays for"
     small = mapped_copy(tmp_path, gallery)
     for _ in range(3):
         rounded.clear(), screens.clear()
