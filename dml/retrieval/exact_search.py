@@ -122,7 +122,8 @@ def search(queries, gallery, depth, exclude=None, pivots=None, count_limit=None,
     block_size: queries per block (default QUERY_BLOCK).
     budget: bytes of work space: screened scores held at once (all threads), and a
       bfloat16 copy of the whole gallery, kept when there are several blocks of queries
-      and it fits (else each block rounds the chunks it reads).
+      and it fits (else each block rounds the chunks it reads); a kept gallery's int8
+      copy is made only when it fits too.
     screen: "bfloat16", "float32" or "int8" (default: default_screen(Q), or int8 for up
       to INT8_MAX_QUERIES queries where a read-only memory-mapped gallery's int8 copy is
       kept: dml.retrieval.kept_gallery). int8 is not for symmetric searches.
