@@ -20,8 +20,10 @@ import numpy as np
 from . import bfloat16, onednn
 
 LEVELS = 127
-#: |x - s v| as float32 computes it is within 2^-22 |x| (+ subnormal spacing) of the
-#: exact one (rows of under a few million elements): the slack added to its bound.
+#: |x - s v| as float32 computes it (a rounded product, a rounded difference) is within
+#: 2^-24 (|x| + 2 |x - s v|) of the exact one, plus subnormal spacing; with
+#: |x - s v| <= sqrt(D) |x| / 254, that is below 2^-20 |x| for rows of up to 2^20
+#: elements: the slack added to its bound.
 _SLACK = 2.0 ** -20
 
 
