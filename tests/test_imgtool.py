@@ -63,6 +63,17 @@ def test_bad_files_raise_decode_error(tmp_path, content):
         imgtool.decode_rgb(str(path))
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_float_image_with_non_finite_pixels_raises_decode_error(tmp_path, bad):
+    """A float TIFF holding NaN or infinity (as a damaged file may) is refused, not
+    turned into an image by casting NaN to bytes."""
+    values = np.full((6, 6), 0.5, np.float32)
+    values[2, 3] = bad
+    path = save(Image.fromarray(values, "F"), tmp_path / "bad.tif")
+    with pytest.raises(imgtool.DecodeError, match="bad.tif.*not numbers"):
+        imgtool.decode_rgb(path)
+
+
 def test_normalize_matches_formula():
     rng = np.random.default_rng(1)
     arr = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)

@@ -64,6 +64,8 @@ def _to_rgb(img):
         return Image.fromarray(grey, "L").convert("RGB")
     if img.mode == "F":
         values = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError("a float image with pixels that are not numbers (NaN or infinite): damaged")
         grey = np.clip(values / max(values.max(), 1e-12) * 255.0, 0, 255).astype(np.uint8)
         return Image.fromarray(grey, "L").convert("RGB")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
