@@ -24,7 +24,11 @@ What Paddle 3.3 on an x86 CPU offers, and what we do with it:
   legacy tracer no longer handles) that way: 5-6x the dynamic graph for ResNet18 at
   64 px and 3x for ResNet50 at 224 px (0.78-0.86x, median 0.83x, and 0.90-0.92x
   PyTorch, with models.max_pool's faster max-pool gradient), the same steps to float
-  rounding. The embedding layer and the loss stay in the dynamic graph. This uses
+  rounding. The embedding layer and the loss stay in the dynamic graph. The backbone
+  traced channels-last (NHWC, oneDNN's preferred layout) spent ~25% less time in
+  oneDNN but only ~1.04-1.14x end to end (median, noisy), and Paddle's oneDNN keeps
+  the current layout per thread without resetting it: a channels-first oneDNN program
+  (a predictor) run later on the same thread then fails. So the backbone stays NCHW. This uses
   Paddle internals (the legacy dy2static program hook, through dml.runtime.paddle_compat),
   pinned by requirements.txt and checked by tests/test_paddle_compat.py; if they are missing, training falls back to
   the dynamic graph and says so.
