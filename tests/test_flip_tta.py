@@ -6,6 +6,7 @@ import os
 import numpy as np
 import paddle
 import pytest
+import random_network
 
 from dml import models
 from dml.commands import eval as eval_script
@@ -20,10 +21,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    paddle.seed(3)
-    path = str(tmp_path_factory.mktemp("weights") / "net.pdparams")
-    paddle.save(models.create("ResNet18", 8).state_dict(), path)
-    return path
+    return random_network.saved_resnet18(tmp_path_factory.mktemp("weights"), 3)
 
 
 def by_hand(weights, paths):

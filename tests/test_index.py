@@ -15,6 +15,7 @@ import environment
 import numpy as np
 import paddle
 import pytest
+import random_network
 from conftest import dynamic_graph_features
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -61,10 +62,7 @@ def test_flat_topk_exact_with_ties_and_chunks(num, k, queries, seed):
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    paddle.seed(5)
-    path = str(tmp_path_factory.mktemp("w") / "net.pdparams")
-    paddle.save(models.create("ResNet18", 8).state_dict(), path)
-    return path
+    return random_network.saved_resnet18(tmp_path_factory.mktemp("w"), 5)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ import threading
 import time
 
 import numpy as np
-import paddle
 import pytest
+import random_network
 from conftest import dynamic_graph_features
 
-from dml import models
 from dml.data import imgtool, reader
 from dml.errors import UserError
 from dml.index import manifest
@@ -29,10 +28,7 @@ def record_of(weights):
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    paddle.seed(5)
-    path = str(tmp_path_factory.mktemp("w") / "net.pdparams")
-    paddle.save(models.create("ResNet18", 8).state_dict(), path)
-    return path
+    return random_network.saved_resnet18(tmp_path_factory.mktemp("w"), 5)
 
 
 @pytest.fixture(scope="module")

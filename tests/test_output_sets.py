@@ -5,11 +5,10 @@ import json
 import os
 
 import numpy as np
-import paddle
 import pytest
+import random_network
 from PIL import Image
 
-from dml import models
 from dml.commands import infer
 from dml.outputs import write_set
 from dml.retrieval import grid
@@ -21,10 +20,7 @@ FLAGS = ["--model", "ResNet18", "--embedding_size", "8", "--image_shape", f"3,{S
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    paddle.seed(12)
-    path = str(tmp_path_factory.mktemp("w") / "net.pdparams")
-    paddle.save(models.create("ResNet18", 8).state_dict(), path)
-    return path
+    return random_network.saved_resnet18(tmp_path_factory.mktemp("w"), 12)
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ import zlib
 import numpy as np
 import paddle
 import pytest
+import random_network
 from conftest import dynamic_graph_features
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
@@ -47,10 +48,7 @@ def ranking(gallery_rows, queries, k):
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    paddle.seed(11)
-    path = str(tmp_path_factory.mktemp("w") / "net.pdparams")
-    paddle.save(models.create("ResNet18", 8).state_dict(), path)
-    return path
+    return random_network.saved_resnet18(tmp_path_factory.mktemp("w"), 11)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import paddle
 import pytest
+import random_network
 
 from dml import losses, models
 from dml.cli import run_cli
@@ -116,9 +117,7 @@ def test_infer_and_export_take_the_embedding_size_from_state_json(with_embedding
 def test_weights_file_without_state_json_must_fit_whole(flag, hint, tmp_path, capsys, monkeypatch):
     """A bare .pdparams has no state.json: a size that leaves the embedding random or
     drops the file's embedding is refused, naming the size that fits."""
-    paddle.seed(2)
-    path = str(tmp_path / "net.pdparams")
-    paddle.save(models.create("ResNet18", 8).state_dict(), path)
+    path = random_network.saved_resnet18(tmp_path, 2)
     code, _, err = run_main(export_model, COMMON + flag + [f"--pretrained_model={path}",
                                                            f"--model_save_dir={tmp_path / 'out'}"],
                             capsys, monkeypatch)
