@@ -44,6 +44,7 @@ import numpy as np
 import paddle
 
 from bench.search_bench import embedding_like
+from bench.soak import children
 from dml import models
 from dml.data import imgtool, reader
 from dml.index import embed, gallery, manifest
@@ -144,7 +145,7 @@ class Service:
     def cpu_seconds(self):
         """User + system CPU time so far of the service process (all its threads) and of
         its child processes (the network's, on the CPU)."""
-        return sum(process_cpu_seconds(pid) for pid in [self.process.pid, *child_pids(self.process.pid)])
+        return sum(process_cpu_seconds(pid) for pid in [self.process.pid, *children(self.process.pid)])
 
     def stop(self):
         self.process.terminate()
@@ -158,17 +159,6 @@ def process_cpu_seconds(pid):
     except OSError:  # ended meanwhile
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def child_pids(pid):
-    pids = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as handle:
-                pids += [int(child) for child in handle.read().split()]
-        except OSError:
-            pass
-    return pids
 
 
 def multipart(files, fields=()):
