@@ -21,6 +21,11 @@ the median of the rounds counts.
    Recall@1,10,100,1000 + MAP@R and Recall@1 alone, against the floor of
    bench/recall_bench.py (blocked float32 matmul + argmax, Recall@1 only).
 
+5. (--sections=kept) A served index generation: a read-only memory map of --kept_num x D
+   searched until it keeps its int8 copy (dml.retrieval.kept_gallery), then Q queries
+   for each Q of --kept_queries, screened by that copy (the default; bfloat16 beyond
+   exact_search.INT8_MAX_QUERIES) against the bfloat16 screen on the same map.
+
 Data: embedding-like synthetic unit vectors (a 32-dimensional mixture of 1,000 classes
 mapped to D dimensions, plus noise): trained embeddings have a low intrinsic
 dimension, which is what approximate search relies on; exact search does not care.
@@ -30,6 +35,7 @@ dimension, which is what approximate search relies on; exact search does not car
     python -m bench.search_bench --sections=hnsw --hnsw_num=1000000 --ef_search=16,32,64   # hnsw at 1M (~25 min)
     python -m bench.search_bench --sections=flat --num=300000 --queries=500 --rounds=5
     python -m bench.search_bench --sections=metrics --rounds=2   # SOP scale (~10 min)
+    python -m bench.search_bench --sections=kept --rounds=20     # a served generation (~1 min)
 """
 import argparse
 import os
@@ -42,7 +48,7 @@ import tracemalloc
 import numpy as np
 
 from dml.index import flat
-from dml.retrieval import exact_search
+from dml.retrieval import exact_search, kept_gallery
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -264,6 +270,38 @@ def add_section(args):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def kept_section(args):
+    header(f"a served generation: {args.kept_num} x {args.dim} read-only memory map, top-{args.k}, "
+           f"median of {args.rounds} interleaved rounds (ms)", 1)
+    work = tempfile.mkdtemp(prefix="kept-")
+    try:
+        path = os.path.join(work, "vectors.npy")
+        np.save(path, embedding_like(args.kept_num, args.dim, 0))
+        gallery = np.load(path, mmap_mode="r")
+        queries = embedding_like(max(args.kept_queries), args.dim, 1)
+        for _ in range(kept_gallery.ROUND_AFTER + 1):
+            exact_search.search(queries[:1], gallery, args.k)
+        kept_gallery.wait_for_copies()
+        print("| queries | default (int8 copy up to "
+              f"{exact_search.INT8_MAX_QUERIES} queries) | bfloat16 screen | bfloat16 / default |")
+        print("|---|---|---|---|")
+        for count in args.kept_queries:
+            contenders = [("default", lambda c=count: exact_search.search(queries[:c], gallery, args.k)),
+                          ("bfloat16", lambda c=count: exact_search.search(queries[:c], gallery, args.k,
+                                                                            screen="bfloat16"))]
+            times = {name: [] for name, _ in contenders}
+            for r in range(args.rounds):
+                for name, function in contenders[r % 2:] + contenders[:r % 2]:
+                    begin = time.perf_counter()
+                    function()
+                    times[name].append(time.perf_counter() - begin)
+            ours, other = (1000 * statistics.median(times[name]) for name in ("default", "bfloat16"))
+            print(f"| {count} | {ours:.1f} | {other:.1f} | {other / ours:.2f}x |", flush=True)
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num", type=int, default=1_000_000)
@@ -280,13 +318,16 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the timed sections")
     parser.add_argument("--metrics_num", type=int, default=60502)
     parser.add_argument("--metrics_dim", type=int, default=2048)
-    parser.add_argument("--sections", default="flat,hnsw,add", help="which parts to run, e.g. hnsw, metrics")
+    parser.add_argument("--kept_num", type=int, default=100_000)
+    parser.add_argument("--kept_queries", type=lambda s: [int(v) for v in s.split(",")],
+                        default=[1, 4, 16, 32, 64, 128])
+    parser.add_argument("--sections", default="flat,hnsw,add", help="which parts to run, e.g. hnsw, metrics, kept")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     args = parser.parse_args()
     if args.quick:
         args.num, args.queries, args.hnsw_num, args.add_images, args.add_into, args.add_small = (
             20_000, 100, 5_000, 50, 2_000, 200)
-        args.metrics_num, args.metrics_dim, args.rounds = 3000, 256, 1
+        args.metrics_num, args.metrics_dim, args.rounds, args.kept_num = 3000, 256, 1, 5_000
     sections = args.sections.split(",")
     if "metrics" in sections:
         metrics_section(args)
@@ -300,6 +341,8 @@ def main():
     gallery = None
     if "add" in sections:
         add_section(args)
+    if "kept" in sections:
+        kept_section(args)
 
 
 if __name__ == "__main__":
