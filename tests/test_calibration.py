@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import environment
 import numpy as np
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from dml.errors import UserError
-from dml.retrieval import calibration, open_set, threshold_file
+from dml.retrieval import calibration, calibration_plot, open_set, threshold_file
 from dml.retrieval.open_set import OpenSetScores
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,6 +163,29 @@ def test_threshold_file_read(tmp_path):
     path = tmp_path / "threshold.json"
     path.write_text(json.dumps({"threshold": 0.25, "weights_sha256": "ab" * 32}))
     assert threshold_file.read(str(path)) == (0.25, "ab" * 32)
+
+
+def test_calibrate_without_matplotlib_writes_the_threshold_and_one_note(tmp_path, monkeypatch, capsys):
+    """No matplotlib: threshold.json all the same (its counts those of the pair loop),
+    an earlier run's picture removed (it would show another calibration), one line."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), 4)
+    fea = unit(3 * np.eye(6)[labels] + 0.5 * rng.standard_normal((24, 6)))
+    out = tmp_path / "cal"
+    out.mkdir()
+    (out / threshold_file.PLOT).write_bytes(b"an earlier run's picture")
+    args = SimpleNamespace(calibrate=str(out), unknown_share=0.5, target_precision=0.9, model="ResNet18",
+                           embedding_size=6, image_shape="3,32,32", pretrained_model=None)
+    content = threshold_file.calibrate(args, SimpleNamespace(fea=[fea], labels=[labels]), {"data_dir": "d"})
+    known, _, unknown = brute_open_set(fea, labels, fea, labels, np.arange(len(fea)))
+    written = json.loads((out / threshold_file.FILE).read_text())
+    assert written["known_queries"] == len(known) and written["unknown_queries"] == len(unknown)
+    assert written["threshold"] == content["threshold"] and written["data_dir"] == "d"
+    assert sorted(os.listdir(out)) == [threshold_file.FILE]
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"calibration written to {out / threshold_file.FILE}; note: no picture of it: matplotlib is not installed "
+        f"({calibration_plot.INSTALL})")
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from dml.cli import ArgumentParser, add_arguments, fmt_time, print_arguments, ru
 from dml.data import class_names, reader
 from dml.flag_types import float_in, kept_as_written, positive_int
 from dml.outputs import write_json_atomic
-from dml.retrieval import calibration_plot, grid, metrics, rerank, threshold_file
+from dml.retrieval import grid, metrics, rerank, threshold_file
 from dml.retrieval.test_set import read_test_set, score_network
 from dml.runtime import data_workers, ranks
 from dml.runtime.device import choose_device
@@ -67,7 +67,6 @@ def check_flags(args):
     size = check_inference_flags(args)
     if args.calibrate is not None:
         check_output_dir(args.calibrate, "--calibrate")
-        calibration_plot.check_available()
     return size
 
 

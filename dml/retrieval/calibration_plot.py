@@ -6,14 +6,17 @@ import importlib.util
 
 import numpy as np
 
-from dml.errors import UserError
 
 INSTALL = "pip install -r requirements-calibrate.txt (or the package's [calibrate] extra)"
 
 
-def check_available():
-    if importlib.util.find_spec("matplotlib") is None:
-        raise UserError(f"--calibrate draws its curves with matplotlib, which is not installed: {INSTALL}")
+def available():
+    """Whether matplotlib can be imported (without it, eval.py --calibrate writes
+    threshold.json alone and says so in one line)."""
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except ValueError:  # a module set to None in sys.modules
+        return False
 
 
 def draw(scores, points, choice, target_precision):

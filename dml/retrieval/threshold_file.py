@@ -51,15 +51,22 @@ def calibrate(args, scored, evaluated):
     content.update({key: evaluated[key] for key in RECORD if key in evaluated})
     network = run_record.describe(args.model, args.embedding_size, args.image_shape, args.pretrained_model)
     content.update(network.as_dict(), created=fmt_time())
-    figure = calibration_plot.draw(scores, points, choice, args.target_precision)
     os.makedirs(args.calibrate, exist_ok=True)
     text = json.dumps(content, indent=1, sort_keys=True) + "\n"
     json_path, plot_path = os.path.join(args.calibrate, FILE), os.path.join(args.calibrate, PLOT)
-    write_set({json_path: lambda handle: handle.write(text.encode()),
-               plot_path: lambda handle: calibration_plot.save(figure, handle)})
+    writers = {json_path: lambda handle: handle.write(text.encode())}
+    drawn = calibration_plot.available()
+    if drawn:
+        figure = calibration_plot.draw(scores, points, choice, args.target_precision)
+        writers[plot_path] = lambda handle: calibration_plot.save(figure, handle)
+    write_set(writers, stale=(plot_path,))
     for line in result_lines(content):
         print(line)
-    print(f"calibration written to {json_path} and {plot_path}")
+    if drawn:
+        print(f"calibration written to {json_path} and {plot_path}")
+    else:
+        print(f"calibration written to {json_path}; note: no picture of it: matplotlib is not installed "
+              f"({calibration_plot.INSTALL})")
     return content
 
 
