@@ -6,7 +6,6 @@ import importlib.util
 
 import numpy as np
 
-
 INSTALL = "pip install -r requirements-calibrate.txt (or the package's [calibrate] extra)"
 
 
