@@ -68,6 +68,32 @@ def test_image_query_threshold_json_and_grid(demo_index, feats, tmp_path):  # no
     assert [line.split("\t")[1] for line in proc.stdout.splitlines() if line.startswith(paths[3])] == ["1", "2"]
 
 
+@pytest.mark.slow
+def test_a_query_folder_with_unreadable_images_is_answered_for_the_others(demo_index, feats, tmp_path):  # noqa: F811
+    """As index.py does: each unreadable query image named on a line, the others searched
+    (each demo image's best hit is itself; stderr, not the hits' table); a folder with no
+    readable image is one line, exit 2."""
+    paths = open(feats[:-4] + ".paths.txt").read().split()
+    folder = tmp_path / "queries"
+    folder.mkdir()
+    for name, source in (("a.jpg", paths[3]), ("c.jpg", paths[7])):
+        (folder / name).write_bytes(open(source, "rb").read())
+    (folder / "b.jpg").write_bytes(b"")
+    (folder / "d.png").write_text("not an image")
+    proc = run("search.py", "--index_dir", demo_index, "--image_dir", str(folder), "--topk", "1", *RUN)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert proc.stderr.splitlines() == [
+        f"skipped unreadable query image {folder / 'b.jpg'}", f"skipped unreadable query image {folder / 'd.png'}"]
+    hits = {line.split("\t")[0]: line.split("\t")[3] for line in lines if line.startswith(str(folder))}
+    assert hits == {str(folder / "a.jpg"): os.path.abspath(paths[3]), str(folder / "c.jpg"): os.path.abspath(paths[7])}
+    for name in ("a.jpg", "c.jpg"):
+        os.remove(folder / name)
+    proc = run("search.py", "--index_dir", demo_index, "--image_dir", str(folder), *RUN)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "none of the 2 query images can be read" in proc.stderr
+
+
 def recall_at(found, exact):
     return np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact)])
 

@@ -2,6 +2,7 @@
 the backend's top k, the printed hits, the JSON and the retrieval grids."""
 import os
 import stat
+import sys
 
 import numpy as np
 
@@ -25,12 +26,16 @@ def query_features(args, snapshot):
         return flat.normalised(fea), names, labels if labels is not None else np.full(len(fea), UNKNOWN)
     images, labelled = query_images(args)
     network, size = query_network(args, snapshot)
-    vectors, _, unreadable = embed.embed(network, images, size, args.batch_size, args.num_workers, args.engine)
-    if len(unreadable):
-        raise UserError(f"query image {images.paths[unreadable[0]]} cannot be read"
-                        + (f" ({len(unreadable)} unreadable)" if len(unreadable) > 1 else ""))
-    labels = images.labels if labelled else np.full(len(images), UNKNOWN)
-    return vectors, list(images.paths), labels
+    vectors, kept, unreadable = embed.embed(network, images, size, args.batch_size, args.num_workers, args.engine)
+    if args.image and len(unreadable):
+        raise UserError(f"query image {args.image} cannot be read (not an image, or damaged)")
+    if not len(kept):
+        raise UserError(f"none of the {len(images)} query images can be read (the first: "
+                        f"{images.paths[unreadable[0]]})")
+    for i in unreadable:  # as index.py does, the others are answered; stdout is the hits' table
+        print(f"skipped unreadable query image {images.paths[i]}", file=sys.stderr)
+    labels = np.asarray(images.labels)[kept] if labelled else np.full(len(kept), UNKNOWN)
+    return vectors, [images.paths[i] for i in kept], labels
 
 
 def query_network(args, snapshot):
