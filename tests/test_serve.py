@@ -250,6 +250,7 @@ def test_add_images_with_paths_and_labels_then_remove(client, index_dir, gallery
     np.testing.assert_allclose(np.asarray(snap.vectors[-4:], np.float64), unit(reference[new]), atol=1e-5)
     again = client.post("/add", files=files[:1], data={"path": fields["path"][:1]}, headers=WRITE)
     assert again.status_code == 400 and "already in the index" in again.json()["error"]
+    assert "send replace=true to embed them again" in again.json()["error"]
     replaced = client.post("/add", files=files[:1], data={"path": fields["path"][:1], "replace": "true"},
                            headers=WRITE)
     assert replaced.json()["replaced"] == 1

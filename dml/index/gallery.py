@@ -103,15 +103,16 @@ def build(index_dir, vectors, paths, labels, record, backend, options, session=N
         return _commit(writer, None, [vectors], list(paths), labels, meta, change, session, names)
 
 
-def plan_add(snapshot, paths, replace):
+def plan_add(snapshot, paths, replace, how_to_replace="pass --replace"):
     """Which of `paths` are new and which replace rows (row numbers); refuses a path
-    already present without `replace`."""
+    already present without `replace` (the message says `how_to_replace`: the
+    command's flag, or the service's field)."""
     check_unique(paths, "the images to add")
     row_of = {path: row for row, path in enumerate(snapshot.paths)}
     present = [p for p in paths if p in row_of]
     if present and not replace:
         raise UserError(f"{len(present)} of the images to add are already in the index, e.g. {present[0]}: "
-                        f"pass --replace to embed them again, or leave them out")
+                        f"{how_to_replace} to embed them again, or leave them out")
     return row_of
 
 

@@ -29,7 +29,7 @@ def add(index_dir, paths, labels, replace, vectors_for, deadline, seconds):
     gives their unit vectors once the lock is held and the paths are checked."""
     with store.writer(index_dir, wait=False) as writer:
         snapshot = writer.current()
-        gallery.plan_add(snapshot, paths, replace)
+        gallery.plan_add(snapshot, paths, replace, "send replace=true")
         vectors = vectors_for(snapshot)
         if vectors.shape[1] != snapshot.meta["dim"]:
             raise ApiError(400, f"the vectors have dimension {vectors.shape[1]}, the index {snapshot.meta['dim']}")
