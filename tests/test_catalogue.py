@@ -133,6 +133,8 @@ def test_folders_checks_on_a_seeded_catalogue(seeded, tmp_path, capsys):
                                                 "max": max(heights)}}
     for line in ("unreadable images: 1", "exact duplicates: 1", "label conflicts: 1", "classes with one image: 1"):
         assert line in stdout
+    assert f"unreadable images: 1 (left out; first: {planted['corrupt'][0]}: {report['unreadable'][0]['error']})" \
+        in stdout.splitlines()
     # the lists: every kept image once, the class names by id, the one-image class never a query
     names = class_names.read(str(out / "classes.txt"))
     assert sorted(names.values()) == ["café crème", "chaise longue", "mug", "solo", "лампа"]

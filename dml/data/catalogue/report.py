@@ -53,18 +53,26 @@ def sizes_line(sizes):
             f"max {w['max']}x{h['max']}")
 
 
+def first_of(cases, root):
+    """'; first: PATH: why' of (candidate, why) cases, or '' (the report names every one)."""
+    if not cases:
+        return ""
+    candidate, why = cases[0]
+    return f"; first: {shown(candidate.path, root)}: {why}"
+
+
 def summary_lines(scan, found, split):
     sizes = class_sizes(found.kept)
     single = sorted(name for name, n in sizes.items() if n == 1)
     conflicted = sum(len(c) for _, c in found.conflicts)
     lines = [f"found {len(scan.candidates):,} image file(s) of {len(scan.classes):,} class(es) "
              f"({len(scan.ignored):,} other file(s) passed over)",
-             f"unreadable images: {len(found.unreadable):,} (left out)",
+             f"unreadable images: {len(found.unreadable):,} (left out{first_of(found.unreadable, scan.root)})",
              f"exact duplicates: {sum(len(d) for _, d in found.duplicates):,} (same bytes in the same class: "
              f"kept once)",
              f"label conflicts: {len(found.conflicts):,} (same bytes in two or more classes: every copy left out"
              + (f", {conflicted:,} images)" if conflicted else ")"),
-             f"unlistable names: {len(found.unlistable):,} (left out)",
+             f"unlistable names: {len(found.unlistable):,} (left out{first_of(found.unlistable, scan.root)})",
              f"classes with one image: {len(single):,} (kept for training, no test query)",
              histogram_line(sizes),
              sizes_line(image_sizes(found.kept, found.facts))]
