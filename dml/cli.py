@@ -79,8 +79,9 @@ def add_arguments(argname, type, default, help, argparser, **kwargs):
     """Add `--argname` to argparser; bool flags accept True/False/true/false/1/0.
     Whether the flag was typed is kept (`given`)."""
     type = str2bool if type is bool else type
+    shown = " Default: . (the current directory)." if default == "." else " Default: %(default)s."
     argparser.add_argument("--" + argname, default=default, type=type, action=kwargs.pop("action", GivenFlag),
-                           help=help + " Default: %(default)s.", **kwargs)
+                           help=help + shown, **kwargs)
 
 
 def print_arguments(args):

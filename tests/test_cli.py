@@ -51,3 +51,17 @@ def test_help_lists_flags(script):
     out = subprocess.run([sys.executable, os.path.join(ROOT, script), "--help"], capture_output=True,
                          text=True, check=True, env=environment.clean()).stdout
     assert "--model" in out and "--use_gpu" in out and "Default:" in out
+
+
+def test_a_current_directory_default_reads_as_one():
+    """'Default: %(default)s.' of '.' would read '..' (the parent directory)."""
+    import argparse
+
+    from dml.cli import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments("data_dir", str, ".", "Root of the lists' paths.", parser)
+    add_arguments("model", str, "ResNet50", "Network.", parser)
+    text = " ".join(parser.format_help().split())
+    assert "Root of the lists' paths. Default: . (the current directory)." in text
+    assert "Network. Default: ResNet50." in text and ".." not in text
