@@ -1,4 +1,5 @@
 """Every original flag exists with its original name and default (the original example's command lines)."""
+import argparse
 import os
 import subprocess
 import sys
@@ -6,6 +7,7 @@ import sys
 import environment
 import pytest
 
+from dml.cli import add_arguments
 from dml.commands import eval as eval_script
 from dml.commands import export_model, infer, train_elem, train_pair
 
@@ -55,10 +57,6 @@ def test_help_lists_flags(script):
 
 def test_a_current_directory_default_reads_as_one():
     """'Default: %(default)s.' of '.' would read '..' (the parent directory)."""
-    import argparse
-
-    from dml.cli import add_arguments
-
     parser = argparse.ArgumentParser()
     add_arguments("data_dir", str, ".", "Root of the lists' paths.", parser)
     add_arguments("model", str, "ResNet50", "Network.", parser)
