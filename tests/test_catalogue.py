@@ -145,6 +145,8 @@ def test_folders_checks_on_a_seeded_catalogue(seeded, tmp_path, capsys):
     assert "solo" not in queries.values()
     assert set(queries.values()) == {"café crème", "chaise longue", "mug", "лампа"}
     assert read_list(out, "train.txt") == read_list(out, "gallery.txt")
+    every = read_list(out, "gallery.txt") + read_list(out, "query.txt")
+    assert sorted(read_list(out, "catalogue.txt")) == sorted(every)
 
 
 def test_strict_stops_on_the_corrupt_file_and_writes_nothing(seeded, tmp_path, capsys):
@@ -170,7 +172,7 @@ def test_a_rerun_with_another_split_leaves_no_stale_list(seeded, tmp_path, capsy
     assert prepare(capsys, "folders", "--src", src, "--out", out, "--split", "images")[0] == 0
     assert (out / "query.txt").exists()
     assert prepare(capsys, "folders", "--src", src, "--out", out)[0] == 0
-    assert sorted(os.listdir(out)) == ["classes.txt", "prepare_report.json", "test.txt", "train.txt"]
+    assert sorted(os.listdir(out)) == ["catalogue.txt", "classes.txt", "prepare_report.json", "test.txt", "train.txt"]
 
 
 def test_names_a_list_cannot_hold_are_left_out(tmp_path, capsys):
@@ -363,5 +365,7 @@ def test_dml_prepare_folders_on_the_demo_folders(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "train.txt: 18 images, 6 classes (train with --class_dim=6)" in done.stdout
     assert "test.txt: 12 images, 4 classes" in done.stdout
+    assert "catalogue.txt: 30 images, 10 classes (every image kept: the catalogue to index)" in done.stdout
+    assert sorted(read_list(out, "catalogue.txt")) == sorted(read_list(out, "train.txt") + read_list(out, "test.txt"))
     names = class_names.read(str(out / "classes.txt"))
     assert sorted(names.values()) == sorted(os.listdir(shop))

@@ -3,6 +3,7 @@ split, and write the lists, classes.txt and the report into --out as one set (no
 is written when anything stops it)."""
 import json
 import os
+import shlex
 
 from dml.data import class_names
 from dml.data.converters import image_lists
@@ -11,9 +12,11 @@ from dml.outputs import write_set
 
 from . import checks, folders, report, splits, table
 
+#: Every image kept, whichever list it went to: what an index of the whole catalogue holds.
+CATALOGUE = "catalogue.txt"
 #: Every file prepare may write into --out: those of an earlier run that this one does
 #: not write again are removed with the new set, so no stale list stays beside it.
-OUTPUTS = ("train.txt", "test.txt", "query.txt", "gallery.txt", class_names.FILE, report.REPORT)
+OUTPUTS = ("train.txt", "test.txt", "query.txt", "gallery.txt", CATALOGUE, class_names.FILE, report.REPORT)
 
 
 def split_mode(args):
@@ -47,9 +50,16 @@ def check_every_class_has_an_image(scan, found, remedy):
     raise UserError(f"class {name!r} has no readable image ({detail}){more}: {remedy}")
 
 
-def list_texts(split, out):
+def written_lists(split, kept):
+    """(list name, images) of every list written: the split's, then CATALOGUE (the
+    `kept` images of every class with an id)."""
+    return (*split.lists.items(), (CATALOGUE, [c for c in kept if c.class_name in split.ids]))
+
+
+def list_texts(split, kept, out):
+    """{list name: SOP-format text}, each image with its class id."""
     texts = {}
-    for name, items in split.lists.items():
+    for name, items in written_lists(split, kept):
         entries = [image_lists.Entry(0, split.ids[c.class_name], 1, c.path) for c in items]
         texts[name] = image_lists.render(image_lists.number(entries), out)
     return texts
@@ -75,26 +85,29 @@ def run(scan, args, remedy):
     split = splits.split(found.kept, mode, args.test_fraction, args.seed)
     settings = dict(sorted(vars(args).items()), split=mode, src=os.path.abspath(args.src), out=out)
     content = report.content(scan, found, split, settings)
-    texts = list_texts(split, out)
+    texts = list_texts(split, found.kept, out)
     texts[class_names.FILE] = class_names.render({i: name for name, i in split.ids.items()})
     texts[report.REPORT] = json.dumps(content, indent=1, ensure_ascii=False) + "\n"
     write_outputs(out, texts)
     for line in report.summary_lines(scan, found, split):
         print(line)
-    print_lists(split, out)
+    print_lists(split, found.kept, out)
     return content
 
 
-def print_lists(split, out):
+def print_lists(split, kept, out):
     train_classes = len({c.class_name for c in split.lists["train.txt"]})
-    for name, items in split.lists.items():
-        extra = f" (train with --class_dim={train_classes})" if name == "train.txt" else ""
+    for name, items in written_lists(split, kept):
+        extra = f" (train with --class_dim={train_classes})" if name == "train.txt" else \
+            " (every image kept: the catalogue to index)" if name == CATALOGUE else ""
         print(f"{name}: {len(items):,} images, {len({c.class_name for c in items}):,} classes{extra}")
     print(f"report: {os.path.join(out, report.REPORT)}")
     evaluate = "--test_list=test.txt" if "test.txt" in split.lists else \
         "--query_list=query.txt --gallery_list=gallery.txt"
-    print(f"wrote {', '.join(split.lists)} and {class_names.FILE} into {out}: pass --data_dir={out} "
-          f"--train_list=train.txt {evaluate}")
+    data_dir = shlex.quote(out)
+    print(f"wrote {', '.join(split.lists)}, {CATALOGUE} and {class_names.FILE} into {out}: pass "
+          f"--data_dir={data_dir} --train_list=train.txt {evaluate}; index the whole catalogue with "
+          f"index.py build --image_list={shlex.quote(os.path.join(out, CATALOGUE))} --data_dir={data_dir}")
 
 
 def prepare_folders(args):
