@@ -185,7 +185,10 @@ def test_names_a_list_cannot_hold_are_left_out(tmp_path, capsys):
     report = json.loads((out / "prepare_report.json").read_text())
     assert [(u["path"], u["reason"]) for u in report["unlistable"]] == [
         ("ok/tab\there.png", "the path is refused: it holds a control character (tab, newline, ...)")]
-    assert "unlistable names: 1" in stdout
+    assert "unlistable names: 1 (left out; first: 'ok/tab\\there.png': the path is refused: it holds a control " \
+        "character (tab, newline, ...))" in stdout.splitlines()
+    code, _, err = prepare(capsys, "folders", "--src", src, "--out", tmp_path / "strict", "--strict")
+    assert_one_line_error(code, err, "(first: '" + str(src / "ok" / "tab\\there.png") + "': the path is refused")
     put(src / "bad\tclass" / "1.png", image_bytes(7, (8, 8)))
     code, _, err = prepare(capsys, "folders", "--src", src, "--out", tmp_path / "out2")
     assert_one_line_error(code, err, "class 'bad\\tclass' has no readable image (1 unlistable)")

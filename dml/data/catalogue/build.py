@@ -29,8 +29,9 @@ def split_mode(args):
 
 def strict_stop(found):
     """The --strict refusal: what would be left out, and the first case."""
-    first = [f"{c.path}: {why}" for c, why in found.unlistable + found.unreadable]
-    first += [f"{c.path} is in {len(copies)} classes" for _, copies in found.conflicts for c in copies[:1]]
+    first = [f"{report.printable(c.path)}: {why}" for c, why in found.unlistable + found.unreadable]
+    first += [f"{report.printable(c.path)} is in {len(copies)} classes"
+              for _, copies in found.conflicts for c in copies[:1]]
     return UserError(f"--strict: {len(found.unreadable)} unreadable image(s), {len(found.conflicts)} label "
                      f"conflict(s), {len(found.unlistable)} unlistable name(s) (first: {first[0]}): nothing written")
 
