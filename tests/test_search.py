@@ -78,13 +78,15 @@ def test_a_query_folder_with_unreadable_images_is_answered_for_the_others(demo_i
     folder.mkdir()
     for name, source in (("a.jpg", paths[3]), ("c.jpg", paths[7])):
         (folder / name).write_bytes(open(source, "rb").read())
-    (folder / "b.jpg").write_bytes(b"")
+    broken = folder / "b\nx.jpg"  # a line break in a name is printed escaped
+    broken.write_bytes(b"")
     (folder / "d.png").write_text("not an image")
     proc = run("search.py", "--index_dir", demo_index, "--image_dir", str(folder), "--topk", "1", *RUN)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert proc.stderr.splitlines() == [
-        f"skipped unreadable query image {folder / 'b.jpg'}", f"skipped unreadable query image {folder / 'd.png'}"]
+        f"skipped unreadable query image {str(broken)!r}",
+        f"skipped unreadable query image {folder / 'd.png'}"]
     hits = {line.split("\t")[0]: line.split("\t")[3] for line in lines if line.startswith(str(folder))}
     assert hits == {str(folder / "a.jpg"): os.path.abspath(paths[3]), str(folder / "c.jpg"): os.path.abspath(paths[7])}
     for name in ("a.jpg", "c.jpg"):

@@ -32,7 +32,7 @@ from dml.cli import ArgumentParser, add_arguments, run_cli
 from dml.data import class_names
 from dml.errors import UserError
 from dml.flag_types import float_in
-from dml.index import backends, embed, flags, gallery, manifest, store
+from dml.index import backends, embed, flags, gallery, manifest, store, untrusted
 from dml.retrieval import feature_files, image_inputs, threshold_file
 from dml.runtime import data_workers, ranks
 from dml.runtime.device import choose_device
@@ -120,7 +120,7 @@ def embed_images(args, meta, images, labelled, world=ranks.SINGLE):
     vectors, kept, unreadable = embed.embed(network, images, embed.image_size(meta), args.batch_size, workers,
                                             args.engine, world)
     for i in unreadable:
-        print(f"skipped unreadable image {images.paths[i]}")
+        print(f"skipped unreadable image {untrusted.printable(images.paths[i])}")
     labels = images.labels[kept] if labelled else None
     return vectors, [images.paths[i] for i in kept], labels
 

@@ -10,7 +10,7 @@ from dml.errors import UserError
 from dml.outputs import write_json_atomic
 from dml.retrieval import feature_files, grid, image_inputs, predictor, rerank
 
-from . import backends, embed, flat, manifest
+from . import backends, embed, flat, manifest, untrusted
 
 UNKNOWN = -1
 
@@ -31,9 +31,9 @@ def query_features(args, snapshot):
         raise UserError(f"query image {args.image} cannot be read (not an image, or damaged)")
     if not len(kept):
         raise UserError(f"none of the {len(images)} query images can be read (the first: "
-                        f"{images.paths[unreadable[0]]})")
+                        f"{untrusted.printable(images.paths[unreadable[0]])})")
     for i in unreadable:  # as index.py does, the others are answered; stdout is the hits' table
-        print(f"skipped unreadable query image {images.paths[i]}", file=sys.stderr)
+        print(f"skipped unreadable query image {untrusted.printable(images.paths[i])}", file=sys.stderr)
     labels = np.asarray(images.labels)[kept] if labelled else np.full(len(kept), UNKNOWN)
     return vectors, [images.paths[i] for i in kept], labels
 

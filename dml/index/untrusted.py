@@ -26,6 +26,12 @@ def has_control(text):
     return _CONTROL.search(text) is not None
 
 
+def printable(text):
+    """`text` for a printed line: quoted and escaped when it holds a control character
+    (a tab or line break would split the line, an escape would drive the terminal)."""
+    return repr(text) if has_control(text) else text
+
+
 def bad_line(text):
     """The number (from 1) of the first line of `text` that is empty or holds a
     control character, or None; one pass over the whole text."""

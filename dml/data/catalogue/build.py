@@ -8,6 +8,7 @@ import shlex
 from dml.data import class_names
 from dml.data.converters import image_lists
 from dml.errors import UserError
+from dml.index.untrusted import printable
 from dml.outputs import write_set
 
 from . import checks, folders, report, splits, table
@@ -29,8 +30,8 @@ def split_mode(args):
 
 def strict_stop(found):
     """The --strict refusal: what would be left out, and the first case."""
-    first = [f"{report.printable(c.path)}: {why}" for c, why in found.unlistable + found.unreadable]
-    first += [f"{report.printable(c.path)} is in {len(copies)} classes"
+    first = [f"{printable(c.path)}: {why}" for c, why in found.unlistable + found.unreadable]
+    first += [f"{printable(c.path)} is in {len(copies)} classes"
               for _, copies in found.conflicts for c in copies[:1]]
     return UserError(f"--strict: {len(found.unreadable)} unreadable image(s), {len(found.conflicts)} label "
                      f"conflict(s), {len(found.unlistable)} unlistable name(s) (first: {first[0]}): nothing written")

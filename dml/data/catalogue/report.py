@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from dml.index.untrusted import has_control
+from dml.index.untrusted import printable
 
 #: Printed class-size buckets (images per class): (low, high), high None = no bound.
 BUCKETS = ((1, 1), (2, 2), (3, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, 1000), (1001, None))
@@ -15,12 +15,6 @@ def shown(path, root):
     """A path as the report shows it: relative to the source root when inside it."""
     rel = os.path.relpath(path, root)
     return path if rel.startswith("..") else rel
-
-
-def printable(path):
-    """A path for a printed line: quoted and escaped when it holds a control character
-    (a tab or line break would split the line, an escape would drive the terminal)."""
-    return repr(path) if has_control(path) else path
 
 
 def class_sizes(kept):
