@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dml import models
+from dml.errors import UserError
 from dml.index import backends, flat, gallery, store
 from dml.index.catalog import SPECS
 
@@ -103,6 +104,27 @@ def test_build_from_features_directory_format(feats, net, tmp_path):
     assert meta["files"]["vectors.npy"] == os.path.getsize(os.path.join(gen, "vectors.npy"))
     info = run("index.py", "info", "--index_dir", index_dir)
     assert info.returncode == 0 and f"count: {len(raw)}" in info.stdout
+
+
+def test_images_none_can_read_are_one_line_and_leave_no_index(feats, net, tmp_path, capsys):
+    """build (and add) of images none of which decodes: one line, and no half-made index
+    that would refuse the corrected command."""
+    from dml.commands import index
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.jpg").write_text("not an image")
+    index_dir = str(tmp_path / "idx")
+    with pytest.raises(UserError, match=r"none of the 1 images can be read \(the first: .*x\.jpg\): nothing written"):
+        index.main(["build", "--index_dir", index_dir, "--image_dir", str(bad), *NET, "--pretrained_model", net, *RUN])
+    assert not os.path.exists(index_dir) or os.listdir(index_dir) == []
+    paths = [os.path.abspath(p) for p in open(feats[:-4] + ".paths.txt").read().split()]
+    good = str(tmp_path / "good.txt")
+    open(good, "w").write("\n".join(paths[:4]) + "\n")
+    index.main(["build", "--index_dir", index_dir, "--image_list", good, *NET, "--pretrained_model", net, *RUN])
+    with pytest.raises(UserError, match="none of the 1 images can be read"):
+        index.main(["add", "--index_dir", index_dir, "--image_dir", str(bad), *RUN])
+    assert store.open_index(index_dir).paths == paths[:4]
 
 
 def test_add_embeds_only_new_images_like_the_network(feats, net, demo_dir, tmp_path, monkeypatch, capsys):

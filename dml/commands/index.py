@@ -119,6 +119,9 @@ def embed_images(args, meta, images, labelled, world=ranks.SINGLE):
     workers = data_workers.worker_count(args.num_workers, device, world.nranks)
     vectors, kept, unreadable = embed.embed(network, images, embed.image_size(meta), args.batch_size, workers,
                                             args.engine, world)
+    if not len(kept):
+        raise UserError(f"none of the {len(images)} images can be read (the first: "
+                        f"{untrusted.printable(images.paths[unreadable[0]])}): nothing written")
     for i in unreadable:
         print(f"skipped unreadable image {untrusted.printable(images.paths[i])}")
     labels = images.labels[kept] if labelled else None

@@ -89,6 +89,8 @@ def build(index_dir, vectors, paths, labels, record, backend, options, session=N
     `session`: the backend's per-command flag values (backends.session); `names`:
     {label: class name}; `threshold`: the match threshold to store (or None); `dba`:
     None or {"n", "alpha"} of the database-side augmentation to store."""
+    if not len(paths):
+        raise UserError("an index needs at least one vector: nothing written")
     check_unique(paths, "the gallery")
     if dba is not None:
         expansion.check_neighbours(dba["n"], len(paths) - 1, "dba_n")
