@@ -151,7 +151,6 @@ def test_add_embeds_only_new_images_like_the_network(feats, net, demo_dir, tmp_p
         return original(model, loader, **kwargs)
 
     monkeypatch.setattr(features, "extract_features", counting)
-    from dml.errors import UserError
     with pytest.raises(UserError, match="already in the index"):
         index.main(["add", "--index_dir", index_dir, "--image_list", everything, *RUN])
     assert seen == []
