@@ -226,6 +226,25 @@ def test_csv_with_a_split_column_and_named_columns(tmp_path, capsys):
     assert "exact duplicates: 1" in stdout
 
 
+def test_a_split_column_not_named_by_the_flag_gets_one_note(tmp_path, capsys):
+    root = tmp_path / "photos"
+    rows = []
+    for c in range(4):
+        for i in range(2):
+            put(root / f"{c}/{i}.png", image_bytes(200 + 10 * c + i, (16, 16)))
+            rows.append((f"{c}/{i}.png", f"item {c}", "train" if c < 2 else "test"))
+    table = tmp_path / "export.csv"
+    write_csv(table, rows, header=("path", "label", "Split"))
+    code, stdout, err = prepare(capsys, "csv", "--src", table, "--image_root", root, "--out", tmp_path / "a")
+    assert code == 0, err
+    notes = [line for line in stdout.splitlines() if line.startswith("note:")]
+    assert notes == ["note: the CSV's column 'Split' is not read: pass --split_column=Split to split by it "
+                     "(now split by --split)"]
+    code, stdout, err = prepare(capsys, "csv", "--src", table, "--image_root", root, "--out", tmp_path / "b",
+                                "--split_column", "Split")
+    assert code == 0 and "note:" not in stdout, err
+
+
 # ---------------------------------------------------------------- bad input: one line, exit 2, nothing written
 
 def bad_folder(tmp_path, kind):

@@ -28,6 +28,15 @@ def columns(reader, src, wanted):
                             f"name yours with --{flag}")
 
 
+def note_unused_split(header, split_column):
+    """One line when the CSV has a column named like a split that --split_column does not
+    name: prepare then splits by --split, whatever the column says."""
+    unused = [name for name in header if name.strip().lower() == "split" and name != split_column]
+    if unused and split_column is None:
+        print(f"note: the CSV's column {unused[0]!r} is not read: pass --split_column={unused[0]} to split by it "
+              f"(now split by --split)")
+
+
 def inside(path, root_real):
     real = os.path.realpath(path)
     return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
@@ -71,6 +80,7 @@ def scan(src, image_root, path_column="path", label_column="label", split_column
             reader = csv.DictReader(handle, delimiter=delimiter)
             columns(reader, src, {"path_column": path_column, "label_column": label_column,
                                   "split_column": split_column})
+            note_unused_split(reader.fieldnames, split_column)
             for row in reader:
                 where = f"{src}, line {reader.line_num}"
                 found.append(candidate(row, where, image_root, root_real, path_column, label_column, split_column))
