@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from test_trainer import checkpoint_names, final_params, flags, run
 
-from dml.cli import run_cli
+from dml.cli import run_cli, sources
 from dml.commands import train_elem, train_pair
 from dml.errors import UserError
 from dml.train import checkpoint, loop, resume
@@ -54,6 +54,23 @@ def test_a_resume_with_every_flag_left_out_equals_the_uninterrupted_run(tmp_path
     assert steps == ["2", "4", "5"]
     for key in whole:
         np.testing.assert_array_equal(np.asarray(whole[key]), np.asarray(parts[key]), err_msg=key)
+
+
+def test_a_resume_without_model_save_dir_goes_on_in_the_checkpoints_run(tmp_path, demo_dir, monkeypatch):
+    """Left out, --model_save_dir is the run the checkpoint belongs to (not ./output);
+    given, it is used."""
+    run("elem", flags(demo_dir, tmp_path / "run", total_iter_num=2, **RUN_FLAGS))
+    monkeypatch.chdir(tmp_path)
+    resumed = [f for f in bare(demo_dir, tmp_path, total_iter_num=4, checkpoint=os.path.join("run", "ResNet18", "2"))
+               if not f.startswith("--model_save_dir")]
+    args = train_elem.build_parser().parse_args(resumed)
+    assert loop.train(args, "elem").last_saved == os.path.join("run", "ResNet18", "4")
+    assert args.model_save_dir == "run" and sources(args)["model_save_dir"] == "the checkpoint's run"
+    assert not os.path.exists(tmp_path / "output")
+    args = train_elem.build_parser().parse_args(bare(demo_dir, tmp_path / "elsewhere", total_iter_num=5,
+                                                     checkpoint=os.path.join("run", "ResNet18", "4")))
+    assert loop.train(args, "elem").last_saved == os.path.join(str(tmp_path / "elsewhere"), "ResNet18", "5")
+    assert resume.run_directory("ResNet18/2", "ResNet18") == "." and resume.run_directory("a/b/2", "ResNet18") is None
 
 
 def test_the_configuration_block_says_what_came_from_the_checkpoint(tmp_path, demo_dir, monkeypatch, capsys):

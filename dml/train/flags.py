@@ -91,7 +91,8 @@ def add_training_arguments(parser, family, *, train_batch_size, lr, lr_steps, to
                   "checkpoint's; a flag that changes what the run computes must equal it.", parser)
     add_arguments("model_save_dir", str, "output",
                   "Checkpoints go to <model_save_dir>/<model>/<iteration>/ (refused when it holds another "
-                  "run's checkpoints, unless --overwrite).", parser)
+                  "run's checkpoints, unless --overwrite). Left out on a resume: the checkpoint's own run "
+                  "directory.", parser)
     add_arguments("overwrite", bool, False,
                   "Remove the checkpoints another run left in <model_save_dir>/<model>/ before training.",
                   parser, nargs="?", const=True)

@@ -14,6 +14,7 @@ parameter for the loss that reads it; otherwise it is a RUN flag. A checkpoint t
 not record a flag (written before the flag existed) ran with its default. Adding a
 training flag means adding its rule here; a test fails for a flag without one.
 """
+import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -95,7 +96,7 @@ RULES = {
     "engine": Rule(RUN),
     # this command's
     "checkpoint": Rule(INVOCATION),
-    "model_save_dir": Rule(INVOCATION),
+    "model_save_dir": Rule(INVOCATION),  # left out: the checkpoint's own run directory (run_directory)
     "num_workers": Rule(INVOCATION),
     "with_mem_opt": Rule(INVOCATION),
     "overwrite": Rule(INVOCATION),
@@ -158,6 +159,19 @@ def settle(args, state, family, directory):
                                 f"was trained with: leave the flag out to resume that run exactly, or start a new "
                                 f"run from its weights with --pretrained_model")
             note(args, flag, f"the checkpoint ran with {recorded}")
+    root = run_directory(directory, args.model)
+    if not given(args, "model_save_dir") and root is not None and root != args.model_save_dir:
+        set_from(args, "model_save_dir", root, "the checkpoint's run")
+
+
+def run_directory(directory, model):
+    """X of a checkpoint directory X/<model>/<iteration> (where a resumed run goes on
+    saving when --model_save_dir is left out), or None for another shape."""
+    path = os.path.normpath(directory)
+    parent = os.path.dirname(path)
+    if os.path.basename(path).isdigit() and os.path.basename(parent) == model:
+        return os.path.dirname(parent) or "."
+    return None
 
 
 def _differs(flag_rule, a, b):
