@@ -5,6 +5,7 @@ back or the resume is refused, and a second run into a used --model_save_dir is 
 before training unless --overwrite."""
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -71,6 +72,17 @@ def test_a_resume_without_model_save_dir_goes_on_in_the_checkpoints_run(tmp_path
                                                      checkpoint=os.path.join("run", "ResNet18", "4")))
     assert loop.train(args, "elem").last_saved == os.path.join(str(tmp_path / "elsewhere"), "ResNet18", "5")
     assert resume.run_directory("ResNet18/2", "ResNet18") == "." and resume.run_directory("a/b/2", "ResNet18") is None
+
+
+def test_latest_without_model_finds_the_one_model_with_checkpoints(tmp_path, demo_dir):
+    run("elem", flags(demo_dir, tmp_path, total_iter_num=2, **RUN_FLAGS))
+    resumed = [f for f in bare(demo_dir, tmp_path, total_iter_num=3, checkpoint="latest")
+               if not f.startswith("--model=")]
+    args = train_elem.build_parser().parse_args(resumed)
+    assert loop.train(args, "elem").last_saved == os.path.join(str(tmp_path), "ResNet18", "3")
+    shutil.copytree(tmp_path / "ResNet18" / "2", tmp_path / "ResNet50" / "1")
+    with pytest.raises(UserError, match="holds checkpoints of ResNet18, ResNet50: pass --model to say which"):
+        loop.train(train_elem.build_parser().parse_args(resumed), "elem")
 
 
 def test_the_configuration_block_says_what_came_from_the_checkpoint(tmp_path, demo_dir, monkeypatch, capsys):

@@ -187,13 +187,16 @@ def numbered_checkpoints(root, complete_only=True):
     return sorted(found)
 
 
-def resolve(argument, model_save_dir, model):
+def resolve(argument, model_save_dir, model, model_given=True):
     """The checkpoint directory `--checkpoint` means, and how it was chosen.
 
-    `latest` means the newest complete checkpoint under `<model_save_dir>/<model>`; a
-    directory of numbered checkpoints means its newest complete one; anything else is
-    taken as one checkpoint directory. Returns (directory, note or None).
+    `latest` means the newest complete checkpoint under `<model_save_dir>/<model>` (with
+    --model left out, under the one model directory of `model_save_dir` that has
+    checkpoints); a directory of numbered checkpoints means its newest complete one;
+    anything else is taken as one checkpoint directory. Returns (directory, note or None).
     """
+    if argument == "latest" and not model_given:
+        model = only_model_with_checkpoints(model_save_dir) or model
     root = os.path.join(model_save_dir, model) if argument == "latest" else argument
     if argument != "latest" and (not os.path.isdir(root) or is_complete(root)):
         return argument, None
@@ -203,6 +206,17 @@ def resolve(argument, model_save_dir, model):
                         f"(expected {root}/<iteration>/ with {PARAMS}, {OPTIMIZER}, {STATE})")
     iteration, path = found[-1]
     return path, f"newest complete checkpoint under {root}"
+
+
+def only_model_with_checkpoints(model_save_dir):
+    """The name of the one directory of `model_save_dir` holding complete checkpoints;
+    None when there is none; UserError naming them when there are several."""
+    names = sorted(name for name in os.listdir(model_save_dir) if numbered_checkpoints(
+        os.path.join(model_save_dir, name))) if os.path.isdir(model_save_dir) else []
+    if len(names) > 1:
+        raise UserError(f"--checkpoint latest: {model_save_dir!r} holds checkpoints of {', '.join(names)}: "
+                        f"pass --model to say which")
+    return names[0] if names else None
 
 
 def _versions():

@@ -12,7 +12,7 @@ import paddle
 from paddle import nn
 
 from dml import losses, models
-from dml.cli import flag_values, print_arguments
+from dml.cli import flag_values, given, print_arguments
 from dml.data import reader
 from dml.retrieval.test_set import read_test_set
 from dml.runtime import acceleration, data_workers, paddle_compat, ranks
@@ -254,7 +254,7 @@ def resolve_checkpoint(args, rank):
     picked when `--checkpoint` is `latest` or a directory of numbered checkpoints."""
     if not args.checkpoint:
         return None
-    directory, note = checkpoint.resolve(args.checkpoint, args.model_save_dir, args.model)
+    directory, note = checkpoint.resolve(args.checkpoint, args.model_save_dir, args.model, given(args, "model"))
     if note and rank == 0:
         print(f"--checkpoint {args.checkpoint}: picked {directory}, the {note}", flush=True)
     return directory
