@@ -62,7 +62,7 @@ def add_catalogue_flags(parser):
 
 
 def parse_args(argv):
-    parser = ArgumentParser(prog="prepare.py", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="dataset", required=True, parser_class=ArgumentParser)
     for name in READERS:
         add_archive_parser(commands, name)
